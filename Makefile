@@ -1,0 +1,43 @@
+# skyclass: the few targets a person needs.
+#   make demo   install everything, start the embedded database, run the demo
+#   make test   install everything, then lint, type-check and run the test suite
+#   make bench  run the benchmarks (figures go to docs/benchmarks.md)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system python demo test lint pytest bench clean
+
+setup: system python
+
+system:
+	@bash .ci/install-system.sh
+
+python: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+	@echo "python: environment ready in $(VENV)/ (CLI: $(BIN)/skyclass)"
+
+demo: setup
+	@$(BIN)/skyclass demo
+
+lint: python
+	@$(BIN)/ruff check src tests bench migrations
+	@$(BIN)/ruff format --check src tests bench migrations
+	@$(BIN)/mypy
+
+pytest: setup
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test: setup lint pytest
+
+bench: setup
+	@$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

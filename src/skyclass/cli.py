@@ -1,0 +1,142 @@
+"""The ``skyclass`` command line.
+
+Known errors (:class:`skyclass.errors.SkyclassError`) are printed as one clear
+message and exit with status 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from skyclass import __version__
+from skyclass.config import load_settings
+from skyclass.errors import SkyclassError
+
+
+class SkyclassGroup(click.Group):
+    """A click group that turns :class:`SkyclassError` into a one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SkyclassError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=SkyclassGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="skyclass")
+def main() -> None:
+    """Classify the sources of survey catalogs inside PostgreSQL.
+
+    With no SKYCLASS_DATABASE_URL set, skyclass runs a private PostgreSQL
+    cluster of its own (see `skyclass db --help`) and starts it on demand.
+    """
+
+
+# -- skyclass db ---------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Manage the database: the embedded default cluster and migrations.
+
+    Without SKYCLASS_DATABASE_URL these commands act on the embedded cluster
+    under SKYCLASS_HOME; with it set, on that server (start/stop then only
+    report that an external server is in use).
+    """
+
+
+def _embedded_or_none() -> Any:
+    from skyclass.db.cluster import EmbeddedCluster
+
+    settings = load_settings()
+    if settings.database_url:
+        return None
+    return EmbeddedCluster.from_settings(settings)
+
+
+@db.command("start")
+def db_start() -> None:
+    """Create (first time) and start the embedded cluster, then migrate it."""
+    from skyclass.db.migrate import upgrade
+
+    cluster = _embedded_or_none()
+    if cluster is None:
+        click.echo("SKYCLASS_DATABASE_URL is set: using that server, nothing to start")
+        return
+    cluster.start()
+    for warning in upgrade(cluster.url):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(f"running: data {cluster.data_dir}, port {cluster.port}")
+    click.echo(f"connect: psql '{cluster.url}'")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded cluster."""
+    cluster = _embedded_or_none()
+    if cluster is None:
+        click.echo("SKYCLASS_DATABASE_URL is set: the external server is not managed by skyclass")
+        return
+    cluster.stop()
+    click.echo("stopped")
+
+
+@db.command("status")
+def db_status() -> None:
+    """Say which database is used, whether it runs, and its schema revision."""
+    from skyclass.db.migrate import current_revision, head_revision
+
+    cluster = _embedded_or_none()
+    if cluster is None:
+        url = load_settings().database_url or ""
+        click.echo("database: external (SKYCLASS_DATABASE_URL)")
+    else:
+        click.echo(f"database: embedded, data directory {cluster.data_dir}, port {cluster.port}")
+        if not cluster.running():
+            click.echo("state: stopped (start it with `skyclass db start`)")
+            sys.exit(3)
+        url = cluster.url
+    click.echo("state: running")
+    revision = current_revision(url)
+    head = head_revision()
+    state = "current" if revision == head else "needs `skyclass db migrate`"
+    click.echo(f"schema: revision {revision or 'none'} (newest {head}, {state})")
+
+
+@db.command("url")
+@click.option("--tcp", is_flag=True, help="Give a 127.0.0.1:PORT URL instead of the socket one.")
+def db_url(tcp: bool) -> None:
+    """Print the connection URL (for psql, pandas, SQLAlchemy...)."""
+    cluster = _embedded_or_none()
+    if cluster is None:
+        click.echo(load_settings().database_url)
+    else:
+        click.echo(cluster.tcp_url() if tcp else cluster.url)
+
+
+@db.command("migrate")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_migrate(revision: str) -> None:
+    """Bring the database to the current skyclass schema (Alembic).
+
+    Checks the server for the extensions skyclass needs (q3c, vector;
+    pg_cron optional) and names the command that installs a missing one.
+    """
+    from skyclass.db.connect import database_url
+    from skyclass.db.migrate import current_revision, downgrade, upgrade
+
+    url = database_url()
+    before = current_revision(url)
+    if revision == "head" or before is None:
+        for warning in upgrade(url, revision):
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
+    else:
+        downgrade(url, revision)
+    click.echo(f"schema: revision {before or 'none'} -> {current_revision(url) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

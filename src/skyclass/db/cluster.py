@@ -1,0 +1,293 @@
+"""A private PostgreSQL cluster that skyclass runs for itself (the embedded default).
+
+The cluster has its own data directory, socket directory and port, never the
+system's 5432. PostgreSQL refuses to run as root, so when skyclass runs as root
+the cluster belongs to an unprivileged OS user (``postgres`` by default) and is
+driven through ``runuser``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from skyclass.config import DATABASE_NAME, SUPERUSER, Settings
+from skyclass.errors import DatabaseError
+
+# Settings written into postgresql.conf at initdb time.
+BASE_CONF = {
+    "listen_addresses": "'127.0.0.1'",
+    "shared_preload_libraries": "'pg_cron'",
+    "cron.database_name": f"'{DATABASE_NAME}'",
+    "max_connections": "100",
+    "shared_buffers": "'256MB'",
+    "work_mem": "'32MB'",
+    "maintenance_work_mem": "'256MB'",
+    "max_wal_size": "'2GB'",
+    "logging_collector": "off",
+    "log_min_messages": "warning",
+}
+
+
+def find_pg_bindir(preferred: Path | None = None) -> Path:
+    """Return the directory holding ``initdb``/``pg_ctl``/``postgres``, newest version first."""
+    candidates: list[Path] = []
+    if preferred is not None:
+        candidates.append(preferred)
+    on_path = shutil.which("pg_config")
+    if on_path:
+        out = subprocess.run([on_path, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()))
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates.extend(Path(p) for p in versions)
+    for directory in candidates:
+        if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
+            return directory
+    raise DatabaseError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them "
+        "(Debian/Ubuntu: apt-get install postgresql-15) or set SKYCLASS_PG_BINDIR."
+    )
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class EmbeddedCluster:
+    """One private PostgreSQL cluster under ``home``.
+
+    Parameters
+    ----------
+    home
+        Directory holding ``pgdata/`` (the data directory), ``run/`` (the
+        socket directory) and ``postgres.log``.
+    port
+        TCP port on 127.0.0.1; also names the Unix socket.
+    bindir
+        PostgreSQL server binaries.
+    run_as
+        OS user that owns and runs the cluster when the caller is root.
+    extra_conf
+        Settings appended to ``postgresql.conf`` at creation (tests turn off
+        ``fsync`` this way).
+    """
+
+    home: Path
+    port: int
+    bindir: Path
+    run_as: str = "postgres"
+    extra_conf: dict[str, str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddedCluster:
+        """The embedded default cluster described by ``settings``."""
+        return cls(
+            home=settings.home,
+            port=settings.port,
+            bindir=find_pg_bindir(settings.pg_bindir),
+            run_as=settings.pg_user,
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        """libpq URL that connects through the Unix socket as the cluster superuser."""
+        host = quote(str(self.socket_dir), safe="")
+        return f"postgresql://{SUPERUSER}@/{DATABASE_NAME}?host={host}&port={self.port}"
+
+    def tcp_url(self) -> str:
+        """libpq URL over TCP on 127.0.0.1, for tools that do not take a socket directory."""
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    # -- running commands as the cluster owner --------------------------------
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        try:
+            pwd.getpwnam(self.run_as)
+        except KeyError:
+            raise DatabaseError(
+                f"PostgreSQL refuses to run as root and the user {self.run_as!r} does not exist: "
+                f"create it (useradd --system {self.run_as}) or set SKYCLASS_PG_USER"
+            ) from None
+        return ["runuser", "-u", self.run_as, "--", *argv]
+
+    def _run(self, argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self._as_owner(argv), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip()
+            log_tail = self._log_tail()
+            raise DatabaseError(
+                f"{what} failed (exit {result.returncode}): {detail}"
+                + (f"\nlast lines of {self.log_file}:\n{log_tail}" if log_tail else "")
+            )
+        return result
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    # -- life cycle -------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Create the cluster (``initdb``) if it does not exist yet."""
+        if self.initialized:
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        for directory in (self.home, self.socket_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            self._chown(directory)
+        if os.geteuid() == 0:
+            # The cluster owner must be able to reach its directories.
+            for parent in self.home.parents:
+                if parent.exists() and not os.stat(parent).st_mode & 0o001:
+                    raise DatabaseError(
+                        f"{parent} is not reachable by user {self.run_as!r} (mode "
+                        f"{oct(os.stat(parent).st_mode & 0o777)}): set SKYCLASS_HOME to a "
+                        "directory outside it, e.g. /var/lib/skyclass"
+                    )
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
+            "initdb",
+        )
+        settings = {
+            **BASE_CONF,
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            **(self.extra_conf or {}),
+        }
+        conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
+        with (self.data_dir / "postgresql.conf").open("a") as fh:
+            fh.write("\n# added by skyclass\n" + conf)
+
+    def running(self) -> bool:
+        """True when the cluster's postmaster is up."""
+        if not self.initialized:
+            return False
+        result = subprocess.run(
+            self._as_owner([str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir)]),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Create (if needed) and start the cluster, then create its database."""
+        self.init()
+        if not self.running():
+            if not port_is_free(self.port):
+                raise DatabaseError(
+                    f"port {self.port} on 127.0.0.1 is in use by another program: "
+                    "set SKYCLASS_PORT to a free port"
+                )
+            if not self.log_file.exists():
+                self.log_file.touch()
+                self._chown(self.log_file)
+            self._run(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "start",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    str(int(timeout)),
+                ],
+                "starting PostgreSQL",
+            )
+        self._wait_ready(timeout)
+        self._ensure_database()
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster if it runs."""
+        if self.running():
+            self._run(
+                [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w"],
+                "stopping PostgreSQL",
+            )
+
+    def destroy(self) -> None:
+        """Stop the cluster and delete its directory (used by tests)."""
+        with contextlib.suppress(DatabaseError):
+            self.stop("immediate")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.url.replace(f"/{DATABASE_NAME}?", "/postgres?")):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise DatabaseError(f"PostgreSQL did not accept connections: {exc}") from exc
+                time.sleep(0.1)
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        admin_url = self.url.replace(f"/{DATABASE_NAME}?", "/postgres?")
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')

@@ -1,0 +1,58 @@
+"""The skyclass error hierarchy.
+
+Every error a user can cause is a :class:`SkyclassError`; the CLI prints its
+message (which says what was wrong, where, and what to do) without a traceback.
+The subclasses also derive from the matching built-in exception so callers can
+catch them the usual way.
+"""
+
+from __future__ import annotations
+
+
+class SkyclassError(Exception):
+    """Base class of every error skyclass reports to a user."""
+
+
+class ConfigError(SkyclassError, ValueError):
+    """A setting or environment variable is wrong."""
+
+
+class DatabaseError(SkyclassError, RuntimeError):
+    """The database cannot be reached, started or brought to the current schema."""
+
+
+class MissingExtensionError(DatabaseError):
+    """A PostgreSQL extension skyclass needs is not installed on the server."""
+
+
+class IngestError(SkyclassError, ValueError):
+    """A catalog file cannot be loaded; the message names file, column and row."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.path = path
+        self.column = column
+        self.row = row
+        where = []
+        if path is not None:
+            where.append(path)
+        if column is not None:
+            where.append(f"column {column!r}")
+        if row is not None:
+            where.append(f"row {row}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class CatalogNotFoundError(SkyclassError, LookupError):
+    """A catalog name is not registered."""
+
+
+class QueryError(SkyclassError, ValueError):
+    """A query's arguments are invalid (coordinates, radius, units, names)."""
