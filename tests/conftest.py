@@ -27,6 +27,8 @@ _counter = itertools.count()
 
 
 def _free_port(start: int = 56000) -> int:
+    """A free TCP port; the start depends on the process id so parallel runs differ."""
+    start += (os.getpid() * 7) % 3000
     for port in range(start, start + 500):
         if port_is_free(port):
             return port

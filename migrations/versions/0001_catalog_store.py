@@ -54,9 +54,7 @@ def upgrade() -> None:
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
         sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("current_user")),
-        sa.CheckConstraint(
-            "name ~ '^[a-z][a-z0-9_]{0,62}$'", name="ck_catalog_name_is_identifier"
-        ),
+        sa.CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,62}$'", name="ck_catalog_name_is_identifier"),
         sa.PrimaryKeyConstraint("catalog_id", name="pk_catalog"),
         sa.UniqueConstraint("name", name="uq_catalog_name"),
         schema=S,
@@ -137,9 +135,7 @@ def upgrade() -> None:
     op.create_table(
         "ingest_reject",
         sa.Column("load_id", sa.BigInteger, nullable=False),
-        sa.Column(
-            "row_number", sa.BigInteger, nullable=False, comment="1-based data row in file"
-        ),
+        sa.Column("row_number", sa.BigInteger, nullable=False, comment="1-based data row in file"),
         sa.Column("column_name", sa.Text, nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("value", sa.Text),

@@ -112,4 +112,3 @@ def head_revision() -> str:
     if head is None:
         raise DatabaseError("no migrations found")
     return head
-

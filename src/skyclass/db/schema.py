@@ -37,7 +37,9 @@ catalog = sa.Table(
     sa.Column("ra_column", sa.Text, nullable=False, comment="source column of ra"),
     sa.Column("dec_column", sa.Text, nullable=False, comment="source column of dec"),
     sa.Column("description", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("current_user")),
     sa.CheckConstraint(f"name ~ '{NAME_PATTERN}'", name="name_is_identifier"),
     comment="One row per catalog table in schema catalogs.",

@@ -1,0 +1,611 @@
+"""Catalog file readers: FITS, VOTable, CSV and ECSV through astropy, in chunks.
+
+Every reader yields :class:`Chunk` objects (plain numpy arrays plus NULL masks)
+so the rest of the ingest does not care where the rows came from. Memory:
+
+- FITS tables are memory-mapped and sliced, so only one chunk is converted at
+  a time. With ``memmap=True`` astropy applies neither TNULL nor NaN masking,
+  so TNULL is applied here from the column definitions (NaN is handled with
+  the other float sentinels). A gzip-compressed FITS file cannot be mapped:
+  astropy decompresses it into memory.
+- CSV is read with astropy's chunked fast reader (``chunk_generator``), so
+  memory is bounded by the chunk size. Column types are inferred per chunk;
+  the loader reconciles them (see :mod:`skyclass.ingest.prepare`). A quoted
+  field holding a line break can be split by a chunk boundary: such files
+  need a larger ``chunk_chars``.
+- VOTable and ECSV have no streaming reader in astropy: they are read whole
+  and then cut into chunks.
+
+Warnings astropy raises while reading are sorted: those that mean the file is
+damaged (truncated FITS, unparsable VOTable values) become :class:`IngestError`,
+the others are kept in :attr:`Source.notes`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from skyclass.errors import IngestError
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "fits": (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz"),
+    "votable": (".vot", ".xml", ".votable"),
+    "csv": (".csv", ".csv.gz"),
+    "ecsv": (".ecsv",),
+}
+
+# Cells that mean "no value" in CSV files; they become NULL, never text.
+CSV_NULL_MARKERS = ("", "NA", "N/A", "null", "NULL", "nan", "NaN", "--")
+
+# Target size of one chunk: big enough that per-chunk overheads vanish, small
+# enough that several chunks (being read, encoded and sent) fit in memory.
+CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def supported_formats_text() -> str:
+    """The supported formats and their extensions, for error messages."""
+    names = {"fits": "FITS", "votable": "VOTable", "csv": "CSV", "ecsv": "ECSV"}
+    return "; ".join(f"{names[name]} ({', '.join(exts)})" for name, exts in FORMATS.items())
+
+
+def detect_format(path: Path) -> str:
+    """The format of ``path`` from its extension (case-insensitive).
+
+    A ``.csv`` file that starts with an ECSV header is read as ECSV.
+    """
+    lower = path.name.lower()
+    for name, extensions in FORMATS.items():
+        if lower.endswith(extensions):
+            if name == "csv" and not lower.endswith(".gz") and _looks_like_ecsv(path):
+                return "ecsv"
+            return name
+    raise IngestError(
+        f"unknown file extension; supported formats: {supported_formats_text()}", path=str(path)
+    )
+
+
+def _looks_like_ecsv(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16).startswith(b"# %ECSV")
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """A column of the file as astropy reads it, with its metadata."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...] = ()
+    unit: str | None = None
+    ucd: str | None = None
+    description: str | None = None
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows of the file.
+
+    ``start`` is the 0-based index of the first row, so the 1-based data-row
+    number of row ``i`` of the chunk is ``start + i + 1``. ``masks`` hold the
+    NULL cells the reader knows about (astropy masks, TNULL, empty cells), with
+    the reason to report in ``mask_reasons`` (default ``"masked"``).
+    """
+
+    start: int
+    length: int
+    data: dict[str, npt.NDArray[Any]]
+    masks: dict[str, npt.NDArray[np.bool_] | None]
+    mask_reasons: dict[str, str] = field(default_factory=dict)
+
+
+class Source(ABC):
+    """An open catalog file: its columns and an iterator over its chunks."""
+
+    format: str = ""
+    infers_types: bool = False  # True when column types are guessed per chunk (CSV)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[SourceColumn] = []
+        self.n_rows: int | None = None
+        self.notes: list[str] = []
+
+    @abstractmethod
+    def chunks(self) -> Iterator[Chunk]:
+        """Yield the rows of the file in order, one chunk at a time."""
+
+    def close(self) -> None:  # noqa: B027 - most readers hold nothing open
+        """Release the file."""
+
+    def preview(self, name: str) -> npt.NDArray[Any] | None:
+        """Values of column ``name`` in the first rows, for readers that guess types (CSV)."""
+        return None
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def error(
+        self, message: str, *, column: str | None = None, row: int | None = None
+    ) -> IngestError:
+        """An :class:`IngestError` about this file."""
+        return IngestError(message, path=str(self.path), column=column, row=row)
+
+    def _rows_per_chunk(self, row_bytes: int) -> int:
+        return max(1, CHUNK_BYTES // max(row_bytes, 1))
+
+
+def open_source(path: Path, fmt: str) -> Source:
+    """Open ``path`` as format ``fmt`` (see :data:`FORMATS`) and read its header."""
+    readers: dict[str, type[Source]] = {
+        "fits": FitsSource,
+        "votable": VOTableSource,
+        "csv": CsvSource,
+        "ecsv": EcsvSource,
+    }
+    return readers[fmt](path)
+
+
+def _plain(values: Any) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]:
+    """Split an astropy column (or slice of one) into data and mask arrays."""
+    data = np.asarray(np.ma.getdata(values))
+    mask = np.ma.getmask(values)
+    if mask is np.ma.nomask:
+        return data, None
+    mask = np.asarray(mask, dtype=bool)
+    return data, (mask if mask.any() else None)
+
+
+def _unit_text(unit: Any) -> str | None:
+    if unit is None:
+        return None
+    text = unit if isinstance(unit, str) else unit.to_string()
+    return text or None
+
+
+# -- FITS -------------------------------------------------------------------------
+class FitsSource(Source):
+    """The first table HDU of a FITS file, memory-mapped and read in chunks."""
+
+    format = "fits"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        from astropy.io import fits
+
+        self._hdul: Any = None
+        self._data: Any = None
+        self._nulls: dict[str, Any] = {}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                self._hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False)
+            except Exception as exc:
+                self._raise_truncated(caught)
+                raise self.error(f"not a readable FITS file ({exc})") from None
+        try:
+            self._raise_truncated(caught)
+            self.notes.extend(f"astropy: {w.message}" for w in caught)
+            self._open_table()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_table(self) -> None:
+        from astropy.io import fits
+
+        tables = [
+            (i, h)
+            for i, h in enumerate(self._hdul)
+            if isinstance(h, fits.BinTableHDU | fits.TableHDU)
+        ]
+        if not tables:
+            kinds = ", ".join(f"HDU {i} {type(h).__name__}" for i, h in enumerate(self._hdul))
+            raise self.error(f"no table HDU in this FITS file (it holds: {kinds})")
+        index, self._hdu = tables[0]
+        if len(tables) > 1:
+            self.notes.append(f"read the first table HDU ({index}); {len(tables) - 1} more ignored")
+        header = self._hdu.header
+        self.n_rows = int(header.get("NAXIS2", 0))
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                data = self._hdu.data
+                sample = data[:1] if data is not None else None
+        except Exception as exc:
+            raise self.error(
+                f"the table data cannot be read, the file looks truncated ({exc})"
+            ) from None
+        self._raise_truncated(caught)
+        self._data = data
+        for i, col in enumerate(self._hdu.columns, start=1):
+            dtype = sample.field(col.name).dtype if sample is not None else np.dtype("f8")
+            shape = sample.field(col.name).shape[1:] if sample is not None else ()
+            self.columns.append(
+                SourceColumn(
+                    name=col.name,
+                    dtype=np.dtype(dtype),
+                    shape=tuple(shape),
+                    unit=col.unit or None,
+                    ucd=_header_text(header, f"TUCD{i}"),
+                    description=_header_text(header, f"TCOMM{i}"),
+                )
+            )
+            null = self._tnull(col, dtype)
+            if null is not None:
+                self._nulls[col.name] = null
+
+    def _raise_truncated(self, caught: list[warnings.WarningMessage]) -> None:
+        for w in caught:
+            text = str(w.message)
+            if "truncated" in text or "Header size is not multiple" in text:
+                raise self.error(f"the file is damaged or truncated: {text.splitlines()[0]}")
+
+    @staticmethod
+    def _tnull(col: Any, dtype: np.dtype[Any]) -> Any:
+        """TNULL of an integer column, in the scaled space astropy returns values in."""
+        if col.null is None or dtype.kind not in "iu" or isinstance(col.null, str):
+            return None
+        raw = int(col.null)
+        value = raw * (col.bscale if col.bscale is not None else 1) + (col.bzero or 0)
+        if value != int(value):
+            return None
+        value = int(value)
+        info = np.iinfo(dtype)
+        return value if info.min <= value <= info.max else None
+
+    def chunks(self) -> Iterator[Chunk]:
+        n = self.n_rows or 0
+        step = self._rows_per_chunk(int(self._hdu.header.get("NAXIS1", 1)))
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            try:
+                rows = self._data[start:stop]
+                data: dict[str, npt.NDArray[Any]] = {}
+                masks: dict[str, npt.NDArray[np.bool_] | None] = {}
+                reasons: dict[str, str] = {}
+                for col in self.columns:
+                    values = np.asarray(rows.field(col.name))
+                    if values.dtype.kind == "S":
+                        # FITS pads strings with spaces; they are not part of the value.
+                        values = np.strings.rstrip(values, b" ")
+                    mask = None
+                    null = self._nulls.get(col.name)
+                    if null is not None:
+                        hit = values == null  # per element for array columns
+                        if hit.any():
+                            mask = hit
+                            reasons[col.name] = "tnull"
+                    data[col.name] = values
+                    masks[col.name] = mask
+            except IngestError:
+                raise
+            except Exception as exc:
+                raise self.error(
+                    f"rows {start + 1}..{stop} cannot be read, the file looks truncated ({exc})"
+                ) from None
+            yield Chunk(start, stop - start, data, masks, reasons)
+
+    def close(self) -> None:
+        if self._hdul is not None:
+            self._data = None
+            self._hdul.close()
+            self._hdul = None
+
+
+def _header_text(header: Any, key: str) -> str | None:
+    value = header.get(key)
+    return str(value).strip() or None if value is not None else None
+
+
+# -- astropy Table based (VOTable, ECSV) ----------------------------------------------
+class _TableSource(Source):
+    """A file read whole into an astropy Table, then cut into chunks."""
+
+    def _set_table(self, table: Any, meta: dict[str, tuple[str | None, str | None]]) -> None:
+        from astropy.table import Column
+
+        if len(table.colnames) == 0:
+            raise self.error("the table has no columns")
+        self._columns_data: dict[str, Any] = {}
+        for name in table.colnames:
+            col = table[name]
+            if not isinstance(col, Column):
+                raise self.error(
+                    f"column type {type(col).__name__} is not supported (only plain columns)",
+                    column=name,
+                )
+            ucd, description = meta.get(name, (None, None))
+            self.columns.append(
+                SourceColumn(
+                    name=name,
+                    dtype=np.dtype(col.dtype),
+                    shape=tuple(col.shape[1:]),
+                    unit=_unit_text(col.unit),
+                    ucd=ucd or (col.meta.get("ucd") if col.meta else None),
+                    description=description or col.description or None,
+                )
+            )
+            self._columns_data[name] = col
+        self.n_rows = len(table)
+
+    def chunks(self) -> Iterator[Chunk]:
+        n = self.n_rows or 0
+        row_bytes = sum(
+            max(1, c.dtype.itemsize) * int(np.prod(c.shape, dtype=np.int64)) for c in self.columns
+        )
+        step = self._rows_per_chunk(row_bytes)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            data: dict[str, npt.NDArray[Any]] = {}
+            masks: dict[str, npt.NDArray[np.bool_] | None] = {}
+            for name, col in self._columns_data.items():
+                data[name], masks[name] = _plain(col[start:stop])
+            yield Chunk(start, stop - start, data, masks)
+
+
+# VOTable warnings that mean values were lost or the file is incomplete.
+_VOTABLE_FATAL = {
+    "W18": "the file looks truncated",
+    "W31": "NaN in an integer field",
+    "W36": "a null value does not match its field's datatype",
+    "W39": "bit values cannot be masked",
+    "W46": "a value is longer than its field allows",
+    "W51": "an integer is out of range for its field",
+    "E02": "an array has the wrong number of elements",
+    "E03": "a complex value cannot be parsed",
+    "E04": "a bit value cannot be parsed",
+    "E05": "a boolean value cannot be parsed",
+    "E20": "a row has more cells than there are fields",
+    "E21": "a row has fewer cells than there are fields",
+}
+_POSITION = re.compile(r":(\d+):(\d+): ([WE]\d\d): (.*)$", re.S)
+
+
+class VOTableSource(_TableSource):
+    """The first table of a VOTable, parsed whole by astropy.
+
+    astropy's strict mode refuses real VizieR files for deprecations (COOSYS in
+    VOTable 1.2) and unit strings, so the file is parsed leniently and each
+    warning judged: damaging ones (see ``_VOTABLE_FATAL``, plus W30 "invalid
+    number", which names the cell) raise; W49 (empty integer cell, which astropy
+    turns into 0) masks that cell; the rest are kept as notes.
+    """
+
+    format = "votable"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        from astropy.io import votable
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                parsed = votable.parse(str(path), verify="warn")
+                table_element = parsed.get_first_table()
+                table = table_element.to_table(use_names_over_ids=True)
+            except IndexError:
+                raise self.error("the VOTable holds no TABLE") from None
+            except Exception as exc:
+                raise self.error(
+                    f"not a well-formed VOTable ({_position_text(str(exc))})"
+                ) from None
+        fields = list(table_element.fields)
+        names = list(table.colnames)
+        empty_int_cells: list[tuple[int, int]] = []
+        for w in caught:
+            text = str(w.message)
+            match = _POSITION.search(text)
+            code = match.group(3) if match else type(w.message).__name__
+            line = int(match.group(1)) if match else None
+            if code == "W30" or code in _VOTABLE_FATAL:
+                column, row = self._cell(path, names, match)
+                where = f" (line {line})" if line else ""
+                if code == "W30":
+                    literal = re.search(r"'(.*)'", _message(text))
+                    value = f": {literal.group(1)!r}" if literal else ""
+                    raise self.error(f"not a number{value}{where}", column=column, row=row)
+                raise self.error(
+                    f"{_VOTABLE_FATAL[code]}{where} ({code}: {_message(text)})",
+                    column=column,
+                    row=row,
+                )
+            if code == "W49" and match:
+                row, field_index = _votable_cell(path, line or 0, int(match.group(2)))
+                if row is not None:
+                    empty_int_cells.append((row, field_index))
+                continue
+            self.notes.append(f"astropy {code}: {_message(text)}")
+        if empty_int_cells:
+            self._mask_cells(table, names, empty_int_cells)
+        meta = {
+            name: (f.ucd or None, f.description or None)
+            for name, f in zip(names, fields, strict=False)
+        }
+        self._set_table(table, meta)
+
+    @staticmethod
+    def _cell(
+        path: Path, names: list[str], match: re.Match[str] | None
+    ) -> tuple[str | None, int | None]:
+        """The column name and 1-based row of a warning's position, when it is a cell."""
+        if match is None:
+            return None, None
+        row, field_index = _votable_cell(path, int(match.group(1)), int(match.group(2)))
+        if row is None or not 0 <= field_index < len(names):
+            return None, None
+        return names[field_index], row + 1
+
+    def _mask_cells(self, table: Any, names: list[str], cells: list[tuple[int, int]]) -> None:
+        from astropy.table import MaskedColumn
+
+        for row, field_index in cells:
+            name = names[field_index]
+            if not isinstance(table[name], MaskedColumn):
+                table[name] = MaskedColumn(table[name])
+            table[name].mask[row] = True
+        self.notes.append(f"{len(cells)} empty integer cells read as NULL")
+
+
+def _message(text: str) -> str:
+    match = _POSITION.search(text)
+    return (match.group(4) if match else text).strip()
+
+
+def _position_text(text: str) -> str:
+    match = re.match(r"(?:.*?:)?(\d+):(\d+): (.*)", text, re.S)
+    if match:
+        return f"line {match.group(1)}, column {match.group(2)}: {match.group(3).strip()}"
+    return text
+
+
+_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(TR|TD)[\s>/]")
+
+
+def _votable_cell(path: Path, line: int, column: int) -> tuple[int | None, int]:
+    """The (0-based row, field index) of the TABLEDATA cell at ``line``:``column``.
+
+    astropy reports positions, not cells; counting ``<TR>`` and ``<TD>`` tags
+    before the position recovers the cell. Used only when reporting a problem.
+    """
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return None, -1
+    offset = 0
+    for _ in range(line - 1):
+        offset = text.find(b"\n", offset) + 1
+        if offset == 0:
+            return None, -1
+    offset += column
+    rows = -1
+    cells = -1
+    for match in _TAG.finditer(text, 0, offset + 1):
+        if match.start() > offset:
+            break
+        if match.group(1) == b"TR":
+            rows += 1
+            cells = -1
+        else:
+            cells += 1
+    return (rows if rows >= 0 else None), cells
+
+
+class EcsvSource(_TableSource):
+    """An ECSV file (typed CSV with a YAML header), read whole by astropy."""
+
+    format = "ecsv"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        from astropy.table import Table
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                table = Table.read(str(path), format="ascii.ecsv")
+            except Exception as exc:
+                raise self.error(f"not a readable ECSV file ({exc})") from None
+        self.notes.extend(f"astropy: {w.message}" for w in caught)
+        self._set_table(table, {})
+
+
+# -- CSV --------------------------------------------------------------------------
+_DATA_LINE = re.compile(r"data line (\d+)")
+
+
+class CsvSource(Source):
+    """A comma-separated file with a header row, read in chunks by astropy's fast reader.
+
+    Types are inferred per chunk (int, float or text), so a later chunk may
+    disagree with the first; :attr:`columns` describes the first chunk.
+    """
+
+    format = "csv"
+    infers_types = True
+
+    def __init__(self, path: Path, chunk_chars: int | None = None) -> None:
+        super().__init__(path)
+        from astropy.io import ascii as astropy_ascii
+
+        self._rows_seen = 0
+        # A generator: nothing is read until the first next().
+        self._tables: Iterator[Any] = astropy_ascii.read(
+            str(path),
+            format="csv",
+            guess=False,
+            fast_reader={"chunk_size": chunk_chars or CHUNK_BYTES, "chunk_generator": True},
+            fill_values=[(marker, "0") for marker in CSV_NULL_MARKERS],
+        )
+        self._first: Any = self._next_table()
+        if self._first is None:
+            raise self.error("the file holds no header and no rows")
+        for name in self._first.colnames:
+            col = self._first[name]
+            self.columns.append(SourceColumn(name=name, dtype=np.dtype(col.dtype), shape=()))
+
+    def preview(self, name: str) -> npt.NDArray[Any] | None:
+        if self._first is None or name not in self._first.colnames:
+            return None
+        data, mask = _plain(self._first[name])
+        return data if mask is None else data[~mask]
+
+    def _next_table(self) -> Any:
+        # Warnings are caught around each step rather than inside the generator,
+        # whose suspended catch_warnings would leak into the caller's code.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                table = next(self._tables, None)
+            except UnicodeDecodeError as exc:
+                raise self.error(f"the file is not UTF-8 text ({exc.reason})") from None
+            except Exception as exc:
+                text = str(exc)
+                match = _DATA_LINE.search(text)
+                row = self._rows_seen + int(match.group(1)) + 1 if match else None
+                raise self.error(f"not a readable CSV file ({text})", row=row) from None
+        for w in caught:
+            note = f"astropy: {w.message}"
+            if note not in self.notes:
+                self.notes.append(note)
+        return table
+
+    def chunks(self) -> Iterator[Chunk]:
+        table = self._first
+        self._first = None
+        while table is not None:
+            data: dict[str, npt.NDArray[Any]] = {}
+            masks: dict[str, npt.NDArray[np.bool_] | None] = {}
+            for name in table.colnames:
+                data[name], masks[name] = _plain(table[name])
+            n = len(table)
+            if n:
+                yield Chunk(self._rows_seen, n, data, masks)
+            self._rows_seen += n
+            table = self._next_table()
+        self.n_rows = self._rows_seen
+
+    def close(self) -> None:
+        close = getattr(self._tables, "close", None)
+        if close is not None:
+            close()
