@@ -9,12 +9,22 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup system python demo test lint pytest bench clean
 
-setup: system python
+setup: system python extension
 
 system:
 	@bash .ci/install-system.sh
 
 python: $(STAMP)
+
+# The skyclass C extension (src/pg_skyclass), built and installed with the
+# server's pg_config; installing writes into the server's lib dir (sudo unless root).
+PG_MAJOR  ?= 15
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config) pg_config)
+.PHONY: extension
+extension: system
+	@$(MAKE) -s --no-print-directory -C src/pg_skyclass PG_CONFIG=$(PG_CONFIG)
+	@$(if $(filter 0,$(shell id -u)),,sudo) $(MAKE) -s --no-print-directory -C src/pg_skyclass install PG_CONFIG=$(PG_CONFIG)
+	@echo "extension: skyclass installed into $$($(PG_CONFIG) --pkglibdir)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

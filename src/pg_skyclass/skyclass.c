@@ -1,0 +1,581 @@
+/*
+ * skyclass.c -- fmgr glue of the skyclass extension.
+ *
+ * skyclass.predict(model_version, features) looks the model version up with
+ * SPI (skyclass.model_version joined with skyclass.model_artifact), keeps it
+ * in a per-backend cache in TopMemoryContext, re-checks the artifact's sha256
+ * with pg_cryptohash before the library is dlopen'ed (scoring_core.c), and
+ * scores one row.  Model versions and artifacts are immutable (contract.sql
+ * refuses UPDATE), which is what makes a cache without invalidation correct.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "storage/fd.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "scoring_core.h"
+
+PG_MODULE_MAGIC;
+
+/* One artifact library loaded into this backend; never unloaded. */
+typedef struct ArtifactEntry
+{
+	int64		artifact_id;	/* hash key */
+	sc_library	lib;
+} ArtifactEntry;
+
+/* One model version as read from the tables, plus scratch buffers. */
+typedef struct VersionEntry
+{
+	int64		model_version_id;	/* hash key */
+	int64		artifact_id;
+	int32		n_features;
+	int32		n_outputs;
+	int32		n_classes;
+	sc_transform transform;
+	sc_calibration cal;
+	char	   *output_transform;
+	char	   *calibration_kind;
+	char	  **classes;
+	uint8		sha256[PG_SHA256_DIGEST_LENGTH];
+	ArtifactEntry *artifact;	/* NULL until the library is loaded */
+	sc_entry   *entries;		/* n_features */
+	double	   *raw;			/* n_outputs */
+	double	   *proba;			/* n_classes */
+	MemoryContext cxt;			/* owns everything above */
+} VersionEntry;
+
+static MemoryContext cache_cxt = NULL;
+static HTAB *version_cache = NULL;
+static HTAB *artifact_cache = NULL;
+
+static const char *const VERSION_QUERY =
+"SELECT v.artifact_id, v.classes, v.calibration_kind, v.calibration_params,"
+"       v.calibration_offsets, a.sha256, a.n_features, a.n_outputs, a.output_transform,"
+"       v.calibration_eps"
+"  FROM skyclass.model_version AS v"
+"  JOIN skyclass.model_artifact AS a"
+"    ON a.artifact_id OPERATOR(pg_catalog.=) v.artifact_id"
+" WHERE v.model_version_id OPERATOR(pg_catalog.=) $1";
+
+static const char *const LIBRARY_QUERY =
+"SELECT a.sha256, a.library, a.n_features, a.n_outputs"
+"  FROM skyclass.model_artifact AS a"
+" WHERE a.artifact_id OPERATOR(pg_catalog.=) $1";
+
+static void
+init_caches(void)
+{
+	HASHCTL		ctl;
+
+	if (version_cache != NULL)
+		return;
+	cache_cxt = AllocSetContextCreate(TopMemoryContext, "skyclass model cache",
+									  ALLOCSET_SMALL_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ArtifactEntry);
+	ctl.hcxt = cache_cxt;
+	artifact_cache = hash_create("skyclass artifacts", 16, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(VersionEntry);
+	ctl.hcxt = cache_cxt;
+	version_cache = hash_create("skyclass model versions", 64, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static void
+sha256_of(const uint8 *data, size_t len, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (ctx == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, data, len) < 0 ||
+		pg_cryptohash_final(ctx, out, PG_SHA256_DIGEST_LENGTH) < 0)
+	{
+		const char *msg = pstrdup(pg_cryptohash_error(ctx));
+
+		pg_cryptohash_free(ctx);
+		elog(ERROR, "could not compute SHA-256: %s", msg);
+	}
+	pg_cryptohash_free(ctx);
+}
+
+static char *
+hex_of(const uint8 *bytes, size_t len)
+{
+	char	   *out = palloc(len * 2 + 1);
+
+	hex_encode((const char *) bytes, len, out);
+	out[len * 2] = '\0';
+	return out;
+}
+
+/*
+ * A column the contract declares NOT NULL; checked anyway, because detoasting
+ * a NULL datum would crash the backend if a table definition drifted.
+ */
+static Datum
+column_required(HeapTuple tuple, TupleDesc desc, int col, const char *what, int64 version)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT " has a NULL %s", version, what)));
+	return d;
+}
+
+/*
+ * A one-dimensional array of `elemtype` without NULLs from column `col`, or
+ * an error naming it; the element type is checked because the data is
+ * copied as raw float8/int4 values.
+ */
+static ArrayType *
+column_array(HeapTuple tuple, TupleDesc desc, int col, Oid elemtype, const char *what,
+			 int64 version)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(column_required(tuple, desc, col, what, version));
+
+	if (ARR_ELEMTYPE(arr) != elemtype || ARR_NDIM(arr) > 1 || array_contains_nulls(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT ": %s must be a one-dimensional %s array "
+						"without NULLs",
+						version, what, format_type_be(elemtype))));
+	return arr;
+}
+
+static int
+array_length_1d(ArrayType *arr)
+{
+	return ARR_NDIM(arr) == 0 ? 0 : ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+}
+
+static int32
+column_int32(HeapTuple tuple, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
+
+	return isnull ? -1 : DatumGetInt32(d);
+}
+
+/*
+ * Read model version `id` into a new VersionEntry.  Everything is allocated
+ * in a context that hangs off the caller's context until the entry is
+ * complete, so an error half way leaks nothing.
+ */
+static VersionEntry *
+load_version(int64 id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	VersionEntry tmp;
+	VersionEntry *entry;
+	MemoryContext vcxt;
+	MemoryContext old;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+	int			ret;
+	int			transform;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	bytea	   *sha;
+	char	   *kind;
+	char		err[256];
+	bool		found;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.model_version_id = id;
+	vcxt = AllocSetContextCreate(CurrentMemoryContext, "skyclass model version",
+								 ALLOCSET_SMALL_SIZES);
+	tmp.cxt = vcxt;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = Int64GetDatum(id);
+	ret = SPI_execute_with_args(VERSION_QUERY, 1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model version " INT64_FORMAT " does not exist", id),
+				 errhint("Registered model versions are listed in skyclass.model_version.")));
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	tmp.artifact_id = DatumGetInt64(column_required(tuple, desc, 1, "artifact_id", id));
+	tmp.n_features = column_int32(tuple, desc, 7);
+	tmp.n_outputs = column_int32(tuple, desc, 8);
+
+	old = MemoryContextSwitchTo(vcxt);
+
+	/* classes */
+	arr = column_array(tuple, desc, 2, TEXTOID, "classes", id);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	tmp.n_classes = n;
+	tmp.classes = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		tmp.classes[i] = TextDatumGetCString(elems[i]);
+
+	/* calibration */
+	kind = TextDatumGetCString(column_required(tuple, desc, 3, "calibration_kind", id));
+	tmp.calibration_kind = kind;
+	if (strcmp(kind, "none") == 0)
+		tmp.cal.kind = SC_CALIBRATION_NONE;
+	else if (strcmp(kind, "temperature") == 0)
+		tmp.cal.kind = SC_CALIBRATION_TEMPERATURE;
+	else if (strcmp(kind, "isotonic") == 0)
+		tmp.cal.kind = SC_CALIBRATION_ISOTONIC;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT " has unknown calibration kind \"%s\"",
+						id, kind)));
+	arr = column_array(tuple, desc, 4, FLOAT8OID, "calibration_params", id);
+	tmp.cal.n_params = array_length_1d(arr);
+	tmp.cal.params = palloc(sizeof(double) * Max(tmp.cal.n_params, 1));
+	if (tmp.cal.n_params > 0)
+		memcpy((double *) tmp.cal.params, ARR_DATA_PTR(arr), sizeof(double) * tmp.cal.n_params);
+	arr = column_array(tuple, desc, 5, INT4OID, "calibration_offsets", id);
+	tmp.cal.n_offsets = array_length_1d(arr);
+	tmp.cal.offsets = palloc(sizeof(int32) * Max(tmp.cal.n_offsets, 1));
+	if (tmp.cal.n_offsets > 0)
+		memcpy((int32 *) tmp.cal.offsets, ARR_DATA_PTR(arr), sizeof(int32) * tmp.cal.n_offsets);
+
+	/* artifact columns */
+	sha = DatumGetByteaPP(column_required(tuple, desc, 6, "artifact sha256", id));
+	if (VARSIZE_ANY_EXHDR(sha) != PG_SHA256_DIGEST_LENGTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model artifact " INT64_FORMAT " has no valid sha256", tmp.artifact_id)));
+	memcpy(tmp.sha256, VARDATA_ANY(sha), PG_SHA256_DIGEST_LENGTH);
+	tmp.output_transform = TextDatumGetCString(column_required(tuple, desc, 9,
+																"artifact output_transform", id));
+	tmp.cal.eps = DatumGetFloat8(SPI_getbinval(tuple, desc, 10, &isnull));
+	if (isnull)
+		tmp.cal.eps = SC_DEFAULT_EPS;
+
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+
+	/* Consistency of the version with its artifact. */
+	transform = sc_transform_from_name(tmp.output_transform);
+	if (transform < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model artifact " INT64_FORMAT " has unknown output_transform \"%s\"",
+						tmp.artifact_id, tmp.output_transform),
+				 errhint("Known transforms: identity, binary_expand.")));
+	tmp.transform = (sc_transform) transform;
+	if (tmp.n_features < 1 || tmp.n_features > SC_MAX_FEATURES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model artifact " INT64_FORMAT " declares %d features",
+						tmp.artifact_id, tmp.n_features)));
+	if (sc_transform_outputs(tmp.transform, tmp.n_classes) != tmp.n_outputs)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT " names %d classes but its artifact has "
+						"%d outputs with transform %s",
+						id, tmp.n_classes, tmp.n_outputs, tmp.output_transform)));
+	if (sc_calibration_check(&tmp.cal, tmp.n_classes, err, sizeof(err)) != SC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT " has an invalid %s calibration: %s",
+						id, tmp.calibration_kind, err)));
+
+	tmp.entries = MemoryContextAllocZero(vcxt, sizeof(sc_entry) * tmp.n_features);
+	tmp.raw = MemoryContextAllocZero(vcxt, sizeof(double) * tmp.n_outputs);
+	tmp.proba = MemoryContextAllocZero(vcxt, sizeof(double) * tmp.n_classes);
+
+	/* Complete: move it into the cache. */
+	init_caches();
+	entry = hash_search(version_cache, &id, HASH_ENTER, &found);
+	Assert(!found);
+	memcpy(entry, &tmp, sizeof(tmp));
+	MemoryContextSetParent(vcxt, cache_cxt);
+	return entry;
+}
+
+/*
+ * Fetch, hash-check and dlopen the library of `v`'s artifact unless this
+ * backend already has it.
+ */
+static void
+ensure_library(VersionEntry *v)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	ArtifactEntry *a;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		sha_datum;
+	Datum		library_datum;
+	bytea	   *sha;
+	bytea	   *library;
+	uint8		computed[PG_SHA256_DIGEST_LENGTH];
+	sc_library	lib;
+	sc_status	status;
+	char		err[512];
+	char		name[64];
+	int			ret;
+	int32		row_features;
+	int32		row_outputs;
+	bool		found;
+
+	if (v->artifact != NULL)
+		return;
+	init_caches();
+	a = hash_search(artifact_cache, &v->artifact_id, HASH_FIND, NULL);
+	if (a != NULL)
+	{
+		v->artifact = a;
+		return;
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = Int64GetDatum(v->artifact_id);
+	ret = SPI_execute_with_args(LIBRARY_QUERY, 1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model artifact " INT64_FORMAT " does not exist", v->artifact_id)));
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	sha_datum = SPI_getbinval(tuple, desc, 1, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model artifact " INT64_FORMAT " has no sha256", v->artifact_id)));
+	sha = DatumGetByteaPP(sha_datum);
+	if (VARSIZE_ANY_EXHDR(sha) != PG_SHA256_DIGEST_LENGTH ||
+		memcmp(VARDATA_ANY(sha), v->sha256, PG_SHA256_DIGEST_LENGTH) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model artifact " INT64_FORMAT " changed its sha256 while in use",
+						v->artifact_id)));
+	library_datum = SPI_getbinval(tuple, desc, 2, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model artifact " INT64_FORMAT " has no library", v->artifact_id)));
+	library = DatumGetByteaPP(library_datum);
+	row_features = column_int32(tuple, desc, 3);
+	row_outputs = column_int32(tuple, desc, 4);
+
+	/*
+	 * Loading a library runs its constructors, so the bytes must be the ones
+	 * the privileged role registered: hash them before anything maps them.
+	 */
+	sha256_of((const uint8 *) VARDATA_ANY(library), VARSIZE_ANY_EXHDR(library), computed);
+	if (memcmp(computed, v->sha256, PG_SHA256_DIGEST_LENGTH) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model artifact " INT64_FORMAT " failed its sha256 check; it was not loaded",
+						v->artifact_id),
+				 errdetail("Registered sha256 %s, library bytes hash to %s.",
+						   hex_of(v->sha256, PG_SHA256_DIGEST_LENGTH),
+						   hex_of(computed, PG_SHA256_DIGEST_LENGTH)),
+				 errhint("Register the artifact again from its Treelite checkpoint.")));
+
+	/* The memfd is a file descriptor PostgreSQL's fd.c does not manage. */
+	if (!AcquireExternalFD())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("too many model libraries are loaded in this session"),
+				 errhint("Use fewer model versions per session, or raise max_files_per_process.")));
+	snprintf(name, sizeof(name), "skyclass-artifact-" INT64_FORMAT, v->artifact_id);
+	status = sc_library_load(VARDATA_ANY(library), VARSIZE_ANY_EXHDR(library), name,
+							 &lib, err, sizeof(err));
+	if (status != SC_OK)
+	{
+		ReleaseExternalFD();
+		ereport(ERROR,
+				(errcode(status == SC_ERR_IO ? ERRCODE_INSUFFICIENT_RESOURCES :
+						 ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not load model artifact " INT64_FORMAT ": %s",
+						v->artifact_id, err)));
+	}
+	if (lib.n_features != row_features || lib.n_outputs != row_outputs ||
+		lib.n_features != v->n_features || lib.n_outputs != v->n_outputs)
+	{
+		int32		lib_features = lib.n_features;
+		int32		lib_outputs = lib.n_outputs;
+
+		sc_library_unload(&lib);
+		ReleaseExternalFD();
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model artifact " INT64_FORMAT " declares %d features and %d outputs, "
+						"but its library has %d features and %d outputs",
+						v->artifact_id, row_features, row_outputs, lib_features, lib_outputs)));
+	}
+	SPI_finish();
+
+	a = hash_search(artifact_cache, &v->artifact_id, HASH_ENTER, &found);
+	Assert(!found);
+	a->lib = lib;
+	v->artifact = a;
+}
+
+/*
+ * The cached model version for this call site; flinfo->fn_extra remembers
+ * the last one so a scan with a constant model version skips the hash.
+ */
+static VersionEntry *
+version_for_call(FunctionCallInfo fcinfo, int64 id)
+{
+	VersionEntry *v = (VersionEntry *) fcinfo->flinfo->fn_extra;
+
+	if (v != NULL && v->model_version_id == id)
+		return v;
+	init_caches();
+	v = hash_search(version_cache, &id, HASH_FIND, NULL);
+	if (v == NULL)
+		v = load_version(id);
+	fcinfo->flinfo->fn_extra = v;
+	return v;
+}
+
+/* Validate the features argument against the model's feature count. */
+static const float4 *
+check_features(ArrayType *arr, int32 expected)
+{
+	int			n;
+
+	if (ARR_ELEMTYPE(arr) != FLOAT4OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("features must be real[]")));
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("features must be a one-dimensional array, not %d-dimensional",
+						ARR_NDIM(arr))));
+	n = array_length_1d(arr);
+	if (n != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected %d features, not %d", expected, n)));
+	if (array_contains_nulls(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("features must not contain NULL"),
+				 errhint("Use 'NaN' for a missing value.")));
+	return (const float4 *) ARR_DATA_PTR(arr);
+}
+
+/* Score one row: the calibrated probabilities end up in v->proba. */
+static VersionEntry *
+score_row(FunctionCallInfo fcinfo)
+{
+	int64		id = PG_GETARG_INT64(0);
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	VersionEntry *v = version_for_call(fcinfo, id);
+	const float4 *x = check_features(arr, v->n_features);
+
+	ensure_library(v);
+	sc_fill_entries(x, v->n_features, v->entries);
+	sc_predict_raw(&v->artifact->lib, v->entries, v->raw);
+	sc_probabilities(v->transform, v->raw, &v->cal, v->proba, v->n_classes);
+	return v;
+}
+
+PG_FUNCTION_INFO_V1(skyclass_predict);
+Datum
+skyclass_predict(PG_FUNCTION_ARGS)
+{
+	VersionEntry *v = score_row(fcinfo);
+	Datum	   *elems = palloc(sizeof(Datum) * v->n_classes);
+	int			k;
+
+	for (k = 0; k < v->n_classes; k++)
+		elems[k] = Float4GetDatum((float4) v->proba[k]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, v->n_classes, FLOAT4OID,
+										  sizeof(float4), true, TYPALIGN_INT));
+}
+
+PG_FUNCTION_INFO_V1(skyclass_predict_top_label);
+Datum
+skyclass_predict_top_label(PG_FUNCTION_ARGS)
+{
+	VersionEntry *v = score_row(fcinfo);
+
+	PG_RETURN_TEXT_P(cstring_to_text(v->classes[sc_argmax(v->proba, v->n_classes)]));
+}
+
+PG_FUNCTION_INFO_V1(skyclass_predict_top_probability);
+Datum
+skyclass_predict_top_probability(PG_FUNCTION_ARGS)
+{
+	VersionEntry *v = score_row(fcinfo);
+
+	PG_RETURN_FLOAT4((float4) v->proba[sc_argmax(v->proba, v->n_classes)]);
+}
+
+PG_FUNCTION_INFO_V1(skyclass_model_info);
+Datum
+skyclass_model_info(PG_FUNCTION_ARGS)
+{
+	VersionEntry *v = version_for_call(fcinfo, PG_GETARG_INT64(0));
+	TupleDesc	desc;
+	Datum		values[8];
+	bool		nulls[8] = {false};
+	Datum	   *class_datums;
+	int			k;
+	bool		loaded;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("skyclass.model_info must be called in a context that accepts a record")));
+	desc = BlessTupleDesc(desc);
+	if (desc->natts != 8)
+		elog(ERROR, "skyclass.model_info: expected 8 output columns, not %d", desc->natts);
+
+	class_datums = palloc(sizeof(Datum) * Max(v->n_classes, 1));
+	for (k = 0; k < v->n_classes; k++)
+		class_datums[k] = CStringGetTextDatum(v->classes[k]);
+	loaded = v->artifact != NULL ||
+		(artifact_cache != NULL &&
+		 hash_search(artifact_cache, &v->artifact_id, HASH_FIND, NULL) != NULL);
+
+	values[0] = Int32GetDatum(v->n_features);
+	values[1] = Int32GetDatum(v->n_classes);
+	values[2] = PointerGetDatum(construct_array(class_datums, v->n_classes, TEXTOID,
+												-1, false, TYPALIGN_INT));
+	values[3] = Int32GetDatum(v->n_outputs);
+	values[4] = CStringGetTextDatum(v->output_transform);
+	values[5] = CStringGetTextDatum(v->calibration_kind);
+	values[6] = CStringGetTextDatum(hex_of(v->sha256, PG_SHA256_DIGEST_LENGTH));
+	values[7] = BoolGetDatum(loaded);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}

@@ -1,0 +1,118 @@
+--
+-- skyclass extension regression test (pg_regress).
+--
+-- Needs the fixture written by tests/score/test_regress.py: real models compiled
+-- from SDSS17 photometry, registered in skyclass.model_artifact/model_version, and
+-- two tables: regress_model(name, model_version) and regress_expected(name, row_id,
+-- features, proba, top_label) holding scikit-learn's calibrated probabilities.
+--
+SET extra_float_digits = 0;
+SELECT model_version AS multi FROM regress_model WHERE name = 'multiclass' \gset
+SELECT model_version AS multi_t FROM regress_model WHERE name = 'multiclass_temperature' \gset
+SELECT model_version AS multi_i FROM regress_model WHERE name = 'multiclass_isotonic' \gset
+SELECT model_version AS bin FROM regress_model WHERE name = 'binary' \gset
+SELECT model_version AS pdf FROM regress_model WHERE name = 'pdf' \gset
+
+-- Every function: STRICT, STABLE, PARALLEL SAFE, costed, commented.
+SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proparallel AS parallel,
+       p.proisstrict AS strict, p.procost AS cost,
+       obj_description(p.oid, 'pg_proc') IS NOT NULL AS commented
+  FROM pg_proc p
+  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'skyclass'
+ ORDER BY 1::text;
+
+-- model_info reads the version without loading its library.
+SELECT n_features, n_classes, classes, n_outputs, output_transform, calibration_kind,
+       length(sha256) AS sha256_hex_length, loaded
+  FROM skyclass.model_info(:multi);
+SELECT n_classes, classes, n_outputs, output_transform, calibration_kind
+  FROM skyclass.model_info(:bin);
+SELECT n_classes, classes, calibration_kind FROM skyclass.model_info(:pdf);
+SELECT i.sha256 = encode(a.sha256, 'hex') AS sha256_matches_artifact
+  FROM skyclass.model_info(:multi) AS i,
+       skyclass.model_version AS v JOIN skyclass.model_artifact AS a USING (artifact_id)
+ WHERE v.model_version_id = :multi;
+
+-- Parity with scikit-learn's predict_proba (after the same calibration).
+SELECT e.name, count(DISTINCT e.row_id) AS n_rows,
+       max(abs(p.value - e.proba[p.k])) <= 1e-6 AS within_1e_6
+  FROM regress_expected AS e
+  JOIN regress_model AS m USING (name),
+       LATERAL unnest(skyclass.predict(m.model_version, e.features)) WITH ORDINALITY AS p(value, k)
+ GROUP BY e.name ORDER BY e.name;
+SELECT e.name,
+       bool_and(skyclass.predict_top_label(m.model_version, e.features) = e.top_label)
+           AS same_top_label,
+       bool_and(abs(skyclass.predict_top_probability(m.model_version, e.features)
+                    - (SELECT max(v) FROM unnest(e.proba) AS v)) <= 1e-6) AS same_top_probability,
+       bool_and(abs((SELECT sum(v) FROM unnest(skyclass.predict(m.model_version, e.features)) AS v)
+                    - 1) <= 1e-6) AS sums_to_one
+  FROM regress_expected AS e JOIN regress_model AS m USING (name)
+ GROUP BY e.name ORDER BY e.name;
+
+-- A few objects, as a user sees them.
+SELECT row_id, skyclass.predict_top_label(:multi, features) AS label,
+       round(skyclass.predict_top_probability(:multi, features)::numeric, 3) AS probability,
+       skyclass.predict_top_label(:multi_t, features) AS label_temperature,
+       skyclass.predict_top_label(:multi_i, features) AS label_isotonic
+  FROM regress_expected WHERE name = 'multiclass' AND row_id < 5 ORDER BY row_id;
+SELECT array_length(skyclass.predict(:pdf, features), 1) AS pdf_bins
+  FROM regress_expected WHERE name = 'pdf' AND row_id = 0;
+
+-- Missing and non-finite values are values: NaN means missing, +-inf compare as numbers.
+SELECT array_length(skyclass.predict(:multi, array_fill('NaN'::real, ARRAY[9])), 1) AS all_missing;
+SELECT skyclass.predict(:multi, array_fill('NaN'::real, ARRAY[9]))
+     = skyclass.predict(:multi, array_fill('NaN'::real, ARRAY[9])) AS deterministic;
+SELECT array_length(skyclass.predict(:multi,
+         '{Infinity,-Infinity,0,-0,1e-45,3.4e38,-3.4e38,NaN,22.5}'), 1) AS odd_values;
+SELECT skyclass.predict(:bin, '[0:8]={19,18,17.5,17.2,17,1,0.5,0.3,0.2}'::real[])
+     = skyclass.predict(:bin, '{19,18,17.5,17.2,17,1,0.5,0.3,0.2}') AS lower_bound_ignored;
+
+-- STRICT: NULL arguments give NULL.
+SELECT skyclass.predict(NULL, array_fill(1::real, ARRAY[9])) IS NULL AS null_version,
+       skyclass.predict(:multi, NULL) IS NULL AS null_features,
+       skyclass.predict_top_label(:multi, NULL) IS NULL AS null_label,
+       skyclass.predict_top_probability(NULL, NULL) IS NULL AS null_probability,
+       skyclass.model_info(NULL) IS NULL AS null_info;
+
+-- Bad calls raise errors (never crash).
+SELECT skyclass.predict(:multi, '{}');
+SELECT skyclass.predict(:multi, '{19,18,17.5,17.2,17,1,0.5,0.3}');
+SELECT skyclass.predict(:multi, '{19,18,17.5,17.2,17,1,0.5,0.3,0.2,0.1}');
+SELECT skyclass.predict(:multi, '{{19,18,17.5},{17.2,17,1},{0.5,0.3,0.2}}');
+SELECT skyclass.predict(:multi, '{19,18,17.5,17.2,17,1,0.5,0.3,NULL}');
+SELECT skyclass.predict_top_label(:multi, '{1,2,3}');
+SELECT skyclass.predict_top_probability(:multi, '{NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL}');
+SELECT skyclass.predict(:multi, array_fill(1::real, ARRAY[1000000]));
+SELECT skyclass.predict(-1, array_fill(1::real, ARRAY[9]));
+SELECT skyclass.predict_top_label(9223372036854775807, array_fill(1::real, ARRAY[9]));
+SELECT * FROM skyclass.model_info(0);
+SELECT skyclass.predict(1, ARRAY[1, 2, 3, 4, 5, 6, 7, 8, 9]::float8[]);
+
+-- The SQLSTATE of each kind of bad call.
+CREATE FUNCTION pg_temp.sqlstate_of(query text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE query;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END
+$$;
+SELECT call, pg_temp.sqlstate_of(replace(call, '$v', :'multi')) AS sqlstate
+  FROM (VALUES
+    ('SELECT skyclass.predict($v, array_fill(1::real, ARRAY[9]))'),
+    ('SELECT skyclass.predict($v, ''{}'')'),
+    ('SELECT skyclass.predict($v, array_fill(1::real, ARRAY[8]))'),
+    ('SELECT skyclass.predict($v, array_fill(1::real, ARRAY[3, 3]))'),
+    ('SELECT skyclass.predict($v, ''{1,2,3,4,5,6,7,8,NULL}'')'),
+    ('SELECT skyclass.predict_top_label($v, ''{1}'')'),
+    ('SELECT skyclass.predict_top_probability($v, ''{{1}}'')'),
+    ('SELECT skyclass.predict(-1, array_fill(1::real, ARRAY[9]))'),
+    ('SELECT skyclass.model_info(-42)'),
+    ('SELECT skyclass.predict($v, ARRAY[1e39]::real[])')
+  ) AS calls(call);
+
+-- Scoring loaded the library into this session.
+SELECT loaded FROM skyclass.model_info(:multi);

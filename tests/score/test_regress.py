@@ -1,0 +1,109 @@
+"""Run the extension's pg_regress suite (tests/regress) against the test server.
+
+The regression SQL needs real compiled models: this module registers them and
+writes the fixture tables ``regress_model`` and ``regress_expected`` first.
+To run the suite by hand (``make -C src/pg_skyclass installcheck``), prepare a
+database with ``python -m tests.score.test_regress URL`` (see docs/extension.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.score.conftest import REPO, _pg_config_value, prepare_scoring_database, register_cases
+from tests.score.models import case, sdss17
+
+REGRESS_DIR = REPO / "tests" / "regress"
+N_ROWS = 200
+# fixture name -> (case, calibration method)
+FIXTURE_MODELS = {
+    "multiclass": ("hgb_multiclass", "identity"),
+    "multiclass_temperature": ("hgb_multiclass", "temperature"),
+    "multiclass_isotonic": ("hgb_multiclass", "isotonic"),
+    "binary": ("hgb_binary", "isotonic"),
+    "pdf": ("rf_pdf", "identity"),
+}
+
+
+def write_regress_fixture(url: str) -> None:
+    """Register the fixture models and write regress_model and regress_expected at ``url``."""
+    registered = register_cases(url, tuple(sorted({c for c, _ in FIXTURE_MODELS.values()})))
+    x = sdss17().x_eval[:N_ROWS]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE regress_model (name text PRIMARY KEY, model_version bigint NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE regress_expected (name text NOT NULL, row_id int NOT NULL, "
+            "features real[] NOT NULL, proba float8[] NOT NULL, top_label text NOT NULL, "
+            "PRIMARY KEY (name, row_id))"
+        )
+        for name, (case_name, method) in FIXTURE_MODELS.items():
+            c = case(case_name)
+            conn.execute(
+                "INSERT INTO regress_model VALUES (%s, %s)",
+                (name, registered.versions[case_name][method]),
+            )
+            reference = c.reference(x, method)
+            with conn.cursor().copy("COPY regress_expected FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "int4", "float4[]", "float8[]", "text"])
+                for i, (row, proba) in enumerate(zip(x, reference, strict=True)):
+                    copy.write_row(
+                        (
+                            name,
+                            i,
+                            [float(v) for v in row],
+                            [float(p) for p in proba],
+                            c.classes[int(proba.argmax())],
+                        )
+                    )
+
+
+def pg_regress() -> Path:
+    """The pg_regress program of the server's PGXS installation."""
+    path = _pg_config_value("--pkglibdir") / "pgxs" / "src" / "test" / "regress" / "pg_regress"
+    if not path.exists():
+        pytest.fail(f"pg_regress not found at {path}: install postgresql-server-dev-15")
+    return path
+
+
+def run_pg_regress(url: str, outputdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the suite against the database at ``url`` (with --use-existing)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    argv = [
+        str(pg_regress()),
+        f"--inputdir={REGRESS_DIR}",
+        f"--outputdir={outputdir}",
+        f"--bindir={_pg_config_value('--bindir')}",
+        "--use-existing",
+        f"--dbname={info['dbname']}",
+        f"--host={info.get('host', 'localhost')}",
+        f"--port={info.get('port', 5432)}",
+        f"--user={info.get('user', 'postgres')}",
+        "skyclass",
+    ]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def test_pg_regress_suite(scoring_url: str, tmp_path: Path) -> None:
+    write_regress_fixture(scoring_url)
+    result = run_pg_regress(scoring_url, tmp_path)
+    diffs = tmp_path / "regression.diffs"
+    detail = diffs.read_text() if diffs.exists() else result.stdout + result.stderr
+    assert result.returncode == 0, f"pg_regress failed:\n{detail[-6000:]}"
+
+
+if __name__ == "__main__":
+    # python -m tests.score.test_regress URL: prepare a database for `make installcheck`.
+    from skyclass.db.migrate import upgrade
+
+    target = sys.argv[1]
+    upgrade(target)
+    prepare_scoring_database(target)
+    write_regress_fixture(target)
+    print(f"prepared {psycopg.conninfo.conninfo_to_dict(target)['dbname']} for pg_regress")
