@@ -14,6 +14,8 @@ import click
 from skyclass import __version__
 from skyclass.config import load_settings
 from skyclass.errors import SkyclassError
+from skyclass.ingest.cli import catalog, ingest
+from skyclass.query.cli import cone, xmatch
 
 
 class SkyclassGroup(click.Group):
@@ -136,6 +138,25 @@ def db_migrate(revision: str) -> None:
     else:
         downgrade(url, revision)
     click.echo(f"schema: revision {before or 'none'} -> {current_revision(url) or 'none'}")
+
+
+@main.command()
+def demo() -> None:
+    """Run the main job on the bundled SDSS DR17 sample, step by step.
+
+    Starts the embedded database (unless SKYCLASS_DATABASE_URL is set), loads
+    the 99,999-object SDSS17 catalog, runs a cone search and a cross-match, and
+    prints SQL to try with psql.
+    """
+    from skyclass.demo import run_demo
+
+    run_demo()
+
+
+main.add_command(ingest)
+main.add_command(catalog)
+main.add_command(cone)
+main.add_command(xmatch)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,11 @@ def test_metadata_matches_migrations(template_url: str) -> None:
                     name == "skyclass" if type_ == "schema" else True
                 ),
                 "version_table_schema": "skyclass",
+                # Tables written in raw SQL migrations (0003+) are not declared in
+                # the SQLAlchemy metadata; compare only those that are.
+                "include_object": lambda obj, name, type_, reflected, compare_to: (
+                    not (type_ == "table" and reflected and compare_to is None)
+                ),
             },
         )
         diff = compare_metadata(context, metadata)
