@@ -259,7 +259,7 @@ $$;
 REVOKE ALL ON skyclass.model_artifact FROM PUBLIC;
 GRANT USAGE ON SCHEMA skyclass TO skyclass_model_admin;
 GRANT SELECT, INSERT ON skyclass.model_artifact TO skyclass_model_admin;
-GRANT SELECT ON skyclass.model_version TO skyclass_model_admin;
+GRANT SELECT ON skyclass.model, skyclass.model_version TO skyclass_model_admin;
 
 DO $$
 BEGIN

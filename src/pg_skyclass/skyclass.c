@@ -2,11 +2,14 @@
  * skyclass.c -- fmgr glue of the skyclass extension.
  *
  * skyclass.predict(model_version, features) looks the model version up with
- * SPI (skyclass.model_version joined with skyclass.model_artifact), keeps it
- * in a per-backend cache in TopMemoryContext, re-checks the artifact's sha256
- * with pg_cryptohash before the library is dlopen'ed (scoring_core.c), and
- * scores one row.  Model versions and artifacts are immutable (contract.sql
- * refuses UPDATE), which is what makes a cache without invalidation correct.
+ * SPI (skyclass.model_version LEFT JOIN its compiled skyclass.model_artifact,
+ * tables of the skyclass migrations, revision 0003), keeps it in a per-backend
+ * cache in TopMemoryContext, re-checks the artifact's sha256 with
+ * pg_cryptohash before the library is dlopen'ed (scoring_core.c), and scores
+ * one row.  Model versions and artifacts are immutable (a trigger refuses
+ * UPDATE), which is what makes a cache without invalidation correct; a
+ * version that is not compiled yet is never cached, so compiling it later
+ * takes effect in running sessions.
  */
 #include "postgres.h"
 
@@ -28,10 +31,15 @@
 
 PG_MODULE_MAGIC;
 
-/* One artifact library loaded into this backend; never unloaded. */
+/*
+ * One library loaded into this backend; never unloaded.  Keyed by the sha256
+ * of its bytes: two model versions that compiled to identical bytes (each has
+ * its own artifact row) share one loaded library.
+ */
 typedef struct ArtifactEntry
 {
-	int64		artifact_id;	/* hash key */
+	uint8		sha256[PG_SHA256_DIGEST_LENGTH];	/* hash key */
+	int64		artifact_id;	/* the row it was first loaded from */
 	sc_library	lib;
 } ArtifactEntry;
 
@@ -40,6 +48,7 @@ typedef struct VersionEntry
 {
 	int64		model_version_id;	/* hash key */
 	int64		artifact_id;
+	int32		version_features;	/* model_version.n_features */
 	int32		n_features;
 	int32		n_outputs;
 	int32		n_classes;
@@ -60,14 +69,46 @@ static MemoryContext cache_cxt = NULL;
 static HTAB *version_cache = NULL;
 static HTAB *artifact_cache = NULL;
 
+/*
+ * Everything but the library bytes.  LEFT JOIN: a version exists before it is
+ * compiled, and "not compiled" is a different error from "does not exist".
+ * Column numbers are the VQ_* constants below.
+ */
 static const char *const VERSION_QUERY =
-"SELECT v.artifact_id, v.classes, v.calibration_kind, v.calibration_params,"
+"SELECT a.artifact_id, v.classes, v.calibration_kind, v.calibration_params,"
 "       v.calibration_offsets, a.sha256, a.n_features, a.n_outputs, a.output_transform,"
-"       v.calibration_eps"
+"       v.calibration_eps, v.n_features, v.model_id, v.version"
 "  FROM skyclass.model_version AS v"
-"  JOIN skyclass.model_artifact AS a"
-"    ON a.artifact_id OPERATOR(pg_catalog.=) v.artifact_id"
+"  LEFT JOIN skyclass.model_artifact AS a"
+"    ON a.model_version_id OPERATOR(pg_catalog.=) v.model_version_id"
 " WHERE v.model_version_id OPERATOR(pg_catalog.=) $1";
+
+enum
+{
+	VQ_ARTIFACT_ID = 1,
+	VQ_CLASSES,
+	VQ_CALIBRATION_KIND,
+	VQ_CALIBRATION_PARAMS,
+	VQ_CALIBRATION_OFFSETS,
+	VQ_SHA256,
+	VQ_ARTIFACT_FEATURES,
+	VQ_N_OUTPUTS,
+	VQ_OUTPUT_TRANSFORM,
+	VQ_CALIBRATION_EPS,
+	VQ_VERSION_FEATURES,
+	VQ_MODEL_ID,
+	VQ_VERSION
+};
+
+/*
+ * Only for the "not compiled" message: the model's name makes the hint a
+ * command to copy.  Reading skyclass.model is a privilege of its own, so the
+ * name is looked up only when the caller has it (see model_reference).
+ */
+static const char *const CAN_READ_MODEL_QUERY =
+"SELECT pg_catalog.has_table_privilege(pg_catalog.to_regclass('skyclass.model'), 'SELECT')";
+static const char *const MODEL_NAME_QUERY =
+"SELECT m.name FROM skyclass.model AS m WHERE m.model_id OPERATOR(pg_catalog.=) $1";
 
 static const char *const LIBRARY_QUERY =
 "SELECT a.sha256, a.library, a.n_features, a.n_outputs"
@@ -84,7 +125,7 @@ init_caches(void)
 	cache_cxt = AllocSetContextCreate(TopMemoryContext, "skyclass model cache",
 									  ALLOCSET_SMALL_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
+	ctl.keysize = PG_SHA256_DIGEST_LENGTH;
 	ctl.entrysize = sizeof(ArtifactEntry);
 	ctl.hcxt = cache_cxt;
 	artifact_cache = hash_create("skyclass artifacts", 16, &ctl,
@@ -179,9 +220,44 @@ column_int32(HeapTuple tuple, TupleDesc desc, int col)
 }
 
 /*
+ * The hint of the "not compiled" error: `skyclass compile NAME:VERSION` when
+ * the caller may read the model's name, else `skyclass compile ID` (the CLI
+ * takes a bare model_version_id too).  Runs inside the caller's SPI
+ * connection, just before the error is raised.
+ */
+static char *
+model_reference(int64 id, int32 model_id, int32 version)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+	int			ret;
+
+	ret = SPI_execute(CAN_READ_MODEL_QUERY, true, 1);
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull && DatumGetBool(d))
+		{
+			args[0] = Int32GetDatum(model_id);
+			ret = SPI_execute_with_args(MODEL_NAME_QUERY, 1, argtypes, args, NULL, true, 1);
+			if (ret == SPI_OK_SELECT && SPI_processed == 1)
+			{
+				d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+				if (!isnull)
+					return psprintf("%s:%d", TextDatumGetCString(d), version);
+			}
+		}
+	}
+	return psprintf(INT64_FORMAT, id);
+}
+
+/*
  * Read model version `id` into a new VersionEntry.  Everything is allocated
  * in a context that hangs off the caller's context until the entry is
- * complete, so an error half way leaks nothing.
+ * complete, so an error half way leaks nothing; a version without an
+ * artifact raises 55000 and is not cached.
  */
 static VersionEntry *
 load_version(int64 id)
@@ -195,6 +271,7 @@ load_version(int64 id)
 	HeapTuple	tuple;
 	TupleDesc	desc;
 	bool		isnull;
+	Datum		artifact_datum;
 	int			ret;
 	int			transform;
 	ArrayType  *arr;
@@ -227,14 +304,33 @@ load_version(int64 id)
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
-	tmp.artifact_id = DatumGetInt64(column_required(tuple, desc, 1, "artifact_id", id));
-	tmp.n_features = column_int32(tuple, desc, 7);
-	tmp.n_outputs = column_int32(tuple, desc, 8);
+	artifact_datum = SPI_getbinval(tuple, desc, VQ_ARTIFACT_ID, &isnull);
+	if (isnull)
+	{
+		int32		model_id = DatumGetInt32(column_required(tuple, desc, VQ_MODEL_ID,
+															 "model_id", id));
+		int32		version = DatumGetInt32(column_required(tuple, desc, VQ_VERSION,
+															"version", id));
+		char	   *ref = model_reference(id, model_id, version);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("model version " INT64_FORMAT " is not compiled: run `skyclass compile %s`",
+						id, ref),
+				 errdetail("Version %d of model %d has no row in skyclass.model_artifact.",
+						   version, model_id),
+				 errhint("Compiling registers the model's native library; it needs the "
+						 "skyclass_model_admin role.")));
+	}
+	tmp.artifact_id = DatumGetInt64(artifact_datum);
+	tmp.n_features = column_int32(tuple, desc, VQ_ARTIFACT_FEATURES);
+	tmp.version_features = column_int32(tuple, desc, VQ_VERSION_FEATURES);
+	tmp.n_outputs = column_int32(tuple, desc, VQ_N_OUTPUTS);
 
 	old = MemoryContextSwitchTo(vcxt);
 
 	/* classes */
-	arr = column_array(tuple, desc, 2, TEXTOID, "classes", id);
+	arr = column_array(tuple, desc, VQ_CLASSES, TEXTOID, "classes", id);
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	tmp.n_classes = n;
 	tmp.classes = palloc(sizeof(char *) * Max(n, 1));
@@ -242,7 +338,8 @@ load_version(int64 id)
 		tmp.classes[i] = TextDatumGetCString(elems[i]);
 
 	/* calibration */
-	kind = TextDatumGetCString(column_required(tuple, desc, 3, "calibration_kind", id));
+	kind = TextDatumGetCString(column_required(tuple, desc, VQ_CALIBRATION_KIND,
+											   "calibration_kind", id));
 	tmp.calibration_kind = kind;
 	if (strcmp(kind, "none") == 0)
 		tmp.cal.kind = SC_CALIBRATION_NONE;
@@ -255,27 +352,27 @@ load_version(int64 id)
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 				 errmsg("model version " INT64_FORMAT " has unknown calibration kind \"%s\"",
 						id, kind)));
-	arr = column_array(tuple, desc, 4, FLOAT8OID, "calibration_params", id);
+	arr = column_array(tuple, desc, VQ_CALIBRATION_PARAMS, FLOAT8OID, "calibration_params", id);
 	tmp.cal.n_params = array_length_1d(arr);
 	tmp.cal.params = palloc(sizeof(double) * Max(tmp.cal.n_params, 1));
 	if (tmp.cal.n_params > 0)
 		memcpy((double *) tmp.cal.params, ARR_DATA_PTR(arr), sizeof(double) * tmp.cal.n_params);
-	arr = column_array(tuple, desc, 5, INT4OID, "calibration_offsets", id);
+	arr = column_array(tuple, desc, VQ_CALIBRATION_OFFSETS, INT4OID, "calibration_offsets", id);
 	tmp.cal.n_offsets = array_length_1d(arr);
 	tmp.cal.offsets = palloc(sizeof(int32) * Max(tmp.cal.n_offsets, 1));
 	if (tmp.cal.n_offsets > 0)
 		memcpy((int32 *) tmp.cal.offsets, ARR_DATA_PTR(arr), sizeof(int32) * tmp.cal.n_offsets);
 
 	/* artifact columns */
-	sha = DatumGetByteaPP(column_required(tuple, desc, 6, "artifact sha256", id));
+	sha = DatumGetByteaPP(column_required(tuple, desc, VQ_SHA256, "artifact sha256", id));
 	if (VARSIZE_ANY_EXHDR(sha) != PG_SHA256_DIGEST_LENGTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("model artifact " INT64_FORMAT " has no valid sha256", tmp.artifact_id)));
 	memcpy(tmp.sha256, VARDATA_ANY(sha), PG_SHA256_DIGEST_LENGTH);
-	tmp.output_transform = TextDatumGetCString(column_required(tuple, desc, 9,
+	tmp.output_transform = TextDatumGetCString(column_required(tuple, desc, VQ_OUTPUT_TRANSFORM,
 																"artifact output_transform", id));
-	tmp.cal.eps = DatumGetFloat8(SPI_getbinval(tuple, desc, 10, &isnull));
+	tmp.cal.eps = DatumGetFloat8(SPI_getbinval(tuple, desc, VQ_CALIBRATION_EPS, &isnull));
 	if (isnull)
 		tmp.cal.eps = SC_DEFAULT_EPS;
 
@@ -296,6 +393,12 @@ load_version(int64 id)
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 				 errmsg("model artifact " INT64_FORMAT " declares %d features",
 						tmp.artifact_id, tmp.n_features)));
+	if (tmp.version_features != tmp.n_features)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT " declares %d features but its artifact "
+						INT64_FORMAT " has %d",
+						id, tmp.version_features, tmp.artifact_id, tmp.n_features)));
 	if (sc_transform_outputs(tmp.transform, tmp.n_classes) != tmp.n_outputs)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
@@ -323,7 +426,8 @@ load_version(int64 id)
 
 /*
  * Fetch, hash-check and dlopen the library of `v`'s artifact unless this
- * backend already has it.
+ * backend already has a library with the same sha256 (verified when it was
+ * loaded, so the bytes of this row need not be fetched at all).
  */
 static void
 ensure_library(VersionEntry *v)
@@ -351,9 +455,20 @@ ensure_library(VersionEntry *v)
 	if (v->artifact != NULL)
 		return;
 	init_caches();
-	a = hash_search(artifact_cache, &v->artifact_id, HASH_FIND, NULL);
+	a = hash_search(artifact_cache, v->sha256, HASH_FIND, NULL);
 	if (a != NULL)
 	{
+		/*
+		 * Same bytes, but this version's row may declare another layout: the
+		 * scratch buffers are sized from the row, so it must match exactly.
+		 */
+		if (a->lib.n_features != v->n_features || a->lib.n_outputs != v->n_outputs)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("model artifact " INT64_FORMAT " declares %d features and %d "
+							"outputs, but its library has %d features and %d outputs",
+							v->artifact_id, v->n_features, v->n_outputs,
+							a->lib.n_features, a->lib.n_outputs)));
 		v->artifact = a;
 		return;
 	}
@@ -440,8 +555,9 @@ ensure_library(VersionEntry *v)
 	}
 	SPI_finish();
 
-	a = hash_search(artifact_cache, &v->artifact_id, HASH_ENTER, &found);
+	a = hash_search(artifact_cache, v->sha256, HASH_ENTER, &found);
 	Assert(!found);
+	a->artifact_id = v->artifact_id;
 	a->lib = lib;
 	v->artifact = a;
 }
@@ -566,7 +682,7 @@ skyclass_model_info(PG_FUNCTION_ARGS)
 		class_datums[k] = CStringGetTextDatum(v->classes[k]);
 	loaded = v->artifact != NULL ||
 		(artifact_cache != NULL &&
-		 hash_search(artifact_cache, &v->artifact_id, HASH_FIND, NULL) != NULL);
+		 hash_search(artifact_cache, v->sha256, HASH_FIND, NULL) != NULL);
 
 	values[0] = Int32GetDatum(v->n_features);
 	values[1] = Int32GetDatum(v->n_classes);

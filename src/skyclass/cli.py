@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from skyclass import __version__
+from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
 from skyclass.errors import SkyclassError
 from skyclass.ingest.cli import catalog, ingest
@@ -157,6 +158,8 @@ main.add_command(ingest)
 main.add_command(catalog)
 main.add_command(cone)
 main.add_command(xmatch)
+main.add_command(compile_command)
+main.add_command(artifacts)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,24 @@ class CatalogNotFoundError(SkyclassError, LookupError):
 
 class QueryError(SkyclassError, ValueError):
     """A query's arguments are invalid (coordinates, radius, units, names)."""
+
+
+class FeatureSpecError(SkyclassError, ValueError):
+    """A feature-set spec is invalid; the message names file, line and what is allowed."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = [] if path is None else [path]
+        if line is not None:
+            where.append(f"line {line}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class FeatureSetNotFoundError(SkyclassError, LookupError):
+    """A feature set (name, or name and version) is not registered."""
+
+
+class CompileError(SkyclassError, ValueError):
+    """A model cannot be compiled or registered (unsupported, unknown, failed build, no role)."""

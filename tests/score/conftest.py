@@ -19,14 +19,14 @@ import psycopg
 import pytest
 from threadpoolctl import threadpool_limits
 
-from skyclass.compile import calibration_columns, store_artifact, store_model_version
+from skyclass.compile import artifact_of
 from skyclass.db.cluster import EmbeddedCluster, find_pg_bindir
 from tests.conftest import TEMPLATE, drop_database, new_database
 from tests.score.models import CASES, case
+from tests.support.registry import register_test_model
 
 REPO = Path(__file__).resolve().parents[2]
 EXTENSION_DIR = REPO / "src" / "pg_skyclass"
-CONTRACT = Path(__file__).with_name("contract.sql")
 INSTALL_LOCK = Path(tempfile.gettempdir()) / "skyclass-extension-install.lock"
 
 
@@ -106,17 +106,18 @@ def skyclass_extension(pg_cluster: EmbeddedCluster | None, server_url: str) -> N
 
 
 def prepare_scoring_database(url: str) -> None:
-    """Create the model tables (contract.sql, unless a migration made them) and the extension."""
+    """Make sure a migrated database has the extension.
+
+    Migration 0003 creates it when the server has it installed; the session's
+    template may have been migrated before ``skyclass_extension`` installed it.
+    """
     with psycopg.connect(url, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('skyclass.model_artifact')").fetchone()
-        if exists is None or exists[0] is None:
-            conn.execute(CONTRACT.read_text())
         conn.execute("CREATE EXTENSION IF NOT EXISTS skyclass")
 
 
 @pytest.fixture(scope="module")
 def scoring_url(skyclass_extension: None, server_url: str, template_url: str) -> Iterator[str]:
-    """A migrated database with the model tables and the extension, shared by one module."""
+    """A migrated database (registry of migration 0003 + the extension), shared by one module."""
     url = new_database(server_url, TEMPLATE)
     try:
         prepare_scoring_database(url)
@@ -134,31 +135,48 @@ def one_thread() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Registered:
-    """Model versions registered for each case: ``versions[case][method] -> model_version_id``."""
+    """Compiled model versions of each case, one per calibration method.
 
-    artifacts: dict[str, int]
+    ``versions[case][method] -> model_version_id`` and
+    ``artifacts[case][method] -> artifact_id`` (each version has its own
+    artifact row; the libraries of one case are byte-identical).
+    """
+
     versions: dict[str, dict[str, int]]
+    artifacts: dict[str, dict[str, int]]
+
+
+def register_case(conn: psycopg.Connection, name: str, method: str) -> int:
+    """Register case ``name`` with one calibration as a compiled model version (model = case)."""
+    c = case(name)
+    return register_test_model(
+        conn,
+        c.estimator,
+        classes=c.classes,
+        n_features=c.artifact.n_features,
+        calibration=c.calibrations[method],
+        task="photoz" if c.bin_edges is not None else "classification",
+        bin_edges=c.bin_edges,
+        model=name,
+        artifact=c.artifact,
+    )
 
 
 def register_cases(url: str, names: tuple[str, ...] = CASES) -> Registered:
-    """Store each case's artifact once and one model version per calibration method."""
-    artifacts: dict[str, int] = {}
+    """Register every case with each calibration method, compiled from the case's artifact."""
     versions: dict[str, dict[str, int]] = {}
+    artifacts: dict[str, dict[str, int]] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         for name in names:
-            c = case(name)
-            artifact_id = store_artifact(conn, c.artifact)
-            artifacts[name] = artifact_id
             versions[name] = {
-                method: store_model_version(
-                    conn,
-                    artifact_id,
-                    c.classes,
-                    calibration_columns(params, len(c.classes)),
-                )
-                for method, params in c.calibrations.items()
+                method: register_case(conn, name, method) for method in case(name).calibrations
             }
-    return Registered(artifacts, versions)
+            artifacts[name] = {}
+            for method, version in versions[name].items():
+                info = artifact_of(conn, version)
+                assert info is not None
+                artifacts[name][method] = info.artifact_id
+    return Registered(versions, artifacts)
 
 
 @pytest.fixture(scope="module")

@@ -45,13 +45,17 @@ class Sdss17:
 
 @dataclass(frozen=True)
 class Case:
-    """A fitted estimator, its compiled artifact, class names and calibration fits."""
+    """A fitted estimator, its compiled artifact, class names and calibration fits.
+
+    ``bin_edges`` (PDF cases only) are the redshift bin edges of the classes.
+    """
 
     name: str
     estimator: Any
     artifact: CompiledArtifact
     classes: tuple[str, ...]
     calibrations: dict[str, CalibrationParams]
+    bin_edges: tuple[float, ...] | None = None
 
     def reference(self, x: npt.NDArray[np.float32], method: str) -> npt.NDArray[np.float64]:
         """scikit-learn's probabilities after the named calibration (pure numpy)."""
@@ -88,6 +92,13 @@ def sdss17() -> Sdss17:
     return Sdss17(x[:a], x[a:b], x[b:], y[:a], y[a:b], z[:a], z[a:b])
 
 
+def _pdf_edges(data: Sdss17) -> npt.NDArray[np.float64]:
+    """10 redshift bins with edges at training-set quantiles, open at both ends."""
+    edges = np.quantile(data.z_train, np.linspace(0, 1, PDF_BINS + 1))
+    edges[0], edges[-1] = -np.inf, np.inf
+    return edges
+
+
 def _labels(kind: str, data: Sdss17) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     if kind == "binary":
         return (
@@ -96,9 +107,8 @@ def _labels(kind: str, data: Sdss17) -> tuple[npt.NDArray[Any], npt.NDArray[Any]
         )
     if kind == "multiclass":
         return data.y_train, data.y_calib
-    # PDF: 10 redshift bins with edges at training-set quantiles, labelled by range.
-    edges = np.quantile(data.z_train, np.linspace(0, 1, PDF_BINS + 1))
-    edges[0], edges[-1] = -np.inf, np.inf
+    # PDF: redshift bins labelled by range.
+    edges = _pdf_edges(data)
     labels = np.array([f"z{k:02d}" for k in range(PDF_BINS)])
     return (
         labels[np.clip(np.searchsorted(edges, data.z_train, side="right") - 1, 0, PDF_BINS - 1)],
@@ -150,4 +160,5 @@ def case(name: str) -> Case:
         method: fit_calibration(method, calib_proba, y_calib, estimator.classes_)
         for method in ("identity", "temperature", "isotonic")
     }
-    return Case(name, estimator, artifact, classes, calibrations)
+    edges = tuple(float(e) for e in _pdf_edges(data)) if kind == "pdf" else None
+    return Case(name, estimator, artifact, classes, calibrations, edges)

@@ -2,7 +2,8 @@
 
 Arguments: NULL, NaN, +-inf, signed zeros, subnormals, float4 overflow, empty,
 wrong-length, 2-D, NULL-holding, non-1 lower bound and 10^6-element arrays,
-unknown, negative and extreme model versions. Afterwards the postmaster has
+unknown, negative and extreme model versions, and a registered version that
+is not compiled. Afterwards the postmaster has
 not restarted and its log shows no backend killed by a signal.
 """
 
@@ -17,7 +18,8 @@ import pytest
 
 from skyclass.db.cluster import EmbeddedCluster
 from tests.score.conftest import Registered, postmaster_log, register_cases
-from tests.score.models import N_FEATURES
+from tests.score.models import N_FEATURES, case
+from tests.support.registry import register_test_model
 
 N_CALLS = 3000
 SEED = 4242
@@ -27,6 +29,7 @@ EXPECTED_STATES = {
     "22023",  # invalid_parameter_value: wrong length, 2-D
     "22004",  # null_value_not_allowed: NULL element
     "42704",  # undefined_object: unknown model version
+    "55000",  # object_not_in_prerequisite_state: model version not compiled
     "22003",  # numeric_value_out_of_range: float8 -> real overflow in the cast
     "2202E",  # array_subscript_error: malformed array literal bounds
     "22P02",  # invalid_text_representation: malformed array literal
@@ -82,18 +85,22 @@ def _features(rng: random.Random) -> tuple[str, Any]:
     return "%s::real[]", values
 
 
-def _version(rng: random.Random, good: list[int]) -> Any:
+def _version(rng: random.Random, good: list[int], uncompiled: int) -> Any:
     roll = rng.random()
     if roll < 0.7:
         return rng.choice(good)
-    unknown = [None, -1, 0, -(2**63), 2**63 - 1, max(good) + 1, rng.randint(-(10**9), 10**9)]
+    if roll < 0.75:
+        return uncompiled
+    unknown = [None, -1, 0, -(2**63), 2**63 - 1, uncompiled + 1, rng.randint(-(10**9), 10**9)]
     return rng.choice(unknown)
 
 
-def _call(conn: psycopg.Connection[Any], rng: random.Random, good: list[int]) -> str:
+def _call(
+    conn: psycopg.Connection[Any], rng: random.Random, good: list[int], uncompiled: int
+) -> str:
     """One random call; returns 'ok', 'null' or the SQLSTATE it raised."""
     function = rng.choice(FUNCTIONS)
-    version = _version(rng, good)
+    version = _version(rng, good, uncompiled)
     if function == "model_info":
         query, params = "SELECT (skyclass.model_info(%s::bigint)).*", [version]
     else:
@@ -123,6 +130,16 @@ def fuzz_versions(scoring_url: str) -> Registered:
     return register_cases(scoring_url, ("hgb_binary", "rf_multiclass", "et_multiclass"))
 
 
+@pytest.fixture(scope="module")
+def uncompiled(scoring_url: str, fuzz_versions: Registered) -> int:
+    """The newest model version of the database, registered without an artifact."""
+    c = case("rf_multiclass")
+    with psycopg.connect(scoring_url, autocommit=True) as conn:
+        return register_test_model(
+            conn, c.estimator, classes=c.classes, n_features=N_FEATURES, model="rf_multiclass"
+        )
+
+
 def _start_time(url: str) -> Any:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
@@ -131,7 +148,10 @@ def _start_time(url: str) -> Any:
 
 
 def test_random_calls_return_or_raise_with_sqlstate(
-    scoring_url: str, fuzz_versions: Registered, pg_cluster: EmbeddedCluster | None
+    scoring_url: str,
+    fuzz_versions: Registered,
+    uncompiled: int,
+    pg_cluster: EmbeddedCluster | None,
 ) -> None:
     good = [v for methods in fuzz_versions.versions.values() for v in methods.values()]
     started = _start_time(scoring_url)
@@ -140,7 +160,7 @@ def test_random_calls_return_or_raise_with_sqlstate(
     outcomes: dict[str, int] = {}
     with psycopg.connect(scoring_url, autocommit=True) as conn:
         for _ in range(N_CALLS):
-            outcome = _call(conn, rng, good)
+            outcome = _call(conn, rng, good, uncompiled)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
         # Huge arrays: a million elements must be refused by length, quickly and safely.
         for function in FUNCTIONS[:3]:
@@ -155,7 +175,7 @@ def test_random_calls_return_or_raise_with_sqlstate(
             )
     # Every kind of outcome happened, so the fuzzer reached each path.
     assert outcomes["ok"] > 500
-    for state in ("22023", "22004", "42704"):
+    for state in ("22023", "22004", "42704", "55000"):
         assert outcomes.get(state, 0) > 20, outcomes
     assert outcomes.get("null", 0) > 20
 

@@ -19,14 +19,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from skyclass.compile import (
-    CompiledArtifact,
-    compile_estimator,
-    store_artifact,
-    store_model_version,
-)
+from skyclass.compile import CompiledArtifact, compile_estimator
 from tests.score.conftest import Registered
 from tests.score.models import CASES, N_FEATURES, case, sdss17
+from tests.support.registry import register_test_model
 
 METHODS = ("identity", "temperature", "isotonic")
 TOLERANCE = 1e-6
@@ -192,8 +188,9 @@ def test_union_bug_exists_for_doubles_but_not_for_float4(
 
     # The extension, given the same number as real: the value is a value.
     with psycopg.connect(scoring_url, autocommit=True) as conn:
-        artifact_id = store_artifact(conn, artifact)
-        version = store_model_version(conn, artifact_id, ["low", "high"])
+        version = register_test_model(
+            conn, forest, classes=["low", "high"], n_features=1, model="step", artifact=artifact
+        )
         got = conn.execute(
             "SELECT skyclass.predict(%s, ARRAY[%s::float8]::real[])", (version, ALIAS)
         ).fetchone()

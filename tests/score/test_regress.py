@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from tests.score.conftest import REPO, _pg_config_value, prepare_scoring_database, register_cases
-from tests.score.models import case, sdss17
+from tests.score.models import N_FEATURES, case, sdss17
+from tests.support.registry import register_test_model
 
 REGRESS_DIR = REPO / "tests" / "regress"
 N_ROWS = 200
@@ -35,6 +36,13 @@ def write_regress_fixture(url: str) -> None:
     registered = register_cases(url, tuple(sorted({c for c, _ in FIXTURE_MODELS.values()})))
     x = sdss17().x_eval[:N_ROWS]
     with psycopg.connect(url, autocommit=True) as conn:
+        uncompiled = register_test_model(
+            conn,
+            case("hgb_multiclass").estimator,
+            classes=case("hgb_multiclass").classes,
+            n_features=N_FEATURES,
+            model="regress_uncompiled",
+        )
         conn.execute(
             "CREATE TABLE regress_model (name text PRIMARY KEY, model_version bigint NOT NULL)"
         )
@@ -43,6 +51,7 @@ def write_regress_fixture(url: str) -> None:
             "features real[] NOT NULL, proba float8[] NOT NULL, top_label text NOT NULL, "
             "PRIMARY KEY (name, row_id))"
         )
+        conn.execute("INSERT INTO regress_model VALUES ('uncompiled', %s)", (uncompiled,))
         for name, (case_name, method) in FIXTURE_MODELS.items():
             c = case(case_name)
             conn.execute(

@@ -11,8 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from skyclass.compile import CalibrationColumns
 from tests.score.conftest import Registered, register_cases
 from tests.score.models import N_FEATURES, case
+from tests.support.registry import register_test_model
 
 ROW = [20.0, 19.0, 18.5, 18.2, 18.0, 1.0, 0.5, 0.3, 0.2]
 
@@ -33,7 +35,7 @@ def _mapped_memfds(conn: psycopg.Connection[Any]) -> str:
 
 
 def test_library_is_mapped_from_a_memfd(scoring_url: str, versions: Registered) -> None:
-    artifact_id = versions.artifacts["hgb_multiclass"]
+    artifact_id = versions.artifacts["hgb_multiclass"]["identity"]
     with psycopg.connect(scoring_url) as conn:
         assert _mapped_memfds(conn) == ""
         conn.execute(
@@ -47,7 +49,7 @@ def test_library_is_mapped_from_a_memfd(scoring_url: str, versions: Registered) 
 def test_tampered_artifact_is_refused_before_loading(
     scoring_url: str, versions: Registered
 ) -> None:
-    artifact_id = versions.artifacts["et_binary"]
+    artifact_id = versions.artifacts["et_binary"]["identity"]
     version = versions.versions["et_binary"]["identity"]
     with psycopg.connect(scoring_url, autocommit=True) as conn:
         # A superuser (or disk corruption) bypasses the immutability trigger.
@@ -95,13 +97,25 @@ def plain_role(scoring_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
-def _insert_artifact(conn: psycopg.Connection[Any]) -> Any:
+def _uncompiled_version(url: str) -> int:
+    """A new model version of the hgb_binary case without an artifact."""
+    c = case("hgb_binary")
+    with psycopg.connect(url, autocommit=True) as conn:
+        return register_test_model(
+            conn, c.estimator, classes=c.classes, n_features=N_FEATURES, model="hgb_binary"
+        )
+
+
+def _insert_artifact(conn: psycopg.Connection[Any], model_version_id: int) -> Any:
+    """Insert the hgb_binary library as the artifact of a version, as the current role."""
     artifact = case("hgb_binary").artifact
     return conn.execute(
-        "INSERT INTO skyclass.model_artifact (sha256, library, n_features, n_outputs, "
-        "output_transform, treelite_version, tl2cgen_version, compiler, compiler_flags) "
-        "VALUES (%s, %s, %s, %s, %s, '4.8.1', '1.0.0', 'gcc', '') RETURNING artifact_id",
+        "INSERT INTO skyclass.model_artifact (model_version_id, sha256, library, n_features, "
+        "n_outputs, output_transform, treelite_version, tl2cgen_version, compiler, "
+        "compiler_flags) VALUES (%s, %s, %s, %s, %s, %s, '4.8.1', '1.0.0', 'gcc', '') "
+        "RETURNING artifact_id",
         (
+            model_version_id,
             artifact.sha256,
             artifact.library,
             artifact.n_features,
@@ -114,10 +128,12 @@ def _insert_artifact(conn: psycopg.Connection[Any]) -> Any:
 def test_only_the_model_admin_role_registers_artifacts(
     scoring_url: str, versions: Registered, plain_role: str
 ) -> None:
+    """A portal-like role cannot insert artifacts or score; skyclass_model_admin can insert."""
+    target = _uncompiled_version(scoring_url)
     with psycopg.connect(scoring_url) as conn:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(plain_role)))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            _insert_artifact(conn)
+            _insert_artifact(conn, target)
         conn.rollback()
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(plain_role)))
         # Scoring reads the tables as the caller: no privilege, no model.
@@ -128,9 +144,17 @@ def test_only_the_model_admin_role_registers_artifacts(
             )
         conn.rollback()
         conn.execute("SET ROLE skyclass_model_admin")
-        row = _insert_artifact(conn)
+        row = _insert_artifact(conn, target)
         assert row is not None and row[0] > 0
         conn.rollback()
+
+
+def test_a_version_has_one_artifact(scoring_url: str, versions: Registered) -> None:
+    with (
+        psycopg.connect(scoring_url, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):
+        _insert_artifact(conn, versions.versions["et_binary"]["identity"])
 
 
 @pytest.mark.parametrize(
@@ -149,26 +173,82 @@ def test_malformed_calibration_is_an_invalid_definition(
     offsets: list[int],
     message: str,
 ) -> None:
+    """Maps the table's CHECKs accept but the scorer cannot use are refused with 42P17."""
+    c = case("hgb_multiclass")
     with psycopg.connect(scoring_url, autocommit=True) as conn:
-        row = conn.execute(
-            "INSERT INTO skyclass.model_version (artifact_id, classes, calibration_kind, "
-            "calibration_params, calibration_offsets) VALUES (%s, %s, %s, %s, %s) "
-            "RETURNING model_version_id",
-            (versions.artifacts["hgb_multiclass"], ["a", "b", "c"], kind, params, offsets),
-        ).fetchone()
-        assert row is not None
+        version = register_test_model(
+            conn,
+            c.estimator,
+            classes=["a", "b", "c"],
+            n_features=N_FEATURES,
+            calibration=CalibrationColumns(kind, tuple(params), tuple(offsets)),
+            model="malformed",
+            artifact=c.artifact,
+        )
         with pytest.raises(psycopg.errors.InvalidObjectDefinition, match=message):
-            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (row[0], ROW))
+            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
 
 
 def test_class_count_must_match_the_artifact(scoring_url: str, versions: Registered) -> None:
+    """A registry row pairing a binary version with a 3-class library (bypassing the
+    compile step's checks) is refused before the library is used."""
+    c = case("hgb_multiclass")
+    version = _uncompiled_version(scoring_url)
     with psycopg.connect(scoring_url, autocommit=True) as conn:
-        row = conn.execute(
-            "INSERT INTO skyclass.model_version (artifact_id, classes) VALUES (%s, %s) "
-            "RETURNING model_version_id",
-            (versions.artifacts["hgb_multiclass"], ["a", "b"]),
-        ).fetchone()
-        assert row is not None
+        conn.execute(
+            "INSERT INTO skyclass.model_artifact (model_version_id, sha256, library, n_features, "
+            "n_outputs, output_transform, treelite_version, tl2cgen_version, compiler, "
+            "compiler_flags) VALUES (%s, %s, %s, %s, %s, %s, '4.8.1', '1.0.0', 'gcc', '')",
+            (
+                version,
+                c.artifact.sha256,
+                c.artifact.library,
+                c.artifact.n_features,
+                c.artifact.n_outputs,
+                c.artifact.output_transform,
+            ),
+        )
         with pytest.raises(psycopg.errors.InvalidObjectDefinition, match="names 2 classes"):
-            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (row[0], ROW))
+            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
     assert len(ROW) == N_FEATURES
+
+
+def test_artifact_row_must_match_its_loaded_library(scoring_url: str) -> None:
+    """Two rows with one sha256 share a loaded library; a row declaring another layout
+    for those bytes (a forged row) is refused instead of sizing buffers from it."""
+    c = case("hgb_multiclass")
+    with psycopg.connect(scoring_url, autocommit=True) as conn:
+        good = register_test_model(
+            conn,
+            c.estimator,
+            classes=c.classes,
+            n_features=N_FEATURES,
+            model="forged",
+            artifact=c.artifact,
+        )
+        forged = register_test_model(
+            conn,
+            case("rf_binary").estimator,
+            classes=["a", "b"],
+            n_features=N_FEATURES,
+            model="forged_binary",
+        )
+        # Binary layout (1 output, binary_expand) claimed for the 3-output library's bytes.
+        conn.execute(
+            "INSERT INTO skyclass.model_artifact (model_version_id, sha256, library, n_features, "
+            "n_outputs, output_transform, treelite_version, tl2cgen_version, compiler, "
+            "compiler_flags) VALUES (%s, %s, %s, %s, 1, 'binary_expand', '4.8.1', '1.0.0', "
+            "'gcc', '')",
+            (forged, c.artifact.sha256, c.artifact.library, N_FEATURES),
+        )
+    with psycopg.connect(scoring_url) as conn:
+        conn.execute("SELECT skyclass.predict(%s, %s::real[])", (good, ROW))
+        with pytest.raises(psycopg.errors.DataCorrupted, match="but its library has"):
+            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (forged, ROW))
+        conn.rollback()
+    # Loaded from its own row first, the forged layout is caught the same way.
+    with (
+        psycopg.connect(scoring_url) as conn,
+        pytest.raises(psycopg.errors.DataCorrupted, match="but its library has"),
+    ):
+        conn.execute("SELECT skyclass.predict(%s, %s::real[])", (forged, ROW))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from skyclass.compile.errors import CompileError
+from skyclass.errors import CompileError
 
 OUTPUT_TRANSFORMS = ("identity", "binary_expand")
 """How the raw outputs of a library's ``predict`` become class probabilities.

@@ -42,7 +42,7 @@ from skyclass.compile.checkpoint import (
     load_checkpoint,
     model_layout,
 )
-from skyclass.compile.errors import CompileError
+from skyclass.errors import CompileError
 
 OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os")
 CC = "gcc"
@@ -61,6 +61,26 @@ def compiler_version(cc: str = CC) -> str:
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     first = (out.stdout or out.stderr).splitlines()
     return first[0].strip() if first else cc
+
+
+def compiler_flags(
+    opt_level: str, parallel_comp: int, *, annotate: bool = False, quantize: bool = False
+) -> str:
+    """The ``compiler_flags`` text recorded for a build with these options.
+
+    It names everything that changes the library bytes besides the
+    checkpoint and the toolchain versions (recorded separately), so two
+    builds with equal flags, checkpoint and versions give identical bytes.
+    """
+    params: dict[str, Any] = {"quantize": int(bool(quantize))}
+    if parallel_comp > 1:
+        params["parallel_comp"] = parallel_comp
+    if annotate:
+        params["annotate"] = 1
+    return (
+        f"cc {' '.join((opt_level, *CFLAGS))}; ld {' '.join((*LDFLAGS, *LIBS))}; "
+        f"tl2cgen {json.dumps(params, sort_keys=True)}"
+    )
 
 
 def _versions() -> tuple[str, str]:
@@ -204,12 +224,8 @@ def _build(
         bar.update(1)
         messages = [str(w.message) for w in caught]
 
-    tl2cgen_params = {k: v for k, v in params.items() if k != "annotate_in"}
-    if annotate_with is not None:
-        tl2cgen_params["annotate"] = 1
-    flags = (
-        f"cc {' '.join(cflags)}; ld {' '.join((*LDFLAGS, *LIBS))}; "
-        f"tl2cgen {json.dumps(tl2cgen_params, sort_keys=True)}"
+    flags = compiler_flags(
+        opt_level, parallel_comp, annotate=annotate_with is not None, quantize=quantize
     )
     return CompiledArtifact(
         library=library,
@@ -276,6 +292,7 @@ def compile_checkpoint(
     checkpoint: bytes,
     *,
     n_features: int | None = None,
+    n_classes: int | None = None,
     opt_level: str = "-O2",
     parallel_comp: int = 2,
     annotate_with: Any = None,
@@ -285,8 +302,8 @@ def compile_checkpoint(
     """Rebuild a library from a Treelite checkpoint (see :func:`compile_estimator`).
 
     With the same checkpoint, compiler and options the library is byte-for-byte
-    the same, so its sha256 is too; ``n_features``, when given, is checked
-    against the checkpoint.
+    the same, so its sha256 is too; ``n_features`` and ``n_classes``, when
+    given, are checked against the checkpoint before anything is generated.
     """
     started = time.perf_counter()
     _check_options(opt_level, parallel_comp)
@@ -295,7 +312,7 @@ def compile_checkpoint(
         model,
         bytes(checkpoint),
         n_features=n_features,
-        n_classes=None,
+        n_classes=n_classes,
         opt_level=opt_level,
         parallel_comp=parallel_comp,
         annotate_with=annotate_with,

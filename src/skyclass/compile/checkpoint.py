@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.compile.errors import CompileError
+from skyclass.errors import CompileError
 
 SUPPORTED_ESTIMATORS = (
     "HistGradientBoostingClassifier",

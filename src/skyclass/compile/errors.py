@@ -1,9 +1,7 @@
-"""Errors of the compile step; all are :class:`~skyclass.errors.SkyclassError`."""
+"""Errors of the compile step (kept as an import location; defined in :mod:`skyclass.errors`)."""
 
 from __future__ import annotations
 
-from skyclass.errors import SkyclassError
+from skyclass.errors import CompileError
 
-
-class CompileError(SkyclassError, ValueError):
-    """A model cannot become a native library (unsupported, unfitted, or the build failed)."""
+__all__ = ["CompileError"]

@@ -1,24 +1,45 @@
-"""Register compiled artifacts and model versions in the tables the extension reads.
+"""Compile registered model versions and register their libraries as model artifacts.
 
-The tables are ``skyclass.model_artifact`` and ``skyclass.model_version``
-(their contract is ``tests/score/contract.sql``, see docs/extension.md).
-Inserting an artifact needs the ``skyclass_model_admin`` role (or a
-superuser): the library is native code every scoring backend will load.
+A model version (``skyclass.model_version``, migration 0003) exists before it
+is compiled: it holds the Treelite checkpoint and the calibration map. The
+compile step reads the checkpoint, rebuilds the library with
+:func:`skyclass.compile.compile_checkpoint` and inserts one row into
+``skyclass.model_artifact`` (``model_version_id`` is UNIQUE: one artifact per
+version, immutable). Inserting an artifact needs the ``skyclass_model_admin``
+role (or a superuser) because the library is native code that every scoring
+backend loads; the insert runs as the connecting role, and a role without
+that privilege gets an error naming the ``GRANT`` to run, before any build.
+
+Compiling a version twice does not build twice: if the version already has an
+artifact built with the same options, that artifact is returned
+(``ArtifactInfo.created`` is False), so scripts can run ``skyclass compile``
+idempotently; if it was built with other options the call is refused, since
+an artifact never changes (register a new model version instead).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from skyclass.compile.artifact import CompiledArtifact
-from skyclass.compile.errors import CompileError
+from skyclass.compile.build import compile_checkpoint, compiler_flags
+from skyclass.errors import CompileError
 
 DEFAULT_EPS = 1e-12
+ADMIN_ROLE = "skyclass_model_admin"
+# MODEL, MODEL:VERSION (model names follow the registry's CHECK), or a bare model_version_id.
+_REF = re.compile(r"^(?P<name>[a-z][a-z0-9_]{0,62})(?::(?P<version>[0-9]{1,9}))?$")
+_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 @dataclass(frozen=True)
@@ -67,66 +88,408 @@ def calibration_columns(calibration: Any | None, n_classes: int) -> CalibrationC
     raise CompileError(f"unknown calibration method {method!r}")
 
 
-def store_artifact(conn: psycopg.Connection[Any], artifact: CompiledArtifact) -> int:
-    """Insert ``artifact`` unless its sha256 is already registered; return its ``artifact_id``."""
+@dataclass(frozen=True)
+class VersionRef:
+    """A registered model version as the compile step sees it (``model`` None: name unreadable)."""
+
+    model_version_id: int
+    model: str | None
+    version: int
+    task: str
+    n_features: int
+    classes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """``MODEL:VERSION`` when the name is known, else the model_version_id."""
+        if self.model is None:
+            return f"model version {self.model_version_id}"
+        return f"{self.model}:{self.version}"
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """A row of ``skyclass.model_artifact`` (without the library bytes) and its version.
+
+    ``created`` is True when this call inserted the row, False when the
+    version was already compiled with the same options and that row is
+    returned instead. ``model`` is None when the caller may not read
+    ``skyclass.model``.
+    """
+
+    artifact_id: int
+    model_version_id: int
+    model: str | None
+    version: int
+    sha256_hex: str
+    library_bytes: int
+    n_features: int
+    n_outputs: int
+    output_transform: str
+    treelite_version: str
+    tl2cgen_version: str
+    compiler: str
+    compiler_flags: str
+    compile_seconds: float | None
+    created_at: datetime
+    created_by: str
+    created: bool = False
+
+    @property
+    def label(self) -> str:
+        """``MODEL:VERSION`` when the name is known, else the model_version_id."""
+        if self.model is None:
+            return f"model version {self.model_version_id}"
+        return f"{self.model}:{self.version}"
+
+
+def parse_model_ref(ref: int | str) -> int | tuple[str, int | None]:
+    """Parse ``MODEL``, ``MODEL:VERSION`` or a model_version_id (int or digits).
+
+    Returns the id, or ``(name, version)`` with version None for "the newest
+    version". Model names start with a letter, so digits are never a name.
+    """
+    if isinstance(ref, bool):
+        raise CompileError(f"not a model reference: {ref!r}")
+    if isinstance(ref, int):
+        if ref < 1:
+            raise CompileError(f"model_version_id must be positive, not {ref}")
+        return ref
+    text = str(ref).strip()
+    if _ID.match(text):
+        return parse_model_ref(int(text))
+    match = _REF.match(text)
+    if match is None:
+        raise CompileError(
+            f"not a model reference: {ref!r}; use MODEL, MODEL:VERSION (a name of a-z, 0-9 "
+            "and _ starting with a letter, and a version number) or a model_version_id"
+        )
+    version = match.group("version")
+    return match.group("name"), None if version is None else int(version)
+
+
+def _can_read_model(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute(
-        """
-        INSERT INTO skyclass.model_artifact
-            (sha256, library, n_features, n_outputs, output_transform, checkpoint,
-             treelite_version, tl2cgen_version, compiler, compiler_flags, compile_seconds)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (sha256) DO NOTHING
-        RETURNING artifact_id
-        """,
-        (
-            artifact.sha256,
-            artifact.library,
-            artifact.n_features,
-            artifact.n_outputs,
-            artifact.output_transform,
-            artifact.checkpoint,
-            artifact.treelite_version,
-            artifact.tl2cgen_version,
-            artifact.compiler,
-            artifact.compiler_flags,
-            artifact.compile_seconds,
-        ),
+        "SELECT has_table_privilege(to_regclass('skyclass.model'), 'SELECT')"
     ).fetchone()
-    if row is None:
+    return bool(row and row[0])
+
+
+def _role(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT current_user").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def _grant_hint(conn: psycopg.Connection[Any], role: str) -> str:
+    return f"GRANT {ADMIN_ROLE} TO {sql.Identifier(role).as_string(conn)};"
+
+
+@contextmanager
+def _registry_errors(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
+    """Turn privilege and missing-schema errors of registry access into :class:`CompileError`.
+
+    The role is read first: after an error the transaction may be aborted.
+    """
+    role = _role(conn)
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise CompileError(
+            f"role {role!r} may not {what}: {exc.diag.message_primary or exc}. Model artifacts "
+            f"are native code loaded by every scoring backend, so only members of {ADMIN_ROLE} "
+            f"(and superusers) may read and register them; an administrator can run: "
+            f"{_grant_hint(conn, role)}"
+        ) from None
+    except psycopg.errors.UndefinedTable as exc:
+        raise CompileError(
+            f"the model registry is missing ({exc.diag.message_primary or exc}): "
+            "run `skyclass db migrate`"
+        ) from None
+
+
+def resolve_model_version(conn: psycopg.Connection[Any], ref: int | str) -> VersionRef:
+    """The registered model version ``ref`` names (see :func:`parse_model_ref`).
+
+    ``MODEL`` alone means its newest version. Names are looked up in
+    ``skyclass.model``; a role that may not read it can still pass a
+    model_version_id. Raises :class:`CompileError` for unknown models and
+    versions.
+    """
+    parsed = parse_model_ref(ref)
+    readable = _can_read_model(conn)
+    with _registry_errors(conn, "read the model registry"):
+        if isinstance(parsed, int):
+            name_column = sql.SQL("m.name") if readable else sql.SQL("NULL::text")
+            join = sql.SQL("JOIN skyclass.model AS m USING (model_id)") if readable else sql.SQL("")
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT v.model_version_id, {}, v.version, v.task, v.n_features, v.classes "
+                    "FROM skyclass.model_version AS v {} WHERE v.model_version_id = %s"
+                ).format(name_column, join),
+                (parsed,),
+            ).fetchone()
+            if row is None:
+                raise CompileError(
+                    f"model version {parsed} does not exist (see skyclass.model_version)"
+                )
+        else:
+            name, version = parsed
+            if not readable:
+                raise CompileError(
+                    f"role {_role(conn)!r} may not read skyclass.model to look up {name!r}: "
+                    "pass the model_version_id instead, or grant SELECT on skyclass.model"
+                )
+            found = conn.execute(
+                "SELECT model_id, (SELECT max(version) FROM skyclass.model_version AS v "
+                "WHERE v.model_id = m.model_id) FROM skyclass.model AS m WHERE m.name = %s",
+                (name,),
+            ).fetchone()
+            if found is None:
+                raise CompileError(f"model {name!r} does not exist (see skyclass.model)")
+            if found[1] is None:
+                raise CompileError(f"model {name!r} has no versions yet: train it first")
+            wanted = found[1] if version is None else version
+            row = conn.execute(
+                "SELECT v.model_version_id, m.name, v.version, v.task, v.n_features, v.classes "
+                "FROM skyclass.model_version AS v JOIN skyclass.model AS m USING (model_id) "
+                "WHERE v.model_id = %s AND v.version = %s",
+                (found[0], wanted),
+            ).fetchone()
+            if row is None:
+                raise CompileError(f"model {name!r} has no version {wanted} (newest: {found[1]})")
+    return VersionRef(
+        model_version_id=int(row[0]),
+        model=None if row[1] is None else str(row[1]),
+        version=int(row[2]),
+        task=str(row[3]),
+        n_features=int(row[4]),
+        classes=tuple(str(c) for c in row[5]),
+    )
+
+
+_ARTIFACT_COLUMNS = sql.SQL(
+    "a.artifact_id, a.model_version_id, {name}, v.version, encode(a.sha256, 'hex'), "
+    "length(a.library), a.n_features, a.n_outputs, a.output_transform, a.treelite_version, "
+    "a.tl2cgen_version, a.compiler, a.compiler_flags, a.compile_seconds, a.created_at, "
+    "a.created_by"
+)
+
+
+def _artifact_query(conn: psycopg.Connection[Any], where: sql.Composable) -> sql.Composed:
+    readable = _can_read_model(conn)
+    columns = _ARTIFACT_COLUMNS.format(name=sql.SQL("m.name" if readable else "NULL::text"))
+    join = sql.SQL("JOIN skyclass.model AS m ON m.model_id = v.model_id" if readable else "")
+    return sql.SQL(
+        "SELECT {} FROM skyclass.model_artifact AS a "
+        "JOIN skyclass.model_version AS v ON v.model_version_id = a.model_version_id {} "
+        "WHERE {} ORDER BY a.artifact_id"
+    ).format(columns, join, where)
+
+
+def _artifact_info(row: Any, *, created: bool = False) -> ArtifactInfo:
+    return ArtifactInfo(
+        artifact_id=int(row[0]),
+        model_version_id=int(row[1]),
+        model=None if row[2] is None else str(row[2]),
+        version=int(row[3]),
+        sha256_hex=str(row[4]),
+        library_bytes=int(row[5]),
+        n_features=int(row[6]),
+        n_outputs=int(row[7]),
+        output_transform=str(row[8]),
+        treelite_version=str(row[9]),
+        tl2cgen_version=str(row[10]),
+        compiler=str(row[11]),
+        compiler_flags=str(row[12]),
+        compile_seconds=None if row[13] is None else float(row[13]),
+        created_at=row[14],
+        created_by=str(row[15]),
+        created=created,
+    )
+
+
+def artifact_of(conn: psycopg.Connection[Any], model_version_id: int) -> ArtifactInfo | None:
+    """The artifact of a model version, or None when it is not compiled."""
+    with _registry_errors(conn, "read model artifacts"):
         row = conn.execute(
-            "SELECT artifact_id FROM skyclass.model_artifact WHERE sha256 = %s",
-            (artifact.sha256,),
+            _artifact_query(conn, sql.SQL("a.model_version_id = %s")), (model_version_id,)
+        ).fetchone()
+    return None if row is None else _artifact_info(row)
+
+
+def list_artifacts(conn: psycopg.Connection[Any]) -> list[ArtifactInfo]:
+    """Every registered artifact (without library bytes), oldest first."""
+    with _registry_errors(conn, "read model artifacts"):
+        rows = conn.execute(_artifact_query(conn, sql.SQL("true"))).fetchall()
+    return [_artifact_info(row) for row in rows]
+
+
+def uncompiled_versions(conn: psycopg.Connection[Any]) -> list[VersionRef]:
+    """Model versions that have no artifact yet (``skyclass.predict`` refuses them, 55000)."""
+    readable = _can_read_model(conn)
+    with _registry_errors(conn, "read model artifacts"):
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT v.model_version_id, {}, v.version, v.task, v.n_features, v.classes "
+                "FROM skyclass.model_version AS v {} WHERE NOT EXISTS (SELECT FROM "
+                "skyclass.model_artifact AS a WHERE a.model_version_id = v.model_version_id) "
+                "ORDER BY v.model_version_id"
+            ).format(
+                sql.SQL("m.name" if readable else "NULL::text"),
+                sql.SQL("JOIN skyclass.model AS m USING (model_id)" if readable else ""),
+            )
+        ).fetchall()
+    return [VersionRef(int(r[0]), r[1], int(r[2]), str(r[3]), int(r[4]), tuple(r[5])) for r in rows]
+
+
+def check_can_register(conn: psycopg.Connection[Any]) -> None:
+    """Raise :class:`CompileError` (naming the GRANT) unless this role may insert artifacts."""
+    row = conn.execute(
+        "SELECT current_user, has_table_privilege(to_regclass('skyclass.model_artifact'), "
+        "'INSERT'), to_regclass('skyclass.model_artifact') IS NOT NULL"
+    ).fetchone()
+    assert row is not None
+    role, allowed, exists = str(row[0]), bool(row[1]), bool(row[2])
+    if not exists:
+        raise CompileError("the model registry is missing: run `skyclass db migrate`")
+    if not allowed:
+        raise CompileError(
+            f"role {role!r} may not register model artifacts: a compiled model is native code "
+            f"that every scoring backend loads, so only members of {ADMIN_ROLE} (and "
+            f"superusers) may insert it. An administrator can run: {_grant_hint(conn, role)}"
+        )
+
+
+def _checkpoint_of(conn: psycopg.Connection[Any], model_version_id: int) -> bytes:
+    with _registry_errors(conn, "read model versions"):
+        row = conn.execute(
+            "SELECT checkpoint FROM skyclass.model_version WHERE model_version_id = %s",
+            (model_version_id,),
         ).fetchone()
     if row is None:
-        raise CompileError(f"artifact {artifact.sha256_hex} was neither inserted nor found")
-    return int(row[0])
+        raise CompileError(f"model version {model_version_id} does not exist")
+    return bytes(row[0])
 
 
-def store_model_version(
-    conn: psycopg.Connection[Any],
-    artifact_id: int,
-    classes: Sequence[str],
-    calibration: CalibrationColumns | None = None,
-) -> int:
-    """Insert a version of ``artifact_id`` with ``classes`` and a calibration; return its id."""
-    cal = calibration or CalibrationColumns()
-    row = conn.execute(
-        """
-        INSERT INTO skyclass.model_version
-            (artifact_id, classes, calibration_kind, calibration_params, calibration_offsets,
-             calibration_eps)
-        VALUES (%s, %s, %s, %s, %s, %s)
-        RETURNING model_version_id
-        """,
-        (
-            artifact_id,
-            [str(c) for c in classes],
-            cal.kind,
-            list(cal.params),
-            list(cal.offsets),
-            cal.eps,
-        ),
-    ).fetchone()
-    if row is None:
-        raise CompileError("inserting the model version returned no id")
-    return int(row[0])
+def store_artifact(
+    conn: psycopg.Connection[Any], model_version_id: int, artifact: CompiledArtifact
+) -> ArtifactInfo:
+    """Register ``artifact`` as the compiled library of model version ``model_version_id``.
+
+    The artifact must have been built from the version's own checkpoint (the
+    bytes are compared) with its feature and class counts; the row is
+    inserted as the connecting role, which must be allowed to (see
+    :func:`check_can_register`). If the version already has an artifact with
+    the same sha256 that row is returned (``created`` False); a different
+    one raises :class:`CompileError`, since artifacts are immutable.
+    """
+    ref = resolve_model_version(conn, model_version_id)
+    if _checkpoint_of(conn, ref.model_version_id) != artifact.checkpoint:
+        raise CompileError(
+            f"this library was not built from the checkpoint of {ref.label}: "
+            f"compile it with `skyclass compile {ref.model_version_id}`"
+        )
+    if artifact.n_features != ref.n_features or artifact.n_classes != len(ref.classes):
+        raise CompileError(
+            f"{ref.label} has {ref.n_features} features and {len(ref.classes)} classes, the "
+            f"library {artifact.n_features} features and {artifact.n_classes} classes"
+        )
+    existing = artifact_of(conn, ref.model_version_id)
+    if existing is not None:
+        return _same_or_refuse(ref, existing, artifact.sha256_hex, artifact.compiler_flags)
+    check_can_register(conn)
+    try:
+        with _registry_errors(conn, "register model artifacts"), conn.transaction():
+            conn.execute(
+                """
+                INSERT INTO skyclass.model_artifact
+                    (model_version_id, sha256, library, n_features, n_outputs, output_transform,
+                     treelite_version, tl2cgen_version, compiler, compiler_flags, compile_seconds)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                """,
+                (
+                    ref.model_version_id,
+                    artifact.sha256,
+                    artifact.library,
+                    artifact.n_features,
+                    artifact.n_outputs,
+                    artifact.output_transform,
+                    artifact.treelite_version,
+                    artifact.tl2cgen_version,
+                    artifact.compiler,
+                    artifact.compiler_flags,
+                    artifact.compile_seconds,
+                ),
+            )
+    except psycopg.errors.UniqueViolation:
+        # Another session compiled the same version meanwhile: same rule as above.
+        existing = artifact_of(conn, ref.model_version_id)
+        if existing is None:
+            raise
+        return _same_or_refuse(ref, existing, artifact.sha256_hex, artifact.compiler_flags)
+    info = artifact_of(conn, ref.model_version_id)
+    if info is None:
+        raise CompileError(f"the artifact of {ref.label} was inserted but cannot be read back")
+    return dataclasses.replace(info, created=True)
+
+
+def _same_or_refuse(
+    ref: VersionRef, existing: ArtifactInfo, sha256_hex: str | None, flags: str
+) -> ArtifactInfo:
+    if existing.compiler_flags == flags and sha256_hex in (None, existing.sha256_hex):
+        return existing
+    raise CompileError(
+        f"{ref.label} is already compiled (artifact {existing.artifact_id}, "
+        f"{existing.compiler_flags}); an artifact never changes, so it is not rebuilt with "
+        f"other options or bytes: register a new model version to compile it differently"
+    )
+
+
+def compile_model_version(
+    ref: int | str,
+    *,
+    url: str | None = None,
+    conn: psycopg.Connection[Any] | None = None,
+    opt_level: str = "-O2",
+    parallel_comp: int = 2,
+    progress: bool = False,
+) -> ArtifactInfo:
+    """Compile model version ``ref`` (an id or ``MODEL[:VERSION]``) and register its artifact.
+
+    Reads the Treelite checkpoint of the version, rebuilds the library with
+    :func:`~skyclass.compile.compile_checkpoint` (``opt_level``,
+    ``parallel_comp`` translation units, an optional progress bar on stderr),
+    checks it against the version's feature and class counts and inserts it
+    into ``skyclass.model_artifact`` as the connecting role, recording the
+    toolchain, flags, library versions and compile seconds. The role is
+    checked before anything else. A version already compiled with the same
+    options is returned as is (``created`` False); with other options it is
+    refused. Connects to ``url`` (default: the configured database) unless
+    ``conn`` is given.
+    """
+    if conn is None:
+        from skyclass.db.connect import connect
+
+        with connect(url, autocommit=True) as own:
+            return compile_model_version(
+                ref, conn=own, opt_level=opt_level, parallel_comp=parallel_comp, progress=progress
+            )
+    version = resolve_model_version(conn, ref)
+    check_can_register(conn)
+    flags = compiler_flags(opt_level, parallel_comp)
+    existing = artifact_of(conn, version.model_version_id)
+    if existing is not None:
+        return _same_or_refuse(version, existing, None, flags)
+    checkpoint = _checkpoint_of(conn, version.model_version_id)
+    if not conn.autocommit:
+        # The build can take minutes: do not hold a snapshot (and locks) open during it.
+        conn.commit()
+    artifact = compile_checkpoint(
+        checkpoint,
+        n_features=version.n_features,
+        n_classes=len(version.classes),
+        opt_level=opt_level,
+        parallel_comp=parallel_comp,
+        progress=progress,
+    )
+    return store_artifact(conn, version.model_version_id, artifact)

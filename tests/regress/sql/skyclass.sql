@@ -1,10 +1,12 @@
 --
 -- skyclass extension regression test (pg_regress).
 --
--- Needs the fixture written by tests/score/test_regress.py: real models compiled
--- from SDSS17 photometry, registered in skyclass.model_artifact/model_version, and
--- two tables: regress_model(name, model_version) and regress_expected(name, row_id,
--- features, proba, top_label) holding scikit-learn's calibrated probabilities.
+-- Needs a database migrated by skyclass (revision 0003 or later) and the fixture
+-- written by tests/score/test_regress.py: real models compiled from SDSS17
+-- photometry, registered in skyclass.model_version/model_artifact (plus one version
+-- left uncompiled), and two tables: regress_model(name, model_version) and
+-- regress_expected(name, row_id, features, proba, top_label) holding scikit-learn's
+-- calibrated probabilities.
 --
 SET extra_float_digits = 0;
 SELECT model_version AS multi FROM regress_model WHERE name = 'multiclass' \gset
@@ -12,6 +14,7 @@ SELECT model_version AS multi_t FROM regress_model WHERE name = 'multiclass_temp
 SELECT model_version AS multi_i FROM regress_model WHERE name = 'multiclass_isotonic' \gset
 SELECT model_version AS bin FROM regress_model WHERE name = 'binary' \gset
 SELECT model_version AS pdf FROM regress_model WHERE name = 'pdf' \gset
+SELECT model_version AS uncompiled FROM regress_model WHERE name = 'uncompiled' \gset
 
 -- Every function: STRICT, STABLE, PARALLEL SAFE, costed, commented.
 SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proparallel AS parallel,
@@ -31,8 +34,8 @@ SELECT n_classes, classes, n_outputs, output_transform, calibration_kind
 SELECT n_classes, classes, calibration_kind FROM skyclass.model_info(:pdf);
 SELECT i.sha256 = encode(a.sha256, 'hex') AS sha256_matches_artifact
   FROM skyclass.model_info(:multi) AS i,
-       skyclass.model_version AS v JOIN skyclass.model_artifact AS a USING (artifact_id)
- WHERE v.model_version_id = :multi;
+       skyclass.model_artifact AS a
+ WHERE a.model_version_id = :multi;
 
 -- Parity with scikit-learn's predict_proba (after the same calibration).
 SELECT e.name, count(DISTINCT e.row_id) AS n_rows,
@@ -113,6 +116,24 @@ SELECT call, pg_temp.sqlstate_of(replace(call, '$v', :'multi')) AS sqlstate
     ('SELECT skyclass.model_info(-42)'),
     ('SELECT skyclass.predict($v, ARRAY[1e39]::real[])')
   ) AS calls(call);
+
+-- A registered version without an artifact: "not compiled" (55000), not "does not
+-- exist" (42704); the message names the command to run (its id shown as <id> here).
+CREATE FUNCTION pg_temp.message_of(query text, id bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE query;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || replace(SQLERRM, id::text, '<id>');
+END
+$$;
+SELECT pg_temp.message_of(format('SELECT skyclass.predict(%s, array_fill(1::real, ARRAY[9]))',
+                                 :uncompiled), :uncompiled) AS predict_uncompiled;
+SELECT pg_temp.message_of(format('SELECT skyclass.model_info(%s)', :uncompiled), :uncompiled)
+       AS info_uncompiled;
+SELECT pg_temp.sqlstate_of(format('SELECT skyclass.predict(%s, ''{}'')', :uncompiled))
+       AS checked_before_features;
 
 -- Scoring loaded the library into this session.
 SELECT loaded FROM skyclass.model_info(:multi);
