@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system python demo test lint pytest bench clean
+.PHONY: setup system browser python demo test lint pytest bench clean
 
 setup: system python extension
 
@@ -44,7 +44,11 @@ lint: python
 pytest: setup
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
-test: setup lint pytest
+test: setup browser lint pytest
+
+# Headless Chromium renders the HTML report in the test suite.
+browser:
+	@bash .ci/install-system.sh --with-browser
 
 bench: setup
 	@$(BIN)/python bench/run_all.py

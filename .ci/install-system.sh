@@ -2,8 +2,12 @@
 # Install the PostgreSQL pieces skyclass needs on Debian/Ubuntu:
 #   server dev headers (PGXS), q3c, pg_cron, pgvector.
 # pgvector: the binary package where the archive has one, else Debian's
-# source package built with PGXS. Idempotent: a second run only checks.
+# source package built with PGXS. With --with-browser also headless Chromium
+# (the test suite renders the HTML report). Idempotent: a second run only checks.
 set -euo pipefail
+
+WITH_BROWSER=""
+if [ "${1:-}" = "--with-browser" ]; then WITH_BROWSER=1; fi
 
 PG_MAJOR="${PG_MAJOR:-15}"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config}"
@@ -19,7 +23,9 @@ if [ ! -x "$PG_CONFIG" ]; then
     exit 1
 fi
 
-if have_pgxs && have_ext q3c && have_ext pg_cron && have_ext vector; then
+have_browser() { [ -z "$WITH_BROWSER" ] || [ -x /usr/bin/chromium ]; }
+
+if have_pgxs && have_ext q3c && have_ext pg_cron && have_ext vector && have_browser; then
     echo "system: PostgreSQL ${PG_MAJOR} with q3c, pg_cron, pgvector and PGXS already installed"
     exit 0
 fi
@@ -34,6 +40,10 @@ apt_update
 $SUDO apt-get install -y -qq --no-install-recommends \
     "postgresql-server-dev-${PG_MAJOR}" "postgresql-${PG_MAJOR}-q3c" "postgresql-${PG_MAJOR}-cron" \
     make gcc >/dev/null
+
+if ! have_browser; then
+    $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null
+fi
 
 if ! have_ext vector; then
     if apt-cache show "postgresql-${PG_MAJOR}-pgvector" >/dev/null 2>&1; then

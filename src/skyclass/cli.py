@@ -15,6 +15,7 @@ from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
 from skyclass.errors import SkyclassError
+from skyclass.features.cli import features
 from skyclass.ingest.cli import catalog, ingest
 from skyclass.query.cli import cone, xmatch
 
@@ -158,6 +159,7 @@ main.add_command(ingest)
 main.add_command(catalog)
 main.add_command(cone)
 main.add_command(xmatch)
+main.add_command(features)
 main.add_command(compile_command)
 main.add_command(artifacts)
 
