@@ -3,7 +3,8 @@
 Creates extensions q3c and vector (and pg_cron where the server preloads it
 and this is its cron database), schema ``catalogs`` for catalog tables, and in
 schema ``skyclass`` the tables ``catalog``, ``catalog_column``,
-``catalog_load`` and ``ingest_reject``.
+``catalog_load`` and ``ingest_reject``. A catalog without sky positions has
+NULL ``ra_column`` and ``dec_column`` (both or neither).
 
 Revision ID: 0001
 Revises:
@@ -47,14 +48,18 @@ def upgrade() -> None:
         sa.Column("schema_name", sa.Text, nullable=False, server_default="catalogs"),
         sa.Column("table_name", sa.Text, nullable=False),
         sa.Column("id_column", sa.Text, comment="source column of object_id; NULL when generated"),
-        sa.Column("ra_column", sa.Text, nullable=False, comment="source column of ra"),
-        sa.Column("dec_column", sa.Text, nullable=False, comment="source column of dec"),
+        sa.Column("ra_column", sa.Text, comment="source column of ra; NULL: no sky positions"),
+        sa.Column("dec_column", sa.Text, comment="source column of dec; NULL: no sky positions"),
         sa.Column("description", sa.Text),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
         sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("current_user")),
         sa.CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,62}$'", name="ck_catalog_name_is_identifier"),
+        sa.CheckConstraint(
+            "(ra_column IS NULL) = (dec_column IS NULL)",
+            name="ck_catalog_positions_both_or_neither",
+        ),
         sa.PrimaryKeyConstraint("catalog_id", name="pk_catalog"),
         sa.UniqueConstraint("name", name="uq_catalog_name"),
         schema=S,

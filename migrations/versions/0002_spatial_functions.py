@@ -4,7 +4,8 @@ Creates in schema ``skyclass`` the functions ``angular_distance`` (Vincenty
 formula, degrees), ``cone_search`` (Q3C-index-backed, exact distance cut) and
 ``crossmatch`` (nearest or all matches between two registered catalogs, by a
 parallel hash join on sky cells, or by Q3C index probes for a small first
-catalog). They take registered catalog names, never identifiers.
+catalog). They take registered catalog names, never identifiers, and refuse
+a catalog loaded without sky positions (SQLSTATE 22023).
 
 Revision ID: 0002
 Revises: 0001
@@ -43,6 +44,10 @@ COMMENT ON FUNCTION skyclass.angular_distance(
 
 # Catalog lookup shared by both query functions: a registered name, never an
 # identifier; the table is then named from the registry row with format('%I.%I').
+# A catalog loaded without sky positions (training sets: magnitudes and
+# redshifts) has no ra/dec columns; it is refused here with a message naming it,
+# rather than failing later on a missing column inside dynamic SQL. 22023 (not
+# 42703) because the catalog argument is what is wrong for a spatial query.
 CATALOG_TABLE = """
 CREATE FUNCTION skyclass._catalog_table(catalog text)
 RETURNS text
@@ -50,8 +55,10 @@ LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 AS $$
 DECLARE
     target text;
+    has_positions boolean;
 BEGIN
-    SELECT format('%I.%I', c.schema_name, c.table_name) INTO target
+    SELECT format('%I.%I', c.schema_name, c.table_name), c.ra_column IS NOT NULL
+    INTO target, has_positions
     FROM skyclass.catalog AS c
     WHERE c.name = catalog;
     IF target IS NULL THEN
@@ -60,12 +67,20 @@ BEGIN
                   HINT = 'List the registered catalogs with `skyclass catalog list` '
                          'or SELECT name FROM skyclass.catalog.';
     END IF;
+    IF NOT has_positions THEN
+        -- Registered names are identifiers (a-z, 0-9, _), so printed as they are.
+        RAISE EXCEPTION 'catalog % has no sky positions', catalog
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It was loaded with --no-positions (no ra/dec columns); cone search '
+                         'and cross-match need a catalog with RA and Dec.';
+    END IF;
     RETURN target;
 END
 $$;
 
 COMMENT ON FUNCTION skyclass._catalog_table(text) IS
-'Quoted schema.table of registered catalog (internal); SQLSTATE 42P01 when unknown.';
+'Quoted schema.table of registered catalog (internal); SQLSTATE 42P01 when unknown, '
+'22023 when it has no sky positions.';
 
 CREATE FUNCTION skyclass._q3c_schema()
 RETURNS text
@@ -138,8 +153,8 @@ COMMENT ON FUNCTION skyclass.cone_search(text, double precision, double precisio
                                          double precision) IS
 'Objects of registered catalog within radius_deg (0..10) degrees of (center_ra, center_dec), '
 'nearest first (ties by object_id), with their distance in arcsec. Uses the Q3C index; '
-'radius 0 returns objects at exactly that position. Bad coordinates or radius: SQLSTATE 22023; '
-'unknown catalog: 42P01.';
+'radius 0 returns objects at exactly that position. Bad coordinates or radius, or a catalog '
+'without sky positions: SQLSTATE 22023; unknown catalog: 42P01.';
 """
 
 # The cell join. Zones of height h >= 2r in Dec, each cut into n(zone) cells of
@@ -297,7 +312,8 @@ COMMENT ON FUNCTION skyclass.crossmatch(text, text, double precision, boolean, t
 'best_only false all of them ranked by distance. Matching a catalog with itself pairs '
 'distinct objects only. method: cells (parallel hash join on sky cells), index (Q3C index '
 'probes into catalog_b, for a small catalog_a) or auto (chosen from table sizes); results '
-'are identical. Bad radius: SQLSTATE 22023; unknown catalog: 42P01.';
+'are identical. Bad radius or a catalog without sky positions: SQLSTATE 22023; unknown '
+'catalog: 42P01.';
 """
 
 

@@ -220,6 +220,7 @@ def test_files_without_coordinates_are_refused(
     assert path.name in message
     assert "no RA column" in message and "no Dec column" in message
     assert "MAG_U" in message.upper() and "--ra" in message
+    assert "--no-positions" in message  # how to load a catalog without sky positions
     with pytest.raises(IngestError) as info:
         ingest_file(path, "boss", ra_column="RA", dec_column="DEC")
     assert "--ra names column 'RA', which is not in the file" in str(info.value)

@@ -34,14 +34,18 @@ catalog = sa.Table(
     sa.Column("schema_name", sa.Text, nullable=False, server_default=CATALOG_SCHEMA),
     sa.Column("table_name", sa.Text, nullable=False),
     sa.Column("id_column", sa.Text, comment="source column of object_id; NULL when generated"),
-    sa.Column("ra_column", sa.Text, nullable=False, comment="source column of ra"),
-    sa.Column("dec_column", sa.Text, nullable=False, comment="source column of dec"),
+    sa.Column("ra_column", sa.Text, comment="source column of ra; NULL: no sky positions"),
+    sa.Column("dec_column", sa.Text, comment="source column of dec; NULL: no sky positions"),
     sa.Column("description", sa.Text),
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("current_user")),
     sa.CheckConstraint(f"name ~ '{NAME_PATTERN}'", name="name_is_identifier"),
+    # A catalog has sky positions (both columns) or none (training sets without RA/Dec).
+    sa.CheckConstraint(
+        "(ra_column IS NULL) = (dec_column IS NULL)", name="positions_both_or_neither"
+    ),
     comment="One row per catalog table in schema catalogs.",
 )
 

@@ -60,6 +60,13 @@ coordinates or ids, unique integer ids (also against the catalog on
 malformed VOTable, empty file) are always refused.
 
 \b
+Catalogs without sky positions (--no-positions): training sets such as
+ugriz + z_spec tables have no RA/Dec. The table then has object_id (from
+--id or generated) and the file's columns, no ra/dec, no Q3C index, and is
+clustered on object_id; cone searches and cross-matches refuse it.
+Appends must match: --no-positions rows only go into such a catalog.
+
+\b
 Everything happens in one transaction: on any error the database is left
 exactly as it was. A second ingest or drop of the same catalog while one
 runs is refused at once (it does not wait).
@@ -93,6 +100,13 @@ runs is refused at once (it does not wait).
     metavar="COL",
     help="Declination column in degrees (becomes dec). Default: the first of dec, dej2000, "
     "decj2000, de_icrs, delta, dedeg.",
+)
+@click.option(
+    "--no-positions",
+    "no_positions",
+    is_flag=True,
+    help="The file has no sky positions: no ra/dec columns and no Q3C index (cannot be "
+    "combined with --ra/--dec).",
 )
 @click.option(
     "--append",
@@ -131,6 +145,7 @@ def ingest(
     id_column: str | None,
     ra_column: str | None,
     dec_column: str | None,
+    no_positions: bool,
     append: bool,
     replace: bool,
     null_values: str | None,
@@ -143,7 +158,8 @@ def ingest(
     The file is validated, streamed into PostgreSQL with binary COPY, given
     a primary key on object_id, a Q3C index on (ra, dec), clustered on it and
     analysed; its provenance (file, sha256, counts, NULLs, versions, user) is
-    recorded in skyclass.catalog_load.
+    recorded in skyclass.catalog_load. With --no-positions there is no ra,
+    dec or Q3C index, and the table is clustered on object_id.
     """
     from skyclass.ingest.load import ingest_file
 
@@ -163,6 +179,7 @@ def ingest(
         null_values=_parse_null_values(null_values),
         on_invalid="skip" if on_invalid == "skip" else "fail",
         description=description,
+        positions=not no_positions,
         progress=show_progress,
     )
     for line in summary_lines(report):
@@ -216,8 +233,8 @@ def catalog_list() -> None:
                 f"{c.rows:,}",
                 str(c.loads),
                 c.id_column or "(generated)",
-                c.ra_column,
-                c.dec_column,
+                c.ra_column or "(none)",
+                c.dec_column or "(none)",
                 c.description or "",
             )
         )
@@ -237,6 +254,13 @@ def catalog_show(name: str) -> None:
     )
     if s.description:
         click.echo(f"description: {s.description}")
+    if s.positions:
+        click.echo(f"sky positions: ra from column {s.ra_column}, dec from column {s.dec_column}")
+    else:
+        click.echo(
+            "no sky positions: no ra/dec columns and no Q3C index (cone search and "
+            "cross-match refuse this catalog)"
+        )
     click.echo("")
     rows: list[tuple[str, ...]] = [("column", "type", "unit", "ucd", "source", "description")]
     rows += [

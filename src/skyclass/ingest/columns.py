@@ -2,7 +2,9 @@
 
 Names are lowercased and reduced to ``[a-z0-9_]``; the id, RA and Dec columns
 (named or detected) become ``object_id``, ``ra`` and ``dec``; every column
-gets the PostgreSQL type that holds its values exactly.
+gets the PostgreSQL type that holds its values exactly. A catalog without sky
+positions (a training set of magnitudes and redshifts, say) has ``object_id``
+and the file's columns only.
 """
 
 from __future__ import annotations
@@ -53,22 +55,27 @@ class ColumnPlan:
 
 @dataclass
 class TablePlan:
-    """All columns of a catalog table, ``object_id``, ``ra``, ``dec`` first."""
+    """All columns of a catalog table: ``object_id``, then ``ra`` and ``dec`` if it has them.
+
+    ``positions`` is False for a catalog without sky positions; ``ra`` and
+    ``dec`` are None then.
+    """
 
     columns: list[ColumnPlan]
     notes: list[str]
+    positions: bool = True
 
     @property
     def id(self) -> ColumnPlan:
         return self.columns[0]
 
     @property
-    def ra(self) -> ColumnPlan:
-        return self.columns[1]
+    def ra(self) -> ColumnPlan | None:
+        return self.columns[1] if self.positions else None
 
     @property
-    def dec(self) -> ColumnPlan:
-        return self.columns[2]
+    def dec(self) -> ColumnPlan | None:
+        return self.columns[2] if self.positions else None
 
     @property
     def generated_ids(self) -> bool:
@@ -116,27 +123,45 @@ def plan_table(
     id_column: str | None,
     ra_column: str | None,
     dec_column: str | None,
+    positions: bool = True,
 ) -> TablePlan:
     """Choose the id/RA/Dec columns and the name and type of every column.
 
-    Raises :class:`IngestError` when RA or Dec cannot be found (listing the
-    available columns), when a column type has no PostgreSQL equivalent, or
-    when a file column would take the name of ``object_id``, ``ra`` or ``dec``.
+    With ``positions`` False the table gets no ``ra`` and ``dec`` (naming
+    ``ra_column`` or ``dec_column`` is then an error). Raises
+    :class:`IngestError` when RA or Dec cannot be found (listing the available
+    columns), when a column type has no PostgreSQL equivalent, or when a file
+    column would take the name of ``object_id``, ``ra`` or ``dec``.
     """
     available = ", ".join(c.name for c in source.columns)
-    ra = _named(source, ra_column, "--ra") if ra_column else _find(source.columns, RA_NAMES)
-    dec = _named(source, dec_column, "--dec") if dec_column else _find(source.columns, DEC_NAMES)
-    missing = [
-        f"no {what} column (looked for {', '.join(names)}; name it with {option})"
-        for what, col, names, option in (
-            ("RA", ra, RA_NAMES, "--ra"),
-            ("Dec", dec, DEC_NAMES, "--dec"),
+    ra: SourceColumn | None = None
+    dec: SourceColumn | None = None
+    if not positions:
+        named = [o for o, v in (("--ra", ra_column), ("--dec", dec_column)) if v]
+        if named:
+            raise source.error(
+                f"--no-positions (positions=False) loads a catalog without sky positions, so "
+                f"{' and '.join(named)} cannot be given with it; drop "
+                f"{'them' if len(named) > 1 else 'it'}, or drop --no-positions"
+            )
+    else:
+        ra = _named(source, ra_column, "--ra") if ra_column else _find(source.columns, RA_NAMES)
+        dec = (
+            _named(source, dec_column, "--dec") if dec_column else _find(source.columns, DEC_NAMES)
         )
-        if col is None
-    ]
-    if missing:
-        raise source.error(f"{'; '.join(missing)}; available columns: {available}")
-    assert ra is not None and dec is not None
+        missing = [
+            f"no {what} column (looked for {', '.join(names)}; name it with {option})"
+            for what, col, names, option in (
+                ("RA", ra, RA_NAMES, "--ra"),
+                ("Dec", dec, DEC_NAMES, "--dec"),
+            )
+            if col is None
+        ]
+        if missing:
+            raise source.error(
+                f"{'; '.join(missing)}; available columns: {available} "
+                "(for a catalog without sky positions, use --no-positions)"
+            )
     notes: list[str] = []
     if id_column:
         ident: SourceColumn | None = _named(source, id_column, "--id")
@@ -155,9 +180,12 @@ def plan_table(
     if len({c.name for c in chosen}) != len(chosen):
         raise source.error(
             "the same column is chosen for two of id, RA and Dec: "
-            f"id={ident.name if ident else None}, RA={ra.name}, Dec={dec.name}"
+            f"id={ident.name if ident else None}, RA={ra.name if ra else None}, "
+            f"Dec={dec.name if dec else None}"
         )
     for role, col in (("RA", ra), ("Dec", dec)):
+        if col is None:
+            continue
         if col.shape or col.dtype.kind not in "iufUSO":
             raise source.error(
                 f"the {role} column must hold numbers, not {col.dtype}{list(col.shape) or ''}",
@@ -176,14 +204,29 @@ def plan_table(
             ident.ucd if ident else "meta.id;meta.main",
             ident.description if ident else "object id generated by skyclass (file row number)",
         ),
-        ColumnPlan("ra", ra.name, "ra", DOUBLE, ra.unit or "deg", ra.ucd, ra.description),
-        ColumnPlan("dec", dec.name, "dec", DOUBLE, dec.unit or "deg", dec.ucd, dec.description),
     ]
+    if ra is not None and dec is not None:
+        plans.append(
+            ColumnPlan("ra", ra.name, "ra", DOUBLE, ra.unit or "deg", ra.ucd, ra.description)
+        )
+        plans.append(
+            ColumnPlan("dec", dec.name, "dec", DOUBLE, dec.unit or "deg", dec.ucd, dec.description)
+        )
     taken = {p.name: p for p in plans}
     for col in source.columns:
         if any(col is c for c in chosen):
             continue
         name = sanitize(col.name)
+        if name in RESERVED and name not in taken:
+            # Only a catalog without positions gets here (ra or dec). Such a column
+            # is refused rather than stored under a name that every spatial query
+            # and reader takes for a sky position.
+            raise source.error(
+                f"this column would be named {name!r}, which is reserved for sky positions, "
+                "but the catalog is loaded without them (--no-positions); load it with "
+                "positions (--ra/--dec) or rename the column in the file",
+                column=col.name,
+            )
         if name in RESERVED:
             owner = taken[name]
             origin = f"the file's {owner.source!r}" if owner.source else "generated ids"
@@ -203,7 +246,7 @@ def plan_table(
         )
         taken[name] = plan
         plans.append(plan)
-    return TablePlan(plans, notes)
+    return TablePlan(plans, notes, positions=positions)
 
 
 def _integer_like(source: Source, col: SourceColumn) -> bool:

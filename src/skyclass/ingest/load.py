@@ -7,6 +7,11 @@ create the table (or, for ``replace``, a new table beside the old one; for
 ``ANALYZE``, then write the registry rows. Any error rolls all of it back, so
 the database is exactly as before.
 
+A catalog without sky positions (``positions=False``: training sets of
+magnitudes and redshifts) has no ``ra``/``dec`` columns, no coordinate check
+and no Q3C index; it is clustered on its primary key instead, so its physical
+order is ``object_id`` order like a Q3C-clustered catalog's is sky order.
+
 Duplicate ids are found by the primary key (or, on append, by the catalog's
 key) and only then explained: a table filled by ``COPY`` in one transaction
 keeps the file's row order in its physical order (``ctid``), which maps a
@@ -113,6 +118,7 @@ def ingest_file(
     null_values: Sequence[float] | None = None,
     on_invalid: OnInvalid = "fail",
     description: str | None = None,
+    positions: bool = True,
     url: str | None = None,
     progress: bool = False,
 ) -> LoadReport:
@@ -121,16 +127,21 @@ def ingest_file(
     ``mode`` is ``create`` (the catalog must not exist), ``append`` (add rows
     to it; ids must be new) or ``replace`` (swap its content, keeping its load
     history). Id, RA and Dec columns are detected when not named; without an id
-    column ids are the file's row numbers. In float columns NaN, infinities and
-    ``null_values`` (default -9999, 99, -99; ``[]`` for none) become NULL;
-    masked, TNULL and empty cells become NULL in every column. Invalid ids or
-    coordinates fail the load, or with ``on_invalid="skip"`` are left out and
-    recorded in ``skyclass.ingest_reject``. Raises :class:`IngestError` (file,
-    column and row named) and leaves the database unchanged on any problem.
+    column ids are the file's row numbers. With ``positions=False`` the catalog
+    has no sky positions (no ``ra``/``dec``, no Q3C index, clustered on
+    ``object_id``; naming RA or Dec is an error), and an append must match the
+    catalog's kind. In float columns NaN, infinities and ``null_values``
+    (default -9999, 99, -99; ``[]`` for none) become NULL; masked, TNULL and
+    empty cells become NULL in every column. Invalid ids or coordinates fail
+    the load, or with ``on_invalid="skip"`` are left out and recorded in
+    ``skyclass.ingest_reject``. Raises :class:`IngestError` (file, column and
+    row named) and leaves the database unchanged on any problem.
     """
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     check_name(catalog)
+    if not isinstance(positions, bool):
+        raise IngestError(f"positions must be True or False, not {positions!r}")
     if mode not in ("create", "append", "replace"):
         raise IngestError(f"mode must be create, append or replace, not {mode!r}")
     if on_invalid not in ("fail", "skip"):
@@ -146,7 +157,13 @@ def ingest_file(
     sentinels = DEFAULT_NULL_VALUES if null_values is None else tuple(map(float, null_values))
 
     with open_source(file, fmt) as source:
-        plan = plan_table(source, id_column=id_column, ra_column=ra_column, dec_column=dec_column)
+        plan = plan_table(
+            source,
+            id_column=id_column,
+            ra_column=ra_column,
+            dec_column=dec_column,
+            positions=positions,
+        )
         if source.n_rows == 0:
             raise source.error("the file holds no data rows")
         job = _Load(
@@ -243,10 +260,11 @@ class _Load:
         self, conn: psycopg.Connection[Any], *, size: int, digest: str, started_at: datetime
     ) -> int:
         lock_catalog(conn, self.catalog)
-        self.q3c_schema = self._q3c_schema(conn)
+        if self.plan.positions:
+            self.q3c_schema = self._q3c_schema(conn)
         existing = conn.execute(
-            "SELECT catalog_id, id_column, table_name, description FROM skyclass.catalog "
-            "WHERE name = %s FOR UPDATE",
+            "SELECT catalog_id, id_column, table_name, description, ra_column, dec_column "
+            "FROM skyclass.catalog WHERE name = %s FOR UPDATE",
             (self.catalog,),
         ).fetchone()
         mode = self.mode
@@ -262,6 +280,8 @@ class _Load:
             )
         if existing is None and mode == "replace":
             self.notes.append(f"catalog {self.catalog!r} did not exist: created")
+        if existing is not None:
+            self._check_kind(mode, existing[4], existing[5])
         if existing is None and table_exists(conn, self.catalog):
             raise IngestError(
                 f"table {CATALOG_SCHEMA}.{self.catalog} exists but is not a registered catalog; "
@@ -279,6 +299,38 @@ class _Load:
         for note in self.source.notes:
             self.notes.append(note)
         return load_id
+
+    def _check_kind(self, mode: Mode, ra_column: str | None, dec_column: str | None) -> None:
+        """Refuse an append that mixes rows with and without sky positions; note a kind change."""
+        had_positions = ra_column is not None
+        if had_positions == self.plan.positions:
+            return
+        if mode == "append" and had_positions:
+            raise self.source.error(
+                f"catalog {self.catalog!r} has sky positions (RA from column {ra_column!r}, "
+                f"Dec from {dec_column!r}), so rows without them cannot be appended to it; "
+                "append without --no-positions, or use --replace to reload the catalog "
+                "without positions"
+            )
+        if mode == "append":
+            raise self.source.error(
+                f"catalog {self.catalog!r} has no sky positions (it was loaded with "
+                "--no-positions), so rows with RA and Dec cannot be appended to it; append "
+                "with --no-positions, or use --replace to reload the catalog with positions"
+            )
+        self.notes.append(
+            f"catalog {self.catalog!r} had sky positions and now has none"
+            if had_positions
+            else f"catalog {self.catalog!r} had no sky positions and now has them"
+        )
+
+    @property
+    def _ra_source(self) -> str | None:
+        return self.plan.ra.source if self.plan.ra is not None else None
+
+    @property
+    def _dec_source(self) -> str | None:
+        return self.plan.dec.source if self.plan.dec is not None else None
 
     @staticmethod
     def _q3c_schema(conn: psycopg.Connection[Any]) -> str:
@@ -306,12 +358,19 @@ class _Load:
         self._create_table(conn, target, temporary=False)
         self._copy(conn, target)
         self._primary_key(conn, target, pkey)
-        conn.execute(
-            sql.SQL("CREATE INDEX {} ON {} ({}(ra, dec))").format(
-                _ident(q3c), target, _ident(self.q3c_schema, "q3c_ang2ipix")
+        if self.plan.positions:
+            conn.execute(
+                sql.SQL("CREATE INDEX {} ON {} ({}(ra, dec))").format(
+                    _ident(q3c), target, _ident(self.q3c_schema, "q3c_ang2ipix")
+                )
             )
-        )
-        conn.execute(sql.SQL("CLUSTER {} USING {}").format(target, _ident(q3c)))
+            conn.execute(sql.SQL("CLUSTER {} USING {}").format(target, _ident(q3c)))
+        elif self.plan.generated_ids:
+            # COPY kept the file's order, which is already id order: mark the key as
+            # the clustering index (for a later CLUSTER) without rewriting the table.
+            conn.execute(sql.SQL("ALTER TABLE {} CLUSTER ON {}").format(target, _ident(pkey)))
+        else:
+            conn.execute(sql.SQL("CLUSTER {} USING {}").format(target, _ident(pkey)))
         conn.execute(sql.SQL("ANALYZE {}").format(target))
         self._comments(conn, target)
         if replacing:
@@ -320,7 +379,8 @@ class _Load:
             conn.execute(
                 sql.SQL("ALTER TABLE {} RENAME TO {}").format(target, _ident(self.catalog))
             )
-            for old, suffix in ((pkey, "_pkey"), (q3c, "_q3c")):
+            renames = [(pkey, "_pkey"), (q3c, "_q3c")] if self.plan.positions else [(pkey, "_pkey")]
+            for old, suffix in renames:
                 conn.execute(
                     sql.SQL("ALTER INDEX {} RENAME TO {}").format(
                         _ident(CATALOG_SCHEMA, old), _ident(object_name(f"_{self.catalog}", suffix))
@@ -333,8 +393,8 @@ class _Load:
                 (
                     self.catalog,
                     self.plan.id.source,
-                    self.plan.ra.source,
-                    self.plan.dec.source,
+                    self._ra_source,
+                    self._dec_source,
                     self.description,
                     catalog_id,
                 ),
@@ -350,8 +410,8 @@ class _Load:
                     CATALOG_SCHEMA,
                     self.catalog,
                     self.plan.id.source,
-                    self.plan.ra.source,
-                    self.plan.dec.source,
+                    self._ra_source,
+                    self._dec_source,
                     self.description,
                 ),
             ).fetchone()
@@ -381,7 +441,7 @@ class _Load:
     def _create_table(
         self, conn: psycopg.Connection[Any], target: sql.Composable, *, temporary: bool
     ) -> None:
-        columns = [
+        columns: list[sql.Composable] = [
             sql.SQL("{} {}{}").format(
                 _ident(col.name),
                 sql.SQL(col.pgtype.sql),
@@ -396,12 +456,14 @@ class _Load:
                 )
             )
             return
-        check = sql.SQL(
-            "CONSTRAINT coordinates_valid CHECK (ra >= 0 AND ra < 360 AND dec BETWEEN -90 AND 90)"
-        )
-        conn.execute(
-            sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join([*columns, check]))
-        )
+        if self.plan.positions:
+            columns.append(
+                sql.SQL(
+                    "CONSTRAINT coordinates_valid "
+                    "CHECK (ra >= 0 AND ra < 360 AND dec BETWEEN -90 AND 90)"
+                )
+            )
+        conn.execute(sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(columns)))
 
     def _comments(self, conn: psycopg.Connection[Any], target: sql.Composable) -> None:
         description = self.description or f"catalog {self.catalog} loaded by skyclass"
@@ -642,8 +704,9 @@ class _Load:
             )
         )
         conn.execute(sql.SQL("ANALYZE {}").format(target))
+        index = "Q3C index" if self.plan.positions else "primary key"
         self.notes.append(
-            "append: the table was not re-clustered on its Q3C index; run "
+            f"append: the table was not re-clustered on its {index}; run "
             f"CLUSTER {CATALOG_SCHEMA}.{self.catalog} (or load with --replace) when convenient"
         )
         if self.description:
@@ -689,8 +752,9 @@ class _Load:
         assert self.preparer is not None
         options = {
             "id_column": self.plan.id.source,
-            "ra_column": self.plan.ra.source,
-            "dec_column": self.plan.dec.source,
+            "ra_column": self._ra_source,
+            "dec_column": self._dec_source,
+            "positions": self.plan.positions,
             "generated_ids": self.plan.generated_ids,
             "on_invalid": "skip" if self.skip_invalid else "fail",
             "rows_read": self.preparer.rows_read,

@@ -314,7 +314,7 @@ class ChunkPreparer:
         n = chunk.length
         problems: list[tuple[ColumnPlan, npt.NDArray[np.bool_], npt.NDArray[Any]]] = []
         for col in (self.plan.id, self.plan.ra, self.plan.dec):
-            if col.source is None:
+            if col is None or col.source is None:
                 continue
             v = values[col.name]
             m = masks[col.name]
@@ -369,8 +369,8 @@ class ChunkPreparer:
                     break
         return ~invalid
 
-    @staticmethod
     def _describe(
+        self,
         col: ColumnPlan,
         values: dict[str, npt.NDArray[Any]],
         masks: dict[str, npt.NDArray[np.bool_] | None],
@@ -380,7 +380,8 @@ class ChunkPreparer:
         label = {"id": "id", "ra": "RA", "dec": "Dec"}[col.role]
         m = masks[col.name]
         if m is not None and m[i]:
-            return f"{label} is empty; every row needs an id, RA and Dec (or use --on-invalid skip)"
+            needed = "an id, RA and Dec" if self.plan.positions else "an id"
+            return f"{label} is empty; every row needs {needed} (or use --on-invalid skip)"
         value = _text(values[col.name][i])
         what = (
             f"{label} is {reason[i]}"

@@ -23,17 +23,25 @@ from skyclass.ingest.columns import check_name
 
 @dataclass(frozen=True)
 class CatalogSummary:
-    """One registered catalog, as listed by ``skyclass catalog list``."""
+    """One registered catalog, as listed by ``skyclass catalog list``.
+
+    ``ra_column`` and ``dec_column`` are None for a catalog without sky positions.
+    """
 
     name: str
     table: str
     rows: int
     loads: int
     id_column: str | None
-    ra_column: str
-    dec_column: str
+    ra_column: str | None
+    dec_column: str | None
     description: str | None
     created_at: datetime
+
+    @property
+    def positions(self) -> bool:
+        """True when the catalog has sky positions (``ra``, ``dec`` and a Q3C index)."""
+        return self.ra_column is not None
 
 
 @dataclass(frozen=True)

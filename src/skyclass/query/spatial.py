@@ -169,8 +169,10 @@ class _Catalog:
 
 
 def _catalog(conn: psycopg.Connection[Any], name: str) -> _Catalog:
+    """The registered catalog ``name``, refused unless it has sky positions."""
     row = conn.execute(
-        "SELECT catalog_id, schema_name, table_name FROM skyclass.catalog WHERE name = %s",
+        "SELECT catalog_id, schema_name, table_name, ra_column FROM skyclass.catalog "
+        "WHERE name = %s",
         (name,),
     ).fetchone()
     if row is None:
@@ -179,7 +181,15 @@ def _catalog(conn: psycopg.Connection[Any], name: str) -> _Catalog:
         raise CatalogNotFoundError(
             f"catalog {name!r} is not registered ({known}; see `skyclass catalog list`)"
         )
-    catalog_id, schema, table = row
+    catalog_id, schema, table, ra_column = row
+    if ra_column is None:
+        # A catalog loaded without sky positions: let the SQL function refuse it
+        # now (SQLSTATE 22023, turned into a QueryError by _database_errors), so
+        # the message is the database's own and a column list is not judged
+        # against a catalog that cannot be queried.
+        conn.execute("SELECT skyclass._catalog_table(%s)", (name,))
+        # Reached only if the database's function does not check (an older schema).
+        raise QueryError(f"catalog {name} has no sky positions")
     # The table itself is the truth for column names and types; the registry
     # adds the units.
     rows = conn.execute(
@@ -291,8 +301,9 @@ def cone_search(
     list or a comma-separated string), at most ``limit`` rows, ordered by
     distance then object id. A numeric radius is in degrees, a string needs a
     unit (``10arcsec``, ``1.5arcmin``, ``0.1deg``); the radius may be 0 (exact
-    position) to 10 degrees. Raises :class:`QueryError` for bad arguments and
-    :class:`CatalogNotFoundError` for an unknown catalog.
+    position) to 10 degrees. Raises :class:`QueryError` for bad arguments or a
+    catalog without sky positions, and :class:`CatalogNotFoundError` for an
+    unknown catalog.
     """
     import astropy.units as u
 
@@ -356,8 +367,8 @@ def crossmatch(
     needs a unit (``1arcsec``); it must be above 0 and at most 1 degree.
     Matching a catalog with itself pairs distinct objects only. ``method``
     (``auto``, ``cells``, ``index``) only changes how the database finds the
-    pairs, never the result. Raises :class:`QueryError` or
-    :class:`CatalogNotFoundError`.
+    pairs, never the result. Raises :class:`QueryError` (bad arguments, a
+    catalog without sky positions) or :class:`CatalogNotFoundError`.
     """
     import astropy.units as u
 
