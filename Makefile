@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SHELL  := /bin/bash
+PIP    := set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# pip warns about every configured local index directory that does not exist; drop those lines
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
 .PHONY: setup system browser python demo test lint pytest bench clean
 
@@ -28,8 +32,8 @@ extension: system
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@$(PIP) --upgrade pip $(QUIET_PIP)
+	@$(PIP) -c constraints.txt -e '.[dev]' $(QUIET_PIP)
 	@touch $(STAMP)
 	@echo "python: environment ready in $(VENV)/ (CLI: $(BIN)/skyclass)"
 

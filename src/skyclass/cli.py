@@ -18,6 +18,8 @@ from skyclass.errors import SkyclassError
 from skyclass.features.cli import features
 from skyclass.ingest.cli import catalog, ingest
 from skyclass.query.cli import cone, xmatch
+from skyclass.report.cli import report
+from skyclass.train.cli import ablate, models, train
 
 
 class SkyclassGroup(click.Group):
@@ -159,9 +161,13 @@ main.add_command(ingest)
 main.add_command(catalog)
 main.add_command(cone)
 main.add_command(xmatch)
+main.add_command(report)
 main.add_command(features)
 main.add_command(compile_command)
 main.add_command(artifacts)
+main.add_command(train)
+main.add_command(models)
+main.add_command(ablate)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ def pdf_cdf(pdf: Any, grid: RedshiftGrid, z: Any) -> FloatArray:
     rows = np.arange(p.shape[0])
     before = np.cumsum(p, axis=1)[rows, b] - p[rows, b]
     frac = np.clip((values - e[b]) / grid.widths[b], 0.0, 1.0)
-    cdf = before + p[rows, b] * frac
+    # Rounding in the cumulative sum can overshoot 1 by a few ulps; a CDF stays in [0, 1].
+    cdf = np.clip(before + p[rows, b] * frac, 0.0, 1.0)
     return np.asarray(np.where(values < e[0], 0.0, np.where(values >= e[-1], 1.0, cdf)))
 
 
