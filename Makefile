@@ -2,6 +2,7 @@
 #   make demo   install everything, start the embedded database, run the demo
 #   make test   install everything, then lint, type-check and run the test suite
 #   make bench  run the benchmarks (figures go to docs/benchmarks.md)
+#   make docs   regenerate docs/cli.md from the commands' --help
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ PIP    := set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-ve
 # pip warns about every configured local index directory that does not exist; drop those lines
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: setup system browser python demo test lint pytest bench clean
+.PHONY: setup system browser python demo test lint pytest bench docs clean
 
 setup: system python extension
 
@@ -56,6 +57,11 @@ browser:
 
 bench: setup
 	@$(BIN)/python bench/run_all.py
+
+# docs/cli.md is generated from the click commands; tests/docs fails when it is stale.
+docs: python
+	@$(BIN)/python -m skyclass.docs_cli docs/cli.md
+	@echo "docs: wrote docs/cli.md"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -183,7 +183,8 @@ def test_only_model_admins_register_artifacts(
 
     conn.execute(sql.SQL("GRANT skyclass_model_admin TO {}").format(sql.Identifier(name)))
     info = compile_model_version(version, url=url)
-    assert info.created and info.model is None and info.label == f"model version {version}"
+    # skyclass_model_admin may read model names, so the artifact is reported by name
+    assert info.created and info.model == "tiny" and info.version == 1
     row = conn.execute(
         "SELECT created_by FROM skyclass.model_artifact WHERE model_version_id = %s", (version,)
     ).fetchone()

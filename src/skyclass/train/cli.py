@@ -56,6 +56,7 @@ def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
     type=click.Choice(["classification", "photoz"]),
     default="classification",
     show_default=True,
+    help="classification: classes from the label column; photoz: p(z) over redshift bins.",
 )
 @click.option("--bins", help="Photo-z redshift bins: START:STOP:STEP (0:1:0.04) or edges a,b,c.")
 @click.option("--classes", help="Comma-separated classes to keep (default: every label).")
@@ -74,7 +75,9 @@ def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
     help="Comma-separated baselines evaluated next to the candidate.",
 )
 @click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of folds, splits and models."
+)
 @click.option(
     "--calibration-fraction",
     type=float,
@@ -87,6 +90,7 @@ def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
     type=click.Choice(["temperature", "isotonic", "none"]),
     default="temperature",
     show_default=True,
+    help="Calibration map fitted on the held-out calibration split.",
 )
 @click.option(
     "--augment",
@@ -102,7 +106,13 @@ def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
     show_default=True,
     help="Errors above --augment-max-error: capped, or the band becomes missing in copies.",
 )
-@click.option("--augment-max-error", type=float, default=1.0, show_default=True)
+@click.option(
+    "--augment-max-error",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Cap (mag) on the errors used for augmentation draws; larger errors are capped.",
+)
 @click.option(
     "--force-feature",
     "force",
@@ -110,7 +120,12 @@ def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
     help="Train with a feature (or column) the leakage guard refuses; recorded. Repeat.",
 )
 @click.option("--snapshot", "snapshot_id", type=int, help="Reuse training snapshot N.")
-@click.option("--importance/--no-importance", default=True, show_default=True)
+@click.option(
+    "--importance/--no-importance",
+    default=True,
+    show_default=True,
+    help="Permutation importance of each feature on the calibration split.",
+)
 @click.option("--ablate", is_flag=True, help="Also retrain without each feature group.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Threads.")
 @click.option("--description", help="Description of the model (first version only).")
