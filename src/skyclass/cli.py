@@ -7,6 +7,7 @@ message and exit with status 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from skyclass.features.cli import features
 from skyclass.ingest.cli import catalog, ingest
 from skyclass.query.cli import cone, xmatch
 from skyclass.report.cli import report
+from skyclass.score.cli import deploy, runs, schedule, score
 from skyclass.train.cli import ablate, models, train
 
 
@@ -145,16 +147,28 @@ def db_migrate(revision: str) -> None:
 
 
 @main.command()
-def demo() -> None:
-    """Run the main job on the bundled SDSS DR17 sample, step by step.
+@click.option(
+    "--quick", is_flag=True, help="Small models and 3 folds (a minute; what the tests run)."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the demo report (default: SKYCLASS_HOME/demo-report).",
+)
+def demo(quick: bool, output: Path | None) -> None:
+    """Run the whole product on the bundled SDSS DR17 and BOSS DR10 samples, step by step.
 
     Starts the embedded database (unless SKYCLASS_DATABASE_URL is set), loads
-    the 99,999-object SDSS17 catalog, runs a cone search and a cross-match, and
-    prints SQL to try with psql.
+    both catalogs, builds features, trains a star/galaxy/QSO and a photo-z
+    model next to their baselines, compiles and deploys them, rescores the
+    catalogs inside the database, runs example SQL (cone search with classes,
+    QSO candidates at 95% purity, class changes between two versions) and
+    writes the demo report. Re-running adds new model versions.
     """
     from skyclass.demo import run_demo
 
-    run_demo()
+    run_demo(quick=quick, output=output)
 
 
 main.add_command(ingest)
@@ -165,6 +179,10 @@ main.add_command(report)
 main.add_command(features)
 main.add_command(compile_command)
 main.add_command(artifacts)
+main.add_command(score)
+main.add_command(runs)
+main.add_command(deploy)
+main.add_command(schedule)
 main.add_command(train)
 main.add_command(models)
 main.add_command(ablate)

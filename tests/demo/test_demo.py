@@ -1,32 +1,106 @@
-"""The demo command, run as a newcomer runs it (against the test database)."""
+"""The demo command, run as a newcomer runs it (against the test database).
+
+``skyclass demo --quick`` is the same pipeline as ``make demo`` with small
+models and 3 folds; it runs twice to show that re-running is harmless.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import psycopg
+import pytest
+
+from tests.report.test_report import CHROMIUM, _screenshot
 
 
-def test_demo_runs_twice_and_shows_results(db_url: str) -> None:
-    for _ in range(2):  # re-running replaces the catalog instead of failing
-        result = subprocess.run(
-            [sys.executable, "-m", "skyclass.cli", "demo"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
+def _demo(output: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "skyclass.cli", "demo", "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def test_demo_runs_twice_and_shows_results(db_url: str, tmp_path: Path) -> None:
+    first = _demo(tmp_path / "first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = _demo(tmp_path / "report")  # re-running replaces catalogs, adds versions
+    assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "99,999" in out or "99999" in out
+    assert "99,999" in out
     # the object observed twice shows up in the cone search and in the self cross-match
     assert "62669" in out and "62670" in out
-    assert "psql" in out and "skyclass.cone_search" in out
+    # each step prints its time; the run ends with the report and how to connect
+    assert out.count("done in") >= 12
+    report = tmp_path / "report" / "report.html"
+    assert f"report:  {report}" in out and "connect: psql '" in out
+
+    # the example SQL returned rows: a 95%-purity QSO threshold and candidates above it
+    threshold = re.search(r"^\s+threshold\s+selected\s+purity\s+completeness\s*$", out, re.M)
+    assert threshold, out
+    assert re.search(r"([\d,]+) candidates in the whole catalog", out)
+    assert re.search(r"[\d,]+ objects changed class \(", out)
+
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT count(*) FROM catalogs.sdss17").fetchone()
+        assert conn.execute("SELECT count(*) FROM catalogs.sdss17").fetchone() == (99_999,)
         loads = conn.execute(
-            "SELECT count(*), array_agg(mode ORDER BY load_id) FROM skyclass.catalog_load"
+            "SELECT c.name, array_agg(l.mode ORDER BY l.load_id) FROM skyclass.catalog_load AS l "
+            "JOIN skyclass.catalog AS c USING (catalog_id) GROUP BY c.name ORDER BY c.name"
+        ).fetchall()
+        assert loads == [("boss_dr10", ["create", "replace"]), ("sdss17", ["create", "replace"])]
+        versions = conn.execute(
+            "SELECT m.name, max(v.version), count(a.artifact_id) FROM skyclass.model AS m "
+            "JOIN skyclass.model_version AS v USING (model_id) "
+            "LEFT JOIN skyclass.model_artifact AS a USING (model_version_id) "
+            "GROUP BY m.name ORDER BY m.name"
+        ).fetchall()
+        assert versions == [("photoz", 2, 2), ("sgq", 4, 4)]
+        deployed = conn.execute(
+            "SELECT deployment, catalog, count(*), max(v.version) "
+            "FROM skyclass.current_classification JOIN skyclass.model_version AS v "
+            "USING (model_version_id) GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall()
+        # the deployments moved to the second run's first versions, fully rescored
+        assert deployed == [
+            ("photoz_current", "boss_dr10", 35_762, 2),
+            ("sgq_current", "sdss17", 99_999, 3),
+        ]
+        runs = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) "
+            "FROM skyclass.scoring_run"
         ).fetchone()
-    assert rows == (99_999,)
-    assert loads == (2, ["create", "replace"])
+        assert runs == (6, 6)
+        # photo-z point estimates come with their intervals
+        bad = conn.execute(
+            "SELECT count(*) FROM skyclass.current_classification WHERE deployment = "
+            "'photoz_current' AND NOT (z_lo68 <= z_median AND z_median <= z_hi68)"
+        ).fetchone()
+        assert bad == (0,)
+
+    page = report.read_text()
+    for section in ("Data", "Model sgq v3", "Model photoz v2", "Model sgq v4", "Benchmarks"):
+        assert f">{section}" in page, section
+    assert page.count("data:image/png;base64,") >= 12
+    assert "<script" not in page
+    assert "class_changes(" in page and "current_classification" in page
+    # provenance: the sha256 of both bundled files
+    assert "7b40b2856f6437d695d88281bfb222d784190a285d7c7e5dda653f6453be2c7e" in page
+    assert "0ccc447220c2e382c08a9cfdb4cb6909ffa1dc8f1a2d8c6c5f1f6b876173fa25" in page
+
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed: the demo report is not rendered")
+    shot = _screenshot(report, tmp_path / "demo.png", tmp_path / "profile", 5000)
+    pixels = np.asarray(shot, dtype=np.int32)
+    assert pixels.std() > 20, "the rendered page is blank"
+    assert pixels[:150].mean() < 110 and pixels[700:].mean() > 190
+    # the sky map and magnitude histograms (Okabe-Ito blue, orange, green) were drawn
+    for colour in ((0x00, 0x72, 0xB2), (0xD5, 0x5E, 0x00), (0x00, 0x9E, 0x73)):
+        count = (np.abs(pixels - colour).sum(axis=2) < 40).sum()
+        assert count > 1500, f"only {count} pixels of {colour}: the plots did not render"

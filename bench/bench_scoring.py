@@ -1,0 +1,598 @@
+"""Scoring throughput: the model alone, SQL, the durable job, the client fallback, scikit-learn.
+
+The catalog is the bundled SDSS17 sample (99,999 objects) replicated inside
+PostgreSQL to about ``rows`` objects (copy k gets ids shifted by k * 10^6 and
+its ugriz jittered by up to 0.01 mag, so that no two rows are identical); its
+features are the shipped ``sdss_ugriz`` feature set (5 magnitudes and 4
+colours) built in the database. The model is a realistic one: scikit-learn's
+HistGradientBoostingClassifier, 100 iterations, 3 classes (GALAXY, QSO,
+STAR), trained on 60,000 original objects, with an isotonic calibration
+fitted on 20,000 others, compiled by ``skyclass.compile`` (-O2, its default)
+and registered as a model version with its artifact. Variants, run side by
+side in interleaved rounds (medians):
+
+- ``a_raw_c``: the compiled library's ``predict`` in a tight C loop on every
+  core (``bench/scoring_driver.c``, built here with gcc -O2): the physical
+  limit, no calibration, no database;
+- ``b_select``: ``SELECT sum((skyclass.predict(v, x))[1])`` over the feature
+  table, with the server's default parallel settings: in-database scoring
+  with nothing written;
+- ``c_job``: ``skyclass score`` (:func:`skyclass.score.jobs.score_catalog`)
+  with one session per core: a full scoring job with durable writes (fsync
+  and synchronous commit on), chunk tables with their primary key and
+  top-label index, the partition swap and the run bookkeeping;
+- ``c_call``: the same job as ``CALL skyclass.rescore(...)`` in one session
+  (what pg_cron runs; ``CREATE TABLE AS`` per chunk may use parallel workers);
+- ``d_client``: the same job with the client-side fallback scorer (binary COPY
+  out, TL2cgen's Python predictor on one thread per session, numpy
+  calibration, binary COPY in), one session per core;
+- ``e_sklearn``: the rows exported with binary COPY, scikit-learn's
+  ``predict_proba`` (all cores) and the same calibration in numpy, and the
+  predictions written back with binary COPY into a new table with the same
+  columns, primary key and top-label index, in one transaction.
+
+Targets (issue 4): b >= 0.8 a; c >= 3 e; c >= 1.5 d. Also measured: compile
+time and single-thread speed versus model size. Usage: ``.venv/bin/python
+bench/bench_scoring.py [--quick] [--rows N] [--repeats N] [--json FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import format_table, interleaved, load_average, median, say, wall
+from skyclass.features import build_feature_set, example_spec_path, feature_matrix, load_spec
+from skyclass.ingest import ingest_file
+from skyclass.ingest.copy_binary import (
+    BIGINT,
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    INTEGER,
+    REAL,
+    array_field,
+    encode_rows,
+    fixed_field,
+    text_field,
+)
+
+CATALOG = "bench_scoring_sdss17"
+SDSS_FILE = (
+    Path(__file__).resolve().parents[1]
+    / "src/skyclass/demo/data/sdss17_star_classification_99999.csv.gz"
+)
+DRIVER_SOURCE = Path(__file__).with_name("scoring_driver.c")
+ID_STRIDE = 1_000_000
+BANDS = ("u", "g", "r", "i", "z")
+SEED = 20261121
+CHUNK_SIZE = 50_000
+
+
+@dataclass
+class ScoringResult:
+    """Medians, rates and ratios of one run, and the compile-size table."""
+
+    rows: int
+    repeats: int
+    workers: int
+    model: dict[str, Any]
+    seconds: dict[str, float]
+    rates: dict[str, float]
+    ratios: dict[str, float]
+    targets: dict[str, bool]
+    all_seconds: dict[str, list[float]] = field(default_factory=dict)
+    compile_sizes: list[dict[str, Any]] = field(default_factory=list)
+    load_average: dict[str, list[float]] = field(default_factory=dict)
+
+
+# -- data -------------------------------------------------------------------------------------
+def make_catalog(url: str, copies: int) -> int:
+    """Ingest SDSS17 as :data:`CATALOG` and add ``copies - 1`` jittered copies; returns rows."""
+    ingest_file(
+        SDSS_FILE,
+        CATALOG,
+        id_column="orig_row",
+        ra_column="alpha",
+        dec_column="delta",
+        description="bench_scoring: SDSS17 replicated with jittered photometry",
+        url=url,
+    )
+    table = sql.Identifier("catalogs", CATALOG)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if copies > 1:
+            columns = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 1 AND NOT attisdropped ORDER BY attnum",
+                (f"catalogs.{CATALOG}",),
+            ).fetchall()
+            values = [
+                sql.SQL("(c.{0} + (random() - 0.5) * 0.02)::{1}").format(
+                    sql.Identifier(name), sql.SQL(pg_type)
+                )
+                if name in BANDS
+                else sql.SQL("c.{}").format(sql.Identifier(name))
+                for name, pg_type in columns
+            ]
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {t} SELECT c.object_id + k * {stride}, {values} FROM {t} AS c, "
+                    "generate_series(1, {last}) AS k"
+                ).format(
+                    t=table,
+                    stride=sql.Literal(ID_STRIDE),
+                    values=sql.SQL(", ").join(values),
+                    last=sql.Literal(copies - 1),
+                )
+            )
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def train_model(url: str, feature_set: Any, iterations: int = 100) -> tuple[Any, Any, Any, Any]:
+    """The HistGradientBoosting model, its isotonic calibration, classes and training rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from skyclass.train.calibration import fit_calibration
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT object_id, class FROM {} WHERE object_id < %s ORDER BY object_id"
+            ).format(sql.Identifier("catalogs", CATALOG)),
+            (ID_STRIDE,),
+        ).fetchall()
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    labels = np.array([r[1] for r in rows])
+    _, x = feature_matrix(feature_set, ids, url=url)
+    rng = np.random.default_rng(SEED)
+    order = rng.permutation(len(ids))
+    train, calib = order[:60_000], order[60_000:80_000]
+    model = HistGradientBoostingClassifier(
+        max_iter=iterations, early_stopping=False, random_state=SEED
+    ).fit(x[train], labels[train])
+    calibration = fit_calibration(
+        "isotonic", model.predict_proba(x[calib]), labels[calib], model.classes_
+    )
+    return model, calibration, [str(c) for c in model.classes_], x[train]
+
+
+def register(
+    url: str, model: Any, calibration: Any, classes: list[str], feature_set_id: int
+) -> tuple[int, dict[str, Any]]:
+    """Register and compile the model version (the test registry's minimal provenance rows)."""
+    from tests.support.registry import register_test_model
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        version = register_test_model(
+            conn,
+            model,
+            classes=classes,
+            n_features=9,
+            calibration=calibration,
+            feature_set=feature_set_id,
+            model="bench_sgq",
+            compiled=True,
+        )
+        row = conn.execute(
+            "SELECT compile_seconds, length(library), compiler_flags FROM skyclass.model_artifact "
+            "WHERE model_version_id = %s",
+            (version,),
+        ).fetchone()
+    assert row is not None
+    return version, {
+        "estimator": "HistGradientBoostingClassifier(max_iter=100, early_stopping=False)",
+        "classes": classes,
+        "calibration": "isotonic",
+        "compile_seconds": float(row[0]),
+        "library_bytes": int(row[1]),
+        "compiler_flags": str(row[2]),
+    }
+
+
+# -- the raw model in C -------------------------------------------------------------------------
+def build_driver(directory: Path) -> Path:
+    """Compile bench/scoring_driver.c (gcc -O2 -pthread)."""
+    binary = directory / "scoring_driver"
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-std=c99",
+            "-pthread",
+            "-o",
+            str(binary),
+            str(DRIVER_SOURCE),
+            "-ldl",
+            "-lm",
+        ],
+        check=True,
+    )
+    return binary
+
+
+def library_file(url: str, version: int, directory: Path) -> Path:
+    """The artifact's library bytes in a file (the driver dlopens it)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT library FROM skyclass.model_artifact WHERE model_version_id = %s", (version,)
+        ).fetchone()
+    assert row is not None
+    path = directory / f"model_{version}.so"
+    path.write_bytes(bytes(row[0]))
+    return path
+
+
+def run_driver(driver: Path, library: Path, features: Path, rows: int, threads: int) -> float:
+    """Seconds the driver took to score ``rows`` rows on ``threads`` threads."""
+    out = subprocess.run(
+        [str(driver), str(library), str(features), str(rows), "9", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.split()[0])
+
+
+# -- the variants -------------------------------------------------------------------------------
+class ScoringBench:
+    """The variants; each returns the seconds it measured."""
+
+    def __init__(
+        self,
+        url: str,
+        version: int,
+        feature_set: Any,
+        rows: int,
+        workers: int,
+        model: Any,
+        calibration: Any,
+        classes: list[str],
+        tools: tuple[Path, Path, Path],
+    ) -> None:
+        self.url = url
+        self.version = version
+        self.feature_set = feature_set
+        self.rows = rows
+        self.workers = workers
+        self.model = model
+        self.calibration = calibration
+        self.classes = classes
+        self.driver, self.library, self.features = tools
+
+    def variants(self) -> dict[str, Any]:
+        return {
+            "a_raw_c": self._raw,
+            "b_select": self._select,
+            "c_job": lambda: self._job("database"),
+            "c_call": self._call,
+            "d_client": lambda: self._job("client"),
+            "e_sklearn": self._sklearn,
+        }
+
+    def _raw(self) -> float:
+        return run_driver(self.driver, self.library, self.features, self.rows, self.workers)
+
+    def _select(self) -> float:
+        query = sql.SQL("SELECT count(*), sum((skyclass.predict(%s, x))[1]) FROM {}").format(
+            self.feature_set.table_identifier()
+        )
+        with psycopg.connect(self.url) as conn:
+            clock = wall()
+            row = conn.execute(query, (self.version,)).fetchone()
+            elapsed = wall() - clock
+        assert row is not None and row[0] == self.rows
+        return elapsed
+
+    def _job(self, scorer: str) -> float:
+        from skyclass.score.jobs import score_catalog
+
+        self._checkpoint()
+        clock = wall()
+        run = score_catalog(
+            str(self.version),
+            CATALOG,
+            scorer=scorer,
+            workers=self.workers,
+            chunk_size=CHUNK_SIZE,
+            url=self.url,
+        )
+        elapsed = wall() - clock
+        assert run.status == "succeeded" and run.rows_scored == self.rows, run
+        return elapsed
+
+    def _call(self) -> float:
+        self._checkpoint()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            clock = wall()
+            conn.execute(
+                "CALL skyclass.rescore(%s, %s, chunk_size => %s)",
+                (str(self.version), CATALOG, CHUNK_SIZE),
+            )
+            elapsed = wall() - clock
+        return elapsed
+
+    def _sklearn(self) -> float:
+        from threadpoolctl import threadpool_limits
+
+        from skyclass.train.calibration import apply_calibration
+
+        self._checkpoint()
+        table = sql.Identifier("public", "bench_sklearn_predictions")
+        with psycopg.connect(self.url) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+            conn.commit()
+            clock = wall()
+            ids, x = feature_matrix(self.feature_set, url=self.url)
+            with threadpool_limits(self.workers):
+                proba = apply_calibration(self.calibration, self.model.predict_proba(x))
+            p32 = proba.astype(np.float32)
+            top = np.argmax(p32, axis=1)
+            n = len(ids)
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (model_version_id bigint NOT NULL, object_id bigint NOT NULL, "
+                    "run_id bigint NOT NULL, catalog_id integer NOT NULL, top_probability real "
+                    "NOT NULL, scored_at timestamptz NOT NULL DEFAULT now(), top_label text "
+                    'COLLATE "C" NOT NULL, probabilities real[] NOT NULL)'
+                ).format(table)
+            )
+            fields = [
+                fixed_field(np.full(n, self.version, dtype=np.int64), BIGINT),
+                fixed_field(ids, BIGINT),
+                fixed_field(np.zeros(n, dtype=np.int64), BIGINT),
+                fixed_field(np.ones(n, dtype=np.int32), INTEGER),
+                fixed_field(p32[np.arange(n), top], REAL),
+                text_field(np.asarray(self.classes)[top], None),
+                array_field(p32, REAL, None),
+            ]
+            with conn.cursor().copy(
+                sql.SQL(
+                    "COPY {} (model_version_id, object_id, run_id, catalog_id, top_probability, "
+                    "top_label, probabilities) FROM STDIN (FORMAT BINARY)"
+                ).format(table)
+            ) as copy:
+                copy.write(COPY_SIGNATURE)
+                for start in range(0, n, 200_000):
+                    stop = min(n, start + 200_000)
+                    copy.write(
+                        encode_rows([_slice(f, start, stop) for f in fields], stop - start).data
+                    )
+                copy.write(COPY_TRAILER)
+            conn.execute(
+                sql.SQL(
+                    "ALTER TABLE {} ADD PRIMARY KEY (model_version_id, catalog_id, object_id)"
+                ).format(table)
+            )
+            conn.execute(
+                sql.SQL("CREATE INDEX ON {} (top_label, top_probability DESC)").format(table)
+            )
+            conn.commit()
+            elapsed = wall() - clock
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+            conn.commit()
+        return elapsed
+
+    def _checkpoint(self) -> None:
+        # The previous variant's dirty pages must not be flushed on this one's time.
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
+
+def _slice(f: Any, start: int, stop: int) -> Any:
+    return replace(
+        f,
+        data=f.data[start:stop],
+        lengths=None if f.lengths is None else f.lengths[start:stop],
+        nulls=None if f.nulls is None else f.nulls[start:stop],
+    )
+
+
+# -- compile time versus model size -------------------------------------------------------------
+def compile_sizes(
+    x: npt.NDArray[np.float32], y: npt.NDArray[Any], driver: Path, directory: Path, rows: int
+) -> list[dict[str, Any]]:
+    """Compile models of growing size; time the build and their single-thread speed."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    from skyclass.compile import compile_estimator
+
+    features = directory / "compile_rows.f32"
+    np.ascontiguousarray(x[:rows], dtype=np.float32).tofile(features)
+    models = [
+        ("HGB 10 iterations", HistGradientBoostingClassifier(max_iter=10, early_stopping=False)),
+        ("HGB 30 iterations", HistGradientBoostingClassifier(max_iter=30, early_stopping=False)),
+        ("HGB 100 iterations", HistGradientBoostingClassifier(max_iter=100, early_stopping=False)),
+        ("RF 20 trees, depth 8", RandomForestClassifier(n_estimators=20, max_depth=8, n_jobs=2)),
+        ("RF 50 trees, depth 12", RandomForestClassifier(n_estimators=50, max_depth=12, n_jobs=2)),
+    ]
+    out = []
+    for label, estimator in models:
+        estimator.set_params(random_state=SEED)
+        estimator.fit(x, y)
+        clock = wall()
+        artifact = compile_estimator(estimator, n_features=9, parallel_comp=2)
+        seconds = wall() - clock
+        library = directory / f"size_{len(out)}.so"
+        library.write_bytes(artifact.library)
+        speed = rows / run_driver(driver, library, features, rows, 1)
+        nodes = _nodes(estimator)
+        out.append(
+            {
+                "model": label,
+                "nodes": nodes,
+                "compile_seconds": round(seconds, 2),
+                "library_bytes": len(artifact.library),
+                "rows_per_second_1_thread": round(speed),
+            }
+        )
+        say(f"  {label}: {nodes:,} nodes, compiled in {seconds:.1f} s, {speed:,.0f} rows/s/thread")
+    return out
+
+
+def _nodes(estimator: Any) -> int:
+    if hasattr(estimator, "_predictors"):
+        return sum(int(p.nodes.shape[0]) for it in estimator._predictors for p in it)
+    return sum(int(t.tree_.node_count) for t in estimator.estimators_)
+
+
+# -- the run ------------------------------------------------------------------------------------
+def run(
+    url: str,
+    *,
+    rows: int = 1_000_000,
+    repeats: int = 3,
+    workers: int | None = None,
+    sizes: bool = True,
+) -> ScoringResult:
+    """Run the scoring benchmark on database ``url`` (about ``rows`` objects) and print it."""
+    from skyclass.score.jobs import default_workers
+
+    n_workers = workers or default_workers()
+    copies = max(1, round(rows / 99_999))
+    say(f"scoring benchmark: SDSS17 x {copies}, {n_workers} sessions/threads, {repeats} rounds")
+    before = load_average()
+    directory = Path(tempfile.mkdtemp(prefix="skyclass-bench-scoring-"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS skyclass")
+    try:
+        clock = wall()
+        n = make_catalog(url, copies)
+        spec = replace(load_spec(example_spec_path("sdss_ugriz")), catalog=CATALOG)
+        feature_set = build_feature_set(spec, url=url)
+        say(f"  catalog {CATALOG} and its features: {n:,} rows in {wall() - clock:.1f} s")
+        clock = wall()
+        model, calibration, classes, x_train = train_model(url, feature_set)
+        version, model_info = register(url, model, calibration, classes, feature_set.feature_set_id)
+        say(
+            f"  model version {version}: trained and compiled in {wall() - clock:.1f} s "
+            f"(compile {model_info['compile_seconds']:.1f} s, "
+            f"{model_info['library_bytes']:,} bytes)"
+        )
+        driver = build_driver(directory)
+        library = library_file(url, version, directory)
+        features = directory / "features.f32"
+        _, x_all = feature_matrix(feature_set, url=url)
+        np.ascontiguousarray(x_all, dtype=np.float32).tofile(features)
+        del x_all
+        bench = ScoringBench(
+            url,
+            version,
+            feature_set,
+            n,
+            n_workers,
+            model,
+            calibration,
+            classes,
+            (driver, library, features),
+        )
+        seconds = interleaved(bench.variants(), repeats)
+        size_table: list[dict[str, Any]] = []
+        if sizes:
+            say("compile time and single-thread speed versus model size")
+            y = model.predict(x_train)  # labels the size models can learn quickly
+            size_table = compile_sizes(x_train, y, driver, directory, min(n, 200_000))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    medians = {name: median(values) for name, values in seconds.items()}
+    rates = {name: n / s for name, s in medians.items()}
+    ratios = {
+        "b_select / a_raw_c": rates["b_select"] / rates["a_raw_c"],
+        "c_job / e_sklearn": rates["c_job"] / rates["e_sklearn"],
+        "c_job / d_client": rates["c_job"] / rates["d_client"],
+        "c_call / e_sklearn": rates["c_call"] / rates["e_sklearn"],
+        "c_job / b_select": rates["c_job"] / rates["b_select"],
+    }
+    targets = {
+        "b >= 0.8 a": ratios["b_select / a_raw_c"] >= 0.8,
+        "c >= 3 e": ratios["c_job / e_sklearn"] >= 3.0,
+        "c >= 1.5 d": ratios["c_job / d_client"] >= 1.5,
+    }
+    result = ScoringResult(
+        n, repeats, n_workers, model_info, medians, rates, ratios, targets, seconds, size_table
+    )
+    result.load_average = {"before": before, "after": load_average()}
+    print_result(result)
+    return result
+
+
+def print_result(result: ScoringResult) -> None:
+    """Print the figures of ``result`` as tables."""
+    say(
+        f"\nscoring ({result.model['estimator']}, 3 classes, isotonic calibration, 9 features, "
+        f"{result.workers} cores): medians of {result.repeats} interleaved rounds"
+    )
+    say(
+        format_table(
+            ("variant", "rows", "seconds", "rows/s"),
+            [
+                (name, f"{result.rows:,}", f"{s:.3f}", f"{result.rates[name]:,.0f}")
+                for name, s in result.seconds.items()
+            ],
+        )
+    )
+    say("\nratios (rows/s over rows/s) and targets")
+    say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))
+    say(", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result.targets.items()))
+    if result.compile_sizes:
+        say("\ncompile time versus model size")
+        say(
+            format_table(
+                ("model", "nodes", "compile s", "library bytes", "rows/s (1 thread)"),
+                [
+                    (
+                        s["model"],
+                        f"{s['nodes']:,}",
+                        f"{s['compile_seconds']:.1f}",
+                        f"{s['library_bytes']:,}",
+                        f"{s['rows_per_second_1_thread']:,}",
+                    )
+                    for s in result.compile_sizes
+                ],
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: run the scoring benchmark on its own."""
+    from bench.common import bench_database, machine_info, print_machine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about 200k rows, 1 round")
+    parser.add_argument("--rows", type=int, default=None, help="about this many objects (1M)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="sessions/threads (cores)")
+    parser.add_argument("--no-sizes", action="store_true", help="skip the compile-size table")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    rows = args.rows or (200_000 if args.quick else 1_000_000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    started = time.time()
+    with bench_database() as url:
+        info = machine_info(url)
+        print_machine(info)
+        result = run(url, rows=rows, repeats=repeats, workers=args.workers, sizes=not args.no_sizes)
+    say(f"\ntotal {time.time() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, **asdict(result)}, indent=2, default=str))
+        say(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Errors of the scoring jobs, deployments and schedules."""
+
+from __future__ import annotations
+
+from skyclass.errors import SkyclassError
+
+
+class ScoringError(SkyclassError, RuntimeError):
+    """A scoring job, deployment or schedule cannot be started, run or changed."""
+
+
+class AlreadyRunningError(ScoringError):
+    """The same scoring job (model version and catalog) is already running elsewhere."""

@@ -1,0 +1,427 @@
+"""The client-side scorer: the scoring job for servers without the skyclass extension.
+
+It runs the same job as ``skyclass.score_chunk`` in the database, through the
+same runs, chunks and prediction tables, but computes on the client:
+
+1. the chunk's features leave the server as one binary ``COPY`` and are
+   decoded with numpy (every row of the feature-table contract has the same
+   width: ``object_id bigint, x real[n]`` without NULL elements);
+2. the model version's compiled library (``skyclass.model_artifact``, never a
+   pickle) is written to a private temporary directory after its bytes were
+   hashed and compared with the registered sha256, hashed again from the file,
+   and run through TL2cgen's predictor (``float32`` features widened to
+   ``float64``, NaN = missing, as in the extension);
+3. raw outputs become probabilities with the artifact's output transform,
+   then :func:`skyclass.train.calibration.apply_calibration` applies the
+   version's calibration map (the reference the C scorer mirrors);
+4. the top label is the first class of largest probability (as rounded to
+   ``real``), photo-z versions get :func:`skyclass.train.photoz.point_estimates`
+   of the PDF (which ``skyclass.pdf_summary`` mirrors);
+5. rows go back with binary ``COPY`` into the chunk's table, and
+   ``skyclass.complete_scoring_chunk`` marks the chunk done in that same
+   transaction.
+
+Both scorers produce the same rows (probabilities within 1e-6; a parity test
+runs both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from skyclass.ingest.copy_binary import (
+    BIGINT,
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    INTEGER,
+    REAL,
+    Field,
+    array_field,
+    encode_rows,
+    fixed_field,
+    text_field,
+)
+from skyclass.score.errors import ScoringError
+from skyclass.score.runs import RunPlan
+from skyclass.train.calibration import CalibrationParams, apply_calibration
+from skyclass.train.photoz import RedshiftGrid, point_estimates
+
+FLOAT4_OID = 700
+Z_COLUMNS = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68", "z_lo95", "z_hi95")
+COPY_COLUMNS = (
+    "model_version_id",
+    "object_id",
+    "run_id",
+    "catalog_id",
+    "top_probability",
+    *Z_COLUMNS,
+    "top_label",
+    "probabilities",
+)
+
+
+@dataclass(frozen=True)
+class VersionModel:
+    """What the client scorer needs to know about a model version (no library bytes)."""
+
+    model_version_id: int
+    task: str
+    classes: tuple[str, ...]
+    bin_edges: tuple[float, ...] | None
+    n_features: int
+    n_outputs: int
+    output_transform: str
+    sha256: bytes
+    calibration: CalibrationParams
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (or PDF bins)."""
+        return len(self.classes)
+
+
+def calibration_from_columns(
+    kind: str, params: list[float], offsets: list[int], eps: float, n_classes: int
+) -> CalibrationParams:
+    """The trainer's :class:`CalibrationParams` from the columns of ``skyclass.model_version``.
+
+    The inverse of :func:`skyclass.compile.calibration_columns`: ``none`` is
+    the ``identity`` map (clip to ``[eps, 1]`` and renormalise), ``temperature``
+    holds ``{T}``, ``isotonic`` holds each class's x knots then its y values
+    at the offsets given.
+    """
+    if kind == "none":
+        return CalibrationParams("identity", n_classes, eps=eps)
+    if kind == "temperature":
+        if len(params) != 1:
+            raise ScoringError(f"a temperature calibration has one parameter, not {len(params)}")
+        return CalibrationParams("temperature", n_classes, eps=eps, temperature=float(params[0]))
+    if kind == "isotonic":
+        if len(offsets) != n_classes + 1 or offsets[-1] != len(params):
+            raise ScoringError("isotonic calibration offsets do not match its parameters")
+        xs: list[tuple[float, ...]] = []
+        ys: list[tuple[float, ...]] = []
+        for k in range(n_classes):
+            block = params[offsets[k] : offsets[k + 1]]
+            if len(block) % 2 or not block:
+                raise ScoringError(f"isotonic calibration of class {k} has an odd block")
+            half = len(block) // 2
+            xs.append(tuple(float(v) for v in block[:half]))
+            ys.append(tuple(float(v) for v in block[half:]))
+        return CalibrationParams(
+            "isotonic", n_classes, eps=eps, knots_x=tuple(xs), knots_y=tuple(ys)
+        )
+    raise ScoringError(f"unknown calibration kind {kind!r}")
+
+
+def load_version_model(conn: psycopg.Connection[Any], model_version_id: int) -> VersionModel:
+    """Read a model version and its artifact's layout (raises when it is not compiled)."""
+    row = conn.execute(
+        "SELECT v.task, v.classes, v.bin_edges, v.n_features, v.calibration_kind, "
+        "v.calibration_params, v.calibration_offsets, v.calibration_eps, a.n_outputs, "
+        "a.output_transform, a.sha256, a.n_features "
+        "FROM skyclass.model_version AS v "
+        "LEFT JOIN skyclass.model_artifact AS a USING (model_version_id) "
+        "WHERE v.model_version_id = %s",
+        (model_version_id,),
+    ).fetchone()
+    if row is None:
+        raise ScoringError(f"model version {model_version_id} does not exist")
+    if row[10] is None:
+        raise ScoringError(
+            f"model version {model_version_id} is not compiled: run `skyclass compile "
+            f"{model_version_id}` first"
+        )
+    classes = tuple(str(c) for c in row[1])
+    if int(row[11]) != int(row[3]):
+        raise ScoringError(
+            f"the artifact of model version {model_version_id} takes {row[11]} features, "
+            f"the version {row[3]}"
+        )
+    return VersionModel(
+        model_version_id=model_version_id,
+        task=str(row[0]),
+        classes=classes,
+        bin_edges=None if row[2] is None else tuple(float(v) for v in row[2]),
+        n_features=int(row[3]),
+        n_outputs=int(row[8]),
+        output_transform=str(row[9]),
+        sha256=bytes(row[10]),
+        calibration=calibration_from_columns(
+            str(row[4]), list(row[5]), list(row[6]), float(row[7]), len(classes)
+        ),
+    )
+
+
+class ClientScorer:
+    """A model version's compiled library loaded on the client through TL2cgen.
+
+    Build one with :meth:`load`; call :meth:`probabilities` from one thread
+    at a time (TL2cgen's predictor is not reentrant) and :meth:`close` at the
+    end. ``nthread`` is the predictor's own thread count.
+    """
+
+    def __init__(self, version: VersionModel, predictor: Any) -> None:
+        self.version = version
+        self.predictor = predictor
+
+    @classmethod
+    def load(
+        cls, conn: psycopg.Connection[Any], model_version_id: int, *, nthread: int = 1
+    ) -> ClientScorer:
+        """Fetch, verify and load the library of ``model_version_id``.
+
+        The bytes are hashed and compared with the registered sha256 before
+        they touch the disk, written into a fresh directory only this user can
+        read, hashed again from the file (nothing may change them in between),
+        loaded, and the file and directory removed (the mapping stays).
+        """
+        import tl2cgen
+
+        version = load_version_model(conn, model_version_id)
+        row = conn.execute(
+            "SELECT library FROM skyclass.model_artifact WHERE model_version_id = %s",
+            (model_version_id,),
+        ).fetchone()
+        if row is None:
+            raise ScoringError(f"model version {model_version_id} is not compiled")
+        library = bytes(row[0])
+        if hashlib.sha256(library).digest() != version.sha256:
+            raise ScoringError(
+                f"the artifact of model version {model_version_id} failed its sha256 check; "
+                "it was not loaded"
+            )
+        directory = tempfile.mkdtemp(prefix="skyclass-model-")  # mode 0700
+        try:
+            path = os.path.join(directory, f"{version.sha256.hex()}.so")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(library)
+            with open(path, "rb") as fh:
+                if hashlib.sha256(fh.read()).digest() != version.sha256:
+                    raise ScoringError(
+                        f"the library of model version {model_version_id} changed on disk "
+                        "before it was loaded; it was not loaded"
+                    )
+            predictor = tl2cgen.Predictor(path, nthread=nthread)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        if int(predictor.num_feature) != version.n_features:
+            raise ScoringError(
+                f"the library of model version {model_version_id} takes "
+                f"{predictor.num_feature} features, the version {version.n_features}"
+            )
+        return cls(version, predictor)
+
+    def probabilities(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Calibrated probabilities (n x classes) of float32 features (NaN = missing)."""
+        import tl2cgen
+
+        n = x.shape[0]
+        k = self.version.n_classes
+        if n == 0:
+            return np.zeros((0, k))
+        if x.ndim != 2 or x.shape[1] != self.version.n_features:
+            raise ScoringError(f"expected {self.version.n_features} features, not {x.shape[1:]}")
+        # float32 widened to float64 exactly, like the extension's input (see FINDINGS.md on
+        # TL2cgen's union: widened float32 can never look like its "missing" marker).
+        dmat = tl2cgen.DMatrix(np.ascontiguousarray(x, dtype=np.float64), missing=np.nan)
+        raw = np.asarray(self.predictor.predict(dmat), dtype=np.float64).reshape(n, -1)
+        if raw.shape[1] != self.version.n_outputs:
+            raise ScoringError(
+                f"the library returned {raw.shape[1]} outputs, expected {self.version.n_outputs}"
+            )
+        if self.version.output_transform == "binary_expand":
+            raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
+        elif self.version.output_transform != "identity":
+            raise ScoringError(f"unknown output transform {self.version.output_transform!r}")
+        return apply_calibration(self.version.calibration, raw)
+
+    def close(self) -> None:
+        """Drop the predictor (its library stays mapped until the process ends)."""
+        self.predictor = None
+
+
+# -- binary COPY out: (object_id bigint, x real[n]) ------------------------------------------
+def _feature_row_dtype(n: int) -> np.dtype[Any]:
+    return np.dtype(
+        [
+            ("nfields", ">i2"),
+            ("id_len", ">i4"),
+            ("id", ">i8"),
+            ("x_len", ">i4"),
+            ("ndim", ">i4"),
+            ("flags", ">i4"),
+            ("oid", ">u4"),
+            ("dim", ">i4"),
+            ("lbound", ">i4"),
+            ("el", [("len", ">i4"), ("v", ">f4")], (n,)),
+        ]
+    )
+
+
+def decode_features(
+    data: bytes | bytearray, n_features: int, what: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Object ids and an (n x n_features) float32 matrix from a binary COPY of (id, x)."""
+    header = len(COPY_SIGNATURE) - 8
+    if len(data) < len(COPY_SIGNATURE) + 2 or bytes(data[:header]) != COPY_SIGNATURE[:header]:
+        raise ScoringError(f"{what}: not a binary COPY stream")
+    (extension,) = struct.unpack_from(">i", data, header + 4)
+    body = memoryview(data)[header + 8 + extension : len(data) - 2]
+    dtype = _feature_row_dtype(n_features)
+    if len(body) % dtype.itemsize:
+        raise ScoringError(
+            f"{what}: rows are not (bigint, real[{n_features}]) without NULL elements, as the "
+            "feature-table contract says; rebuild the feature set"
+        )
+    rows = np.frombuffer(body, dtype=dtype)
+    bad = (
+        (rows["nfields"] != 2)
+        | (rows["id_len"] != 8)
+        | (rows["ndim"] != 1)
+        | (rows["flags"] != 0)
+        | (rows["oid"] != FLOAT4_OID)
+        | (rows["dim"] != n_features)
+        | (rows["el"]["len"] != 4).any(axis=1)
+    )
+    if bad.any():
+        raise ScoringError(
+            f"{what}: object {int(rows['id'][np.argmax(bad)])} does not have {n_features} real "
+            "features without NULL elements; rebuild the feature set"
+        )
+    return rows["id"].astype(np.int64), rows["el"]["v"].astype(np.float32)
+
+
+def read_chunk_features(
+    conn: psycopg.Connection[Any],
+    plan: RunPlan,
+    first: int,
+    last: int,
+    n_features: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The features of the chunk's objects (only those without a prediction for insert runs)."""
+    anti: sql.Composable = sql.SQL("")
+    if plan.write_kind == "insert":
+        anti = sql.SQL(
+            " AND NOT EXISTS (SELECT 1 FROM {} AS q WHERE q.object_id = f.object_id)"
+        ).format(plan.target_table)
+    query = sql.SQL(
+        "COPY (SELECT f.object_id, f.x FROM {} AS f WHERE f.object_id BETWEEN {} AND {}{}) "
+        "TO STDOUT (FORMAT BINARY)"
+    ).format(plan.feature_table, sql.Literal(first), sql.Literal(last), anti)
+    buffer = bytearray()
+    with conn.cursor().copy(query) as copy:
+        for block in copy:
+            buffer += block
+    return decode_features(buffer, n_features, f"features of run {plan.run_id}")
+
+
+# -- binary COPY in: prediction rows ----------------------------------------------------------
+def encode_predictions(
+    plan: RunPlan,
+    version: VersionModel,
+    object_ids: npt.NDArray[np.int64],
+    proba: npt.NDArray[np.float64],
+) -> bytes:
+    """A complete binary COPY stream of the prediction rows (columns :data:`COPY_COLUMNS`)."""
+    n = len(object_ids)
+    p32 = np.ascontiguousarray(proba, dtype=np.float32)
+    # The stored probabilities are real: pick the top class from them, as SQL does.
+    top = np.argmax(p32, axis=1)
+    top_p = p32[np.arange(n), top]
+    labels = np.asarray(version.classes)[top]
+    if version.task == "photoz":
+        if version.bin_edges is None:
+            raise ScoringError(f"photo-z model version {version.model_version_id} has no bin edges")
+        est = point_estimates(p32.astype(np.float64), RedshiftGrid(version.bin_edges))
+        z_values = [
+            est.mean,
+            est.median,
+            est.mode,
+            est.intervals[0.68][0],
+            est.intervals[0.68][1],
+            est.intervals[0.95][0],
+            est.intervals[0.95][1],
+        ]
+        z_fields = [fixed_field(np.asarray(z, dtype=np.float32), REAL) for z in z_values]
+    else:
+        null = np.ones(n, dtype=bool)
+        z_fields = [fixed_field(np.zeros(n, dtype=np.float32), REAL, null) for _ in Z_COLUMNS]
+    fields: list[Field] = [
+        fixed_field(np.full(n, plan.model_version_id, dtype=np.int64), BIGINT),
+        fixed_field(object_ids, BIGINT),
+        fixed_field(np.full(n, plan.run_id, dtype=np.int64), BIGINT),
+        fixed_field(np.full(n, plan.catalog_id, dtype=np.int32), INTEGER),
+        fixed_field(top_p, REAL),
+        *z_fields,
+        text_field(labels, None),
+        array_field(p32, REAL, None),
+    ]
+    return COPY_SIGNATURE + encode_rows(fields, n).tobytes() + COPY_TRAILER
+
+
+def _copy_in(conn: psycopg.Connection[Any], table: sql.Composable, data: bytes) -> None:
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in COPY_COLUMNS)
+    )
+    with conn.cursor().copy(query) as copy:
+        copy.write(data)
+
+
+def score_chunk_client(
+    conn: psycopg.Connection[Any],
+    plan: RunPlan,
+    scorer: ClientScorer,
+    chunk_no: int,
+    first: int,
+    last: int,
+) -> int:
+    """Score one claimed chunk on the client and complete it; returns the rows written.
+
+    Runs inside the caller's transaction, which holds the chunk's row lock
+    (``skyclass.claim_scoring_chunk``): the predictions and the completion
+    mark commit together or not at all.
+    """
+    ids, x = read_chunk_features(conn, plan, first, last, scorer.version.n_features)
+    proba = scorer.probabilities(x)
+    data = encode_predictions(plan, scorer.version, ids, proba)
+    if plan.write_kind == "partition":
+        table = plan.chunk_table(chunk_no)
+        # The database creates the table with its constraints (the same as the in-database
+        # scorer's), so attaching it later needs no scan.
+        created = conn.execute(
+            "SELECT skyclass.create_chunk_table(%s, %s)", (plan.run_id, chunk_no)
+        ).fetchone()
+        expected = f"{plan.target_schema}.{plan.target_name}_{chunk_no}"
+        if created is None or created[0] != expected:
+            raise ScoringError(f"chunk table {created} is not the expected {expected}")
+        _copy_in(conn, table, data)
+        written = len(ids)
+    else:
+        conn.execute(
+            "CREATE TEMPORARY TABLE skyclass_chunk (LIKE skyclass.prediction INCLUDING DEFAULTS) "
+            "ON COMMIT DROP"
+        )
+        _copy_in(conn, sql.Identifier("skyclass_chunk"), data)
+        cursor = conn.execute(
+            sql.SQL("INSERT INTO {} SELECT * FROM skyclass_chunk ON CONFLICT DO NOTHING").format(
+                plan.target_table
+            )
+        )
+        written = cursor.rowcount
+    conn.execute(
+        "SELECT skyclass.complete_scoring_chunk(%s, %s, %s)", (plan.run_id, chunk_no, written)
+    )
+    return written
