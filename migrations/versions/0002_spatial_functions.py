@@ -114,6 +114,8 @@ CREATE FUNCTION skyclass.cone_search(
 RETURNS TABLE (object_id bigint, ra double precision, "dec" double precision,
                distance_arcsec double precision)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE ROWS 100
+-- JIT compiling this small query costs more than running it on big catalogs.
+SET jit = off
 AS $$
 BEGIN
     -- Q3C clamps or wraps out-of-range coordinates and returns NULL for NaN,
@@ -132,20 +134,30 @@ BEGIN
         RAISE EXCEPTION 'radius_deg must be in [0, 10] degrees, not %', radius_deg
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The Q3C condition only selects candidates through the index; the cut is
-    -- the exact distance. Q3C keeps distances strictly below its radius, so it
-    -- gets a margin, and at least 1e-5 deg: Q3C 2.0.0's q3c_radial_query finds
-    -- nothing at radii below about 1e-6 deg (measured), radius 0 included.
+    -- Q3C only selects candidates through the index; the cut is the exact
+    -- distance. Q3C keeps distances strictly below its radius, so it gets a
+    -- margin, and at least 1e-5 deg: Q3C 2.0.0's q3c_radial_query finds nothing
+    -- at radii below about 1e-6 deg (measured), radius 0 included.
+    -- The pixel ranges q3c_radial_query would OR together (100 conditions the
+    -- planner re-plans on every call: ~6 ms at 10M rows) are taken as rows
+    -- instead, each probed by its own index range scan: same objects, ~0.5 ms
+    -- (bench/bench_cone.py). Fully-inside and partial ranges are disjoint.
     RETURN QUERY EXECUTE format(
         'SELECT s.object_id, s.ra, s.dec, s.d * 3600 FROM ('
         '  SELECT c.object_id, c.ra, c.dec,'
         '         skyclass.angular_distance($1, $2, c.ra, c.dec) AS d'
-        '  FROM %s AS c'
-        '  WHERE %s.q3c_radial_query(c.ra, c.dec, $1, $2, greatest($3 * (1 + 1e-9), 1e-5))) AS s'
+        '  FROM (SELECT %2$s.q3c_radial_query_it($1, $2, $4, 2 * k, f) AS lo,'
+        '               %2$s.q3c_radial_query_it($1, $2, $4, 2 * k + 1, f) AS hi'
+        '        FROM generate_series(0, 49) AS k, (VALUES (0), (1)) AS v(f)) AS r'
+        '  CROSS JOIN LATERAL ('
+        '      SELECT t.object_id, t.ra, t.dec FROM %1$s AS t'
+        '      WHERE %2$s.q3c_ang2ipix(t.ra, t.dec) >= r.lo'
+        '        AND %2$s.q3c_ang2ipix(t.ra, t.dec) < r.hi OFFSET 0) AS c'
+        '  WHERE r.lo < r.hi) AS s'
         ' WHERE s.d <= $3'
         ' ORDER BY s.d, s.object_id',
         skyclass._catalog_table(catalog), skyclass._q3c_schema())
-    USING center_ra, center_dec, radius_deg;
+    USING center_ra, center_dec, radius_deg, greatest(radius_deg * (1 + 1e-9), 1e-5);
 END
 $$;
 
