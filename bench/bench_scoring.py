@@ -413,6 +413,7 @@ def compile_sizes(
 
     from skyclass.compile import compile_estimator
 
+    rows = min(rows, len(x))
     features = directory / "compile_rows.f32"
     np.ascontiguousarray(x[:rows], dtype=np.float32).tofile(features)
     models = [
@@ -503,13 +504,26 @@ def run(
             (driver, library, features),
         )
         seconds = interleaved(bench.variants(), repeats)
-        size_table: list[dict[str, Any]] = []
+        result = _result(n, repeats, n_workers, model_info, seconds)
+        result.load_average = {"before": before, "after": load_average()}
+        print_result(result)
         if sizes:
-            say("compile time and single-thread speed versus model size")
+            say("\ncompile time and single-thread speed versus model size")
             y = model.predict(x_train)  # labels the size models can learn quickly
-            size_table = compile_sizes(x_train, y, driver, directory, min(n, 200_000))
+            result.compile_sizes = compile_sizes(x_train, y, driver, directory, 200_000)
+            print_sizes(result)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def _result(
+    n: int,
+    repeats: int,
+    n_workers: int,
+    model_info: dict[str, Any],
+    seconds: dict[str, list[float]],
+) -> ScoringResult:
     medians = {name: median(values) for name, values in seconds.items()}
     rates = {name: n / s for name, s in medians.items()}
     ratios = {
@@ -524,12 +538,9 @@ def run(
         "c >= 3 e": ratios["c_job / e_sklearn"] >= 3.0,
         "c >= 1.5 d": ratios["c_job / d_client"] >= 1.5,
     }
-    result = ScoringResult(
-        n, repeats, n_workers, model_info, medians, rates, ratios, targets, seconds, size_table
+    return ScoringResult(
+        n, repeats, n_workers, model_info, medians, rates, ratios, targets, seconds
     )
-    result.load_average = {"before": before, "after": load_average()}
-    print_result(result)
-    return result
 
 
 def print_result(result: ScoringResult) -> None:
@@ -550,8 +561,11 @@ def print_result(result: ScoringResult) -> None:
     say("\nratios (rows/s over rows/s) and targets")
     say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))
     say(", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result.targets.items()))
+
+
+def print_sizes(result: ScoringResult) -> None:
+    """Print the compile-size table of ``result``."""
     if result.compile_sizes:
-        say("\ncompile time versus model size")
         say(
             format_table(
                 ("model", "nodes", "compile s", "library bytes", "rows/s (1 thread)"),

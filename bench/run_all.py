@@ -1,7 +1,7 @@
 """Run the catalog-store benchmarks: ingest, cone search and cross-match.
 
 Full sizes (``make bench``): ingest of 1M rows (to_sql on 100k), cone searches
-on 1M and 10M rows, cross-match of 1M x 1M; about half an hour on 2 cores.
+on 1M and 10M rows, cross-match of 1M x 1M; 12-20 minutes on 2 cores.
 ``--quick`` runs a smoke-sized version (100k rows) in a couple of minutes.
 The benchmarks use ``SKYCLASS_DATABASE_URL`` when it is set, otherwise a
 throwaway cluster with durable settings in a temporary directory.

@@ -100,3 +100,25 @@ def test_cli_errors(url: str) -> None:
     assert "interrupted (backend gone)" in out
     code, out = _run(url, "score", "sgq_current", "--catalog", CATALOG, "--restart")
     assert code == 0 and f"run {row[0] + 1} succeeded" in out
+
+
+def test_without_the_extension_the_job_runs_client_side(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        version = register(conn)
+        add_objects(conn, version, object_features(800, seed=64))
+        conn.execute("SELECT skyclass.deploy('sgq_current', %s)", (version,))
+        conn.execute("DROP EXTENSION skyclass")
+        # Inside the database the job says what to do instead.
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="extension is not installed"):
+            conn.execute("CALL skyclass.rescore('sgq_current', %s)", (CATALOG,))
+    code, out = _run(url, "score", "sgq_current", "--catalog", CATALOG, "--scorer", "database")
+    assert code == 1 and "extension is not installed" in out
+    code, out = _run(url, "score", "sgq_current", "--catalog", CATALOG)
+    assert code == 0 and "800 objects" in out and "by the client scorer" in out
+    with psycopg.connect(url) as conn:
+        runs = conn.execute(
+            "SELECT status, scorer, attempts FROM skyclass.scoring_run ORDER BY run_id"
+        ).fetchall()
+        count = conn.execute("SELECT count(*) FROM skyclass.prediction").fetchone()
+    # The failed in-database run was resumed by the client scorer.
+    assert runs == [("succeeded", "client", 2)] and count == (800,)
