@@ -838,17 +838,28 @@ def _row_dtype(n: int) -> np.dtype[Any]:
     )
 
 
-def _parse_copy(data: bytes | bytearray, n: int, what: str) -> tuple[Any, Any]:
-    if not data.startswith(_COPY_HEADER):
-        raise DatabaseError(f"unexpected binary COPY header reading {what}")
+def decode_feature_copy(
+    data: bytes | bytearray,
+    n: int,
+    what: str,
+    error: type[Exception] = DatabaseError,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Object ids and an (rows x ``n``) float32 matrix from a binary COPY of (object_id, x).
+
+    The rows must follow the feature-table contract (``x`` a 1-D real array of
+    ``n`` elements without NULLs); anything else raises ``error`` naming ``what``
+    and, where one row is at fault, its object id.
+    """
+    if len(data) < len(_COPY_HEADER) + 10 or not data.startswith(_COPY_HEADER):
+        raise error(f"{what}: not a binary COPY stream")
     (ext_len,) = struct.unpack_from(">i", data, len(_COPY_HEADER) + 4)
     start = len(_COPY_HEADER) + 8 + ext_len
     body = memoryview(data)[start : len(data) - 2]  # the trailer is int16 -1
     dtype = _row_dtype(n)
     if len(body) % dtype.itemsize:
-        raise DatabaseError(
-            f"{what}: rows are not {n}-element real arrays without NULLs (the feature table "
-            "contract); rebuild the feature set"
+        raise error(
+            f"{what}: rows are not (bigint, real[{n}]) without NULL elements, as the "
+            "feature-table contract says; rebuild the feature set"
         )
     rows = np.frombuffer(body, dtype=dtype)
     bad = (
@@ -861,13 +872,11 @@ def _parse_copy(data: bytes | bytearray, n: int, what: str) -> tuple[Any, Any]:
         | np.any(rows["x"]["len"] != 4, axis=1)
     )
     if bad.any():
-        raise DatabaseError(
-            f"{what}: a row does not hold a {n}-element real array without NULLs (the feature "
-            "table contract); rebuild the feature set"
+        raise error(
+            f"{what}: object {int(rows['id'][np.argmax(bad)])} does not have {n} real "
+            "features without NULL elements; rebuild the feature set"
         )
-    ids = rows["id"].astype(np.int64)
-    x = rows["x"]["value"].astype(np.float32)
-    return ids, x
+    return rows["id"].astype(np.int64), rows["x"]["value"].astype(np.float32)
 
 
 def feature_matrix(
@@ -917,7 +926,7 @@ def feature_matrix(
         with conn.cursor().copy(query) as copy:
             for chunk in copy:
                 buffer += chunk
-    ids, x = _parse_copy(buffer, n, feature_set.qualified_table)
+    ids, x = decode_feature_copy(buffer, n, feature_set.qualified_table)
     if requested is not None and missing == "error" and len(ids) != len(requested):
         absent = np.setdiff1d(requested, ids)
         shown = ", ".join(str(i) for i in absent[:5])

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from skyclass.features.build import decode_feature_copy
 from skyclass.ingest.copy_binary import (
     BIGINT,
     COPY_SIGNATURE,
@@ -57,7 +57,6 @@ from skyclass.score.runs import RunPlan
 from skyclass.train.calibration import CalibrationParams, apply_calibration
 from skyclass.train.photoz import RedshiftGrid, point_estimates
 
-FLOAT4_OID = 700
 Z_COLUMNS = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68", "z_lo95", "z_hi95")
 COPY_COLUMNS = (
     "model_version_id",
@@ -253,57 +252,6 @@ class ClientScorer:
         self.predictor = None
 
 
-# -- binary COPY out: (object_id bigint, x real[n]) ------------------------------------------
-def _feature_row_dtype(n: int) -> np.dtype[Any]:
-    return np.dtype(
-        [
-            ("nfields", ">i2"),
-            ("id_len", ">i4"),
-            ("id", ">i8"),
-            ("x_len", ">i4"),
-            ("ndim", ">i4"),
-            ("flags", ">i4"),
-            ("oid", ">u4"),
-            ("dim", ">i4"),
-            ("lbound", ">i4"),
-            ("el", [("len", ">i4"), ("v", ">f4")], (n,)),
-        ]
-    )
-
-
-def decode_features(
-    data: bytes | bytearray, n_features: int, what: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Object ids and an (n x n_features) float32 matrix from a binary COPY of (id, x)."""
-    header = len(COPY_SIGNATURE) - 8
-    if len(data) < len(COPY_SIGNATURE) + 2 or bytes(data[:header]) != COPY_SIGNATURE[:header]:
-        raise ScoringError(f"{what}: not a binary COPY stream")
-    (extension,) = struct.unpack_from(">i", data, header + 4)
-    body = memoryview(data)[header + 8 + extension : len(data) - 2]
-    dtype = _feature_row_dtype(n_features)
-    if len(body) % dtype.itemsize:
-        raise ScoringError(
-            f"{what}: rows are not (bigint, real[{n_features}]) without NULL elements, as the "
-            "feature-table contract says; rebuild the feature set"
-        )
-    rows = np.frombuffer(body, dtype=dtype)
-    bad = (
-        (rows["nfields"] != 2)
-        | (rows["id_len"] != 8)
-        | (rows["ndim"] != 1)
-        | (rows["flags"] != 0)
-        | (rows["oid"] != FLOAT4_OID)
-        | (rows["dim"] != n_features)
-        | (rows["el"]["len"] != 4).any(axis=1)
-    )
-    if bad.any():
-        raise ScoringError(
-            f"{what}: object {int(rows['id'][np.argmax(bad)])} does not have {n_features} real "
-            "features without NULL elements; rebuild the feature set"
-        )
-    return rows["id"].astype(np.int64), rows["el"]["v"].astype(np.float32)
-
-
 def read_chunk_features(
     conn: psycopg.Connection[Any],
     plan: RunPlan,
@@ -325,7 +273,9 @@ def read_chunk_features(
     with conn.cursor().copy(query) as copy:
         for block in copy:
             buffer += block
-    return decode_features(buffer, n_features, f"features of run {plan.run_id}")
+    return decode_feature_copy(
+        buffer, n_features, f"features of run {plan.run_id}", error=ScoringError
+    )
 
 
 # -- binary COPY in: prediction rows ----------------------------------------------------------
