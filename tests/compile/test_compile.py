@@ -122,6 +122,15 @@ def test_annotated_quantized_build_scores_the_same() -> None:
     assert np.abs(library_probabilities(fast, x) - c.estimator.predict_proba(x)).max() <= 1e-12
 
 
+def test_unquantized_build_scores_the_same_as_the_default() -> None:
+    c = case("hgb_multiclass")
+    assert '"quantize": 1' in c.artifact.compiler_flags
+    plain = compile_estimator(c.estimator, n_features=N_FEATURES, quantize=False)
+    assert '"quantize": 0' in plain.compiler_flags and plain.sha256_hex != c.artifact.sha256_hex
+    x = sdss17().x_eval[:500]
+    assert np.array_equal(library_probabilities(plain, x), library_probabilities(c.artifact, x))
+
+
 def test_progress_bar_is_shown_on_request(capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3)).astype(np.float32)

@@ -99,6 +99,7 @@ def test_compile_by_name_records_the_build(
     assert (n_features, n_outputs, transform, by_me) == (N_FEATURES, 3, "identity", True)
     assert info.library_bytes == len(library) and library[:4] == b"\x7fELF"
     assert "-O2" in info.compiler_flags and info.compiler.startswith("gcc")
+    assert '"quantize": 1' in info.compiler_flags  # the default
     assert (info.treelite_version, info.tl2cgen_version) == ("4.8.1", "1.0.0")
     assert info.compile_seconds is not None and info.compile_seconds > 0
     # The same checkpoint and options give the same bytes as compiling the estimator.

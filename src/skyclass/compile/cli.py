@@ -70,19 +70,30 @@ refused.
     help="Translation units the C is split into (compiled concurrently, one per core).",
 )
 @click.option(
+    "--quantize/--no-quantize",
+    default=True,
+    show_default=True,
+    help="TL2cgen threshold quantisation: the trees compare small integers instead of "
+    "floats; same results, about 17% faster scoring of a 100-iteration model.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
 def compile_command(
-    model_ref: str, opt_level: str, parallel_comp: int, progress: bool | None
+    model_ref: str, opt_level: str, parallel_comp: int, quantize: bool, progress: bool | None
 ) -> None:
     """Compile a trained model version so the database can score with it."""
     from skyclass.compile.store import compile_model_version
 
     show = sys.stderr.isatty() if progress is None else progress
     info = compile_model_version(
-        model_ref, opt_level=opt_level, parallel_comp=parallel_comp, progress=show
+        model_ref,
+        opt_level=opt_level,
+        parallel_comp=parallel_comp,
+        quantize=quantize,
+        progress=show,
     )
     if info.created:
         click.echo(

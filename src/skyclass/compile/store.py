@@ -452,13 +452,15 @@ def compile_model_version(
     conn: psycopg.Connection[Any] | None = None,
     opt_level: str = "-O2",
     parallel_comp: int = 2,
+    quantize: bool = True,
     progress: bool = False,
 ) -> ArtifactInfo:
     """Compile model version ``ref`` (an id or ``MODEL[:VERSION]``) and register its artifact.
 
     Reads the Treelite checkpoint of the version, rebuilds the library with
     :func:`~skyclass.compile.compile_checkpoint` (``opt_level``,
-    ``parallel_comp`` translation units, an optional progress bar on stderr),
+    ``parallel_comp`` translation units, TL2cgen's threshold quantisation
+    unless ``quantize`` is false, an optional progress bar on stderr),
     checks it against the version's feature and class counts and inserts it
     into ``skyclass.model_artifact`` as the connecting role, recording the
     toolchain, flags, library versions and compile seconds. The role is
@@ -472,11 +474,16 @@ def compile_model_version(
 
         with connect(url, autocommit=True) as own:
             return compile_model_version(
-                ref, conn=own, opt_level=opt_level, parallel_comp=parallel_comp, progress=progress
+                ref,
+                conn=own,
+                opt_level=opt_level,
+                parallel_comp=parallel_comp,
+                quantize=quantize,
+                progress=progress,
             )
     version = resolve_model_version(conn, ref)
     check_can_register(conn)
-    flags = compiler_flags(opt_level, parallel_comp)
+    flags = compiler_flags(opt_level, parallel_comp, quantize=quantize)
     existing = artifact_of(conn, version.model_version_id)
     if existing is not None:
         return _same_or_refuse(version, existing, None, flags)
@@ -490,6 +497,7 @@ def compile_model_version(
         n_classes=len(version.classes),
         opt_level=opt_level,
         parallel_comp=parallel_comp,
+        quantize=quantize,
         progress=progress,
     )
     return store_artifact(conn, version.model_version_id, artifact)

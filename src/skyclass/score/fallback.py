@@ -269,6 +269,8 @@ def read_chunk_features(
         "COPY (SELECT f.object_id, f.x FROM {} AS f WHERE f.object_id BETWEEN {} AND {}{}) "
         "TO STDOUT (FORMAT BINARY)"
     ).format(plan.feature_table, sql.Literal(first), sql.Literal(last), anti)
+    # A bitmap scan reads each page of the range once (as skyclass.score_chunk does).
+    conn.execute("SET LOCAL enable_indexscan = off")
     buffer = bytearray()
     with conn.cursor().copy(query) as copy:
         for block in copy:
