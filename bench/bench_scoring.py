@@ -39,12 +39,15 @@ bench/bench_scoring.py [--quick] [--rows N] [--repeats N] [--json FILE]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,9 @@ class ScoringResult:
     all_seconds: dict[str, list[float]] = field(default_factory=dict)
     compile_sizes: list[dict[str, Any]] = field(default_factory=list)
     load_average: dict[str, list[float]] = field(default_factory=dict)
+    # Median CPU seconds per variant: {"client": .., "server": .. or None, "total": ..}
+    cpu: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    cpu_ratios: dict[str, float] = field(default_factory=dict)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -250,6 +256,68 @@ def run_driver(driver: Path, library: Path, features: Path, rows: int, threads: 
     return float(out.stdout.split()[0])
 
 
+# -- CPU accounting ------------------------------------------------------------------------------
+def _ticks(stat_line: str) -> tuple[int, int, int]:
+    """(ppid, own utime+stime, reaped children's cutime+cstime) of a /proc/PID/stat line."""
+    fields = stat_line.rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+class CpuMeter:
+    """CPU seconds used by the benchmark process and by the PostgreSQL server.
+
+    Wall time on a shared 2-core machine depends on what else runs; CPU seconds
+    much less so. The server's figure sums its live processes (backends,
+    parallel workers, checkpointer, WAL writer) and the CPU the postmaster
+    collected from those that exited. Needs the server on this machine (its
+    ``postmaster.pid`` readable); otherwise only the client side is counted.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.postmaster: int | None = None
+        try:
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SHOW data_directory").fetchone()
+            pid_file = Path(str(row[0]) if row else "") / "postmaster.pid"
+            self.postmaster = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError, psycopg.Error):
+            self.postmaster = None
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def server(self) -> float | None:
+        """The server's CPU seconds so far (None when it is not on this machine)."""
+        if self.postmaster is None:
+            return None
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid, own, children = _ticks((entry / "stat").read_text())
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile
+            if int(entry.name) == self.postmaster:
+                total += children
+            elif ppid == self.postmaster:
+                total += own
+        return total / self.hz
+
+    @staticmethod
+    def client() -> float:
+        """This process's CPU seconds so far, with its finished subprocesses."""
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass
+class Measure:
+    """Wall and CPU seconds of one measured stretch (see :meth:`ScoringBench.measure`)."""
+
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float | None = None
+
+
 # -- the variants -------------------------------------------------------------------------------
 class ScoringBench:
     """The variants; each returns the seconds it measured."""
@@ -275,6 +343,21 @@ class ScoringBench:
         self.calibration = calibration
         self.classes = classes
         self.driver, self.library, self.features = tools
+        self.meter = CpuMeter(url)
+        self.measures: dict[str, list[Measure]] = {}
+
+    @contextlib.contextmanager
+    def measure(self, name: str) -> Iterator[Measure]:
+        """Wall and CPU seconds of the block, recorded under ``name``."""
+        m = Measure()
+        server, client = self.meter.server(), self.meter.client()
+        clock = wall()
+        yield m
+        m.wall = wall() - clock
+        m.client_cpu = self.meter.client() - client
+        after = self.meter.server()
+        m.server_cpu = None if server is None or after is None else after - server
+        self.measures.setdefault(name, []).append(m)
 
     def variants(self) -> dict[str, Any]:
         return {
@@ -287,46 +370,44 @@ class ScoringBench:
         }
 
     def _raw(self) -> float:
-        return run_driver(self.driver, self.library, self.features, self.rows, self.workers)
+        with self.measure("a_raw_c") as m:
+            seconds = run_driver(self.driver, self.library, self.features, self.rows, self.workers)
+        m.wall = seconds  # the scoring loop alone, as the driver timed it
+        return seconds
 
     def _select(self) -> float:
         query = sql.SQL("SELECT count(*), sum((skyclass.predict(%s, x))[1]) FROM {}").format(
             self.feature_set.table_identifier()
         )
-        with psycopg.connect(self.url) as conn:
-            clock = wall()
+        with psycopg.connect(self.url) as conn, self.measure("b_select") as m:
             row = conn.execute(query, (self.version,)).fetchone()
-            elapsed = wall() - clock
         assert row is not None and row[0] == self.rows
-        return elapsed
+        return m.wall
 
     def _job(self, scorer: str) -> float:
         from skyclass.score.jobs import score_catalog
 
         self._checkpoint()
-        clock = wall()
-        run = score_catalog(
-            str(self.version),
-            CATALOG,
-            scorer=scorer,
-            workers=self.workers,
-            chunk_size=CHUNK_SIZE,
-            url=self.url,
-        )
-        elapsed = wall() - clock
+        with self.measure("c_job" if scorer == "database" else "d_client") as m:
+            run = score_catalog(
+                str(self.version),
+                CATALOG,
+                scorer=scorer,
+                workers=self.workers,
+                chunk_size=CHUNK_SIZE,
+                url=self.url,
+            )
         assert run.status == "succeeded" and run.rows_scored == self.rows, run
-        return elapsed
+        return m.wall
 
     def _call(self) -> float:
         self._checkpoint()
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            clock = wall()
+        with psycopg.connect(self.url, autocommit=True) as conn, self.measure("c_call") as m:
             conn.execute(
                 "CALL skyclass.rescore(%s, %s, chunk_size => %s)",
                 (str(self.version), CATALOG, CHUNK_SIZE),
             )
-            elapsed = wall() - clock
-        return elapsed
+        return m.wall
 
     def _sklearn(self) -> float:
         from threadpoolctl import threadpool_limits
@@ -338,56 +419,56 @@ class ScoringBench:
         with psycopg.connect(self.url) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
             conn.commit()
-            clock = wall()
-            ids, x = feature_matrix(self.feature_set, url=self.url)
-            with threadpool_limits(self.workers):
-                proba = apply_calibration(self.calibration, self.model.predict_proba(x))
-            p32 = proba.astype(np.float32)
-            top = np.argmax(p32, axis=1)
-            n = len(ids)
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE {} (model_version_id bigint NOT NULL, object_id bigint NOT NULL, "
-                    "run_id bigint NOT NULL, catalog_id integer NOT NULL, top_probability real "
-                    "NOT NULL, scored_at timestamptz NOT NULL DEFAULT now(), top_label text "
-                    'COLLATE "C" NOT NULL, probabilities real[] NOT NULL)'
-                ).format(table)
-            )
-            fields = [
-                fixed_field(np.full(n, self.version, dtype=np.int64), BIGINT),
-                fixed_field(ids, BIGINT),
-                fixed_field(np.zeros(n, dtype=np.int64), BIGINT),
-                fixed_field(np.ones(n, dtype=np.int32), INTEGER),
-                fixed_field(p32[np.arange(n), top], REAL),
-                text_field(np.asarray(self.classes)[top], None),
-                array_field(p32, REAL, None),
-            ]
-            with conn.cursor().copy(
-                sql.SQL(
-                    "COPY {} (model_version_id, object_id, run_id, catalog_id, top_probability, "
-                    "top_label, probabilities) FROM STDIN (FORMAT BINARY)"
-                ).format(table)
-            ) as copy:
-                copy.write(COPY_SIGNATURE)
-                for start in range(0, n, 200_000):
-                    stop = min(n, start + 200_000)
-                    copy.write(
-                        encode_rows([_slice(f, start, stop) for f in fields], stop - start).data
-                    )
-                copy.write(COPY_TRAILER)
-            conn.execute(
-                sql.SQL(
-                    "ALTER TABLE {} ADD PRIMARY KEY (model_version_id, catalog_id, object_id)"
-                ).format(table)
-            )
-            conn.execute(
-                sql.SQL("CREATE INDEX ON {} (top_label, top_probability DESC)").format(table)
-            )
-            conn.commit()
-            elapsed = wall() - clock
+            with self.measure("e_sklearn") as m:
+                ids, x = feature_matrix(self.feature_set, url=self.url)
+                with threadpool_limits(self.workers):
+                    proba = apply_calibration(self.calibration, self.model.predict_proba(x))
+                p32 = proba.astype(np.float32)
+                top = np.argmax(p32, axis=1)
+                n = len(ids)
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} (model_version_id bigint NOT NULL, "
+                        "object_id bigint NOT NULL, run_id bigint NOT NULL, "
+                        "catalog_id integer NOT NULL, top_probability real NOT NULL, "
+                        "scored_at timestamptz NOT NULL DEFAULT now(), top_label text "
+                        'COLLATE "C" NOT NULL, probabilities real[] NOT NULL)'
+                    ).format(table)
+                )
+                fields = [
+                    fixed_field(np.full(n, self.version, dtype=np.int64), BIGINT),
+                    fixed_field(ids, BIGINT),
+                    fixed_field(np.zeros(n, dtype=np.int64), BIGINT),
+                    fixed_field(np.ones(n, dtype=np.int32), INTEGER),
+                    fixed_field(p32[np.arange(n), top], REAL),
+                    text_field(np.asarray(self.classes)[top], None),
+                    array_field(p32, REAL, None),
+                ]
+                with conn.cursor().copy(
+                    sql.SQL(
+                        "COPY {} (model_version_id, object_id, run_id, catalog_id, "
+                        "top_probability, top_label, probabilities) FROM STDIN (FORMAT BINARY)"
+                    ).format(table)
+                ) as copy:
+                    copy.write(COPY_SIGNATURE)
+                    for start in range(0, n, 200_000):
+                        stop = min(n, start + 200_000)
+                        copy.write(
+                            encode_rows([_slice(f, start, stop) for f in fields], stop - start).data
+                        )
+                    copy.write(COPY_TRAILER)
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {} ADD PRIMARY KEY (model_version_id, catalog_id, object_id)"
+                    ).format(table)
+                )
+                conn.execute(
+                    sql.SQL("CREATE INDEX ON {} (top_label, top_probability DESC)").format(table)
+                )
+                conn.commit()
             conn.execute(sql.SQL("DROP TABLE {}").format(table))
             conn.commit()
-        return elapsed
+        return m.wall
 
     def _checkpoint(self) -> None:
         # The previous variant's dirty pages must not be flushed on this one's time.
@@ -505,6 +586,7 @@ def run(
         )
         seconds = interleaved(bench.variants(), repeats)
         result = _result(n, repeats, n_workers, model_info, seconds)
+        _add_cpu(result, bench.measures)
         result.load_average = {"before": before, "after": load_average()}
         print_result(result)
         if sizes:
@@ -543,6 +625,23 @@ def _result(
     )
 
 
+def _add_cpu(result: ScoringResult, measures: dict[str, list[Measure]]) -> None:
+    """Median CPU seconds per variant, and the job ratios by CPU seconds per row."""
+    for name, ms in measures.items():
+        client = median([m.client_cpu for m in ms])
+        servers = [m.server_cpu for m in ms]
+        server = None if None in servers else median([s for s in servers if s is not None])
+        total = client + (server or 0.0)
+        result.cpu[name] = {"client": client, "server": server, "total": total}
+    if all(result.cpu.get(k, {}).get("server") is not None for k in ("c_job", "d_client")):
+        cost = {k: v["total"] or 0.0 for k, v in result.cpu.items()}
+        result.cpu_ratios = {
+            "c_job / e_sklearn": cost["e_sklearn"] / cost["c_job"],
+            "c_job / d_client": cost["d_client"] / cost["c_job"],
+            "c_job / a_raw_c": cost["a_raw_c"] / cost["c_job"],
+        }
+
+
 def print_result(result: ScoringResult) -> None:
     """Print the figures of ``result`` as tables."""
     say(
@@ -551,9 +650,15 @@ def print_result(result: ScoringResult) -> None:
     )
     say(
         format_table(
-            ("variant", "rows", "seconds", "rows/s"),
+            ("variant", "rows", "seconds", "rows/s", "CPU s client", "CPU s server", "cores busy"),
             [
-                (name, f"{result.rows:,}", f"{s:.3f}", f"{result.rates[name]:,.0f}")
+                (
+                    name,
+                    f"{result.rows:,}",
+                    f"{s:.3f}",
+                    f"{result.rates[name]:,.0f}",
+                    *_cpu_cells(result.cpu.get(name), s),
+                )
                 for name, s in result.seconds.items()
             ],
         )
@@ -561,6 +666,25 @@ def print_result(result: ScoringResult) -> None:
     say("\nratios (rows/s over rows/s) and targets")
     say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))
     say(", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result.targets.items()))
+    if result.cpu_ratios:
+        say("\nthe same ratios by CPU seconds (client + server; less sensitive to other load)")
+        say(
+            format_table(
+                ("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.cpu_ratios.items()]
+            )
+        )
+
+
+def _cpu_cells(cpu: dict[str, float | None] | None, seconds: float) -> tuple[str, str, str]:
+    if cpu is None:
+        return "", "", ""
+    server = cpu["server"]
+    total = cpu["total"] or 0.0
+    return (
+        f"{cpu['client'] or 0.0:.2f}",
+        "n/a" if server is None else f"{server:.2f}",
+        f"{total / seconds:.2f}" if seconds > 0 else "",
+    )
 
 
 def print_sizes(result: ScoringResult) -> None:
