@@ -3,18 +3,25 @@
 Variants, run side by side (interleaved rounds, medians), each into a fresh table:
 
 - ``ingest_fits``: :func:`skyclass.ingest.ingest_file` on a FITS file of
-  ``rows`` synthetic SDSS-like objects: read, validate, encode, COPY, primary
-  key, Q3C index, CLUSTER, ANALYZE and registry rows, in one transaction. Its
-  split into a load phase (until the primary key starts: reading, checks,
-  encoding and COPY, which overlap) and an index phase (primary key, Q3C
-  index, CLUSTER, ANALYZE, registry, commit) is read from ``pg_stat_activity``
-  by a second connection while it runs.
+  ``rows`` synthetic SDSS-like objects: read, validate, Q3C pixel numbers,
+  sort, encode, COPY in Q3C order, primary key, Q3C index, ``CLUSTER ON``,
+  ANALYZE and registry rows, in one transaction. Its split into a load phase
+  (until the primary key starts: reading, checks, sorting, encoding and COPY)
+  and an index phase (primary key, Q3C index, ``CLUSTER ON``, ANALYZE,
+  registry, commit) is read from ``pg_stat_activity`` by a second connection
+  while it runs.
+- ``ingest_fits_streamed``: the same ingest forced onto its fallback for files
+  too big to sort in memory (``sort_memory=0``): COPY in file order, then
+  ``CLUSTER`` rewrites the table (what every ingest did before it sorted).
 - ``raw_copy``: the same rows, encoded beforehand in memory, sent with ``COPY
   FROM STDIN (FORMAT BINARY)`` into a plain table (no constraint, no index):
   the limit for getting these rows into PostgreSQL.
-- ``raw_copy_indexed``: the same, into a table with the catalog's constraints,
-  followed by the same primary key, Q3C index, CLUSTER and ANALYZE: what the
-  ingest does, minus reading and checking the file.
+- ``raw_copy_indexed``: the same rows sorted in Q3C order beforehand, into a
+  table with the catalog's constraints, followed by the same primary key, Q3C
+  index, ``CLUSTER ON`` and ANALYZE: what the ingest does, minus reading,
+  checking and sorting the file.
+- ``raw_copy_cluster``: the rows in file order, then primary key, Q3C index,
+  ``CLUSTER`` and ANALYZE: the like-for-like of the streamed ingest.
 - ``ingest_csv``: the ingest of the same rows as CSV (for information).
 - ``ingest_fits_small``, ``to_sql_default``, ``to_sql_multi``: the ingest of
   the first ``to_sql_rows`` rows and pandas ``DataFrame.to_sql`` of the same
@@ -39,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -65,18 +73,24 @@ from bench.common import (
     write_csv,
     write_fits,
 )
+from skyclass.ingest.q3c import ang2ipix
 
 SEED = 20261122
 TABLES = {
     "ingest_fits": "bench_ingest_fits",
+    "ingest_fits_streamed": "bench_ingest_streamed",
     "ingest_csv": "bench_ingest_csv",
     "ingest_fits_small": "bench_ingest_small",
     "raw_copy": "bench_raw_copy",
     "raw_copy_indexed": "bench_raw_copy_indexed",
+    "raw_copy_cluster": "bench_raw_copy_cluster",
     "to_sql_default": "bench_to_sql_default",
     "to_sql_multi": "bench_to_sql_multi",
 }
-INDEX_STEPS = ("primary key", "Q3C index", "CLUSTER", "ANALYZE")
+# Statements after the COPY of raw_copy_indexed (as the ingest runs them) and of
+# raw_copy_cluster (as the streamed ingest does).
+INDEX_STEPS = ("primary key", "Q3C index", "CLUSTER ON", "ANALYZE")
+CLUSTER_STEPS = ("primary key", "Q3C index", "CLUSTER", "ANALYZE")
 TO_SQL_CHUNKSIZE = 1000  # rows per multi-row INSERT (8 parameters per row)
 TARGET_VS_RAW = 0.5
 TARGET_VS_TO_SQL = 10.0
@@ -95,6 +109,7 @@ class IngestResult:
     ratios: dict[str, float]
     targets: dict[str, bool]
     index_steps: dict[str, float] = field(default_factory=dict)
+    cluster_steps: dict[str, float] = field(default_factory=dict)
     load_average: dict[str, list[float]] = field(default_factory=dict)
     all_seconds: dict[str, list[float]] = field(default_factory=dict)
 
@@ -163,6 +178,7 @@ def _is_index_phase(text: str) -> bool:
     return (
         (head.startswith("ALTER TABLE") and "PRIMARY KEY" in head)
         or head.startswith("CREATE INDEX")
+        or (head.startswith("ALTER TABLE") and "CLUSTER ON" in head)
         or head.startswith("CLUSTER")
         or head.startswith("ANALYZE")
     )
@@ -181,31 +197,45 @@ class IngestBench:
         self.csv = write_csv(catalog, directory / "bench.csv")
         self.small_fits = write_fits(small, directory / "bench_small.fits")
         self.payload = encode_copy(catalog)
+        self.sorted_payload = encode_copy(
+            catalog.take(np.argsort(ang2ipix(catalog.ra, catalog.dec), kind="stable"))
+        )
         self.phases: dict[str, list[tuple[float, float]]] = {}
-        # Seconds of each statement after the COPY of raw_copy_indexed, per round.
+        # Seconds of each statement after the COPY of raw_copy_indexed/_cluster, per round.
         self.steps: dict[str, list[float]] = {name: [] for name in INDEX_STEPS}
+        self.cluster_steps: dict[str, list[float]] = {name: [] for name in CLUSTER_STEPS}
 
     def variants(self) -> dict[str, Callable[[], float]]:
         """Name -> callable that runs the variant once and returns its seconds."""
         return {
             "ingest_fits": lambda: self._ingest("ingest_fits", self.fits),
-            "raw_copy": lambda: self._raw_copy("raw_copy", indexed=False),
-            "raw_copy_indexed": lambda: self._raw_copy("raw_copy_indexed", indexed=True),
+            "ingest_fits_streamed": lambda: self._ingest(
+                "ingest_fits_streamed", self.fits, sort_memory=0
+            ),
+            "raw_copy": lambda: self._raw_copy("raw_copy"),
+            "raw_copy_indexed": lambda: self._raw_copy("raw_copy_indexed"),
+            "raw_copy_cluster": lambda: self._raw_copy("raw_copy_cluster"),
             "ingest_csv": lambda: self._ingest("ingest_csv", self.csv),
             "ingest_fits_small": lambda: self._ingest("ingest_fits_small", self.small_fits),
             "to_sql_default": lambda: self._to_sql("to_sql_default", method=None),
             "to_sql_multi": lambda: self._to_sql("to_sql_multi", method="multi"),
         }
 
-    def _ingest(self, variant: str, path: Path) -> float:
+    def _ingest(self, variant: str, path: Path, *, sort_memory: int | None = None) -> float:
         from skyclass.ingest import ingest_file
+        from skyclass.ingest.load import SORT_MEMORY
 
         name = TABLES[variant]
         checkpoint(self.url)
         with StatementTracer(self.url) as tracer:
             started = time.time()
             clock = wall()
-            report = ingest_file(path, name, url=self.url)
+            report = ingest_file(
+                path,
+                name,
+                url=self.url,
+                sort_memory=SORT_MEMORY if sort_memory is None else sort_memory,
+            )
             elapsed = wall() - clock
             finished = started + elapsed
         index_start = tracer.first_start(_is_index_phase)
@@ -222,8 +252,11 @@ class IngestBench:
     def _rows(self, variant: str) -> int:
         return len(self.small) if variant in ("ingest_fits_small",) else len(self.catalog)
 
-    def _raw_copy(self, variant: str, *, indexed: bool) -> float:
+    def _raw_copy(self, variant: str) -> float:
         name = TABLES[variant]
+        indexed = variant != "raw_copy"
+        steps = self.cluster_steps if variant == "raw_copy_cluster" else self.steps
+        payload = self.sorted_payload if variant == "raw_copy_indexed" else self.payload
         checkpoint(self.url)
         with psycopg.connect(self.url) as conn:
             clock = wall()
@@ -233,15 +266,19 @@ class IngestBench:
                     sql.Identifier("catalogs", name)
                 )
                 with conn.cursor() as cur, cur.copy(statement) as copy:
-                    copy.write(self.payload)
+                    copy.write(payload)
                 copied = wall()
                 if indexed:
-                    for step, index_sql in zip(
-                        INDEX_STEPS, index_statements(conn, name), strict=True
-                    ):
+                    statements = index_statements(conn, name)
+                    if variant == "raw_copy_indexed":
+                        # The rows are in Q3C order already: mark, do not rewrite.
+                        statements[2] = sql.SQL("ALTER TABLE {} CLUSTER ON {}").format(
+                            sql.Identifier("catalogs", name), sql.Identifier(f"_{name}_q3c")
+                        )
+                    for step, index_sql in zip(steps, statements, strict=True):
                         started = wall()
                         conn.execute(index_sql)
-                        self.steps[step].append(wall() - started)
+                        steps[step].append(wall() - started)
             elapsed = wall() - clock
         if indexed:
             self.phases.setdefault(variant, []).append((copied - clock, elapsed - copied + clock))
@@ -321,6 +358,9 @@ def run(
                 drop_catalog(url, name)
     result = _summarise(rows, to_sql_rows, repeats, seconds, bench.phases)
     result.index_steps = {step: median(values) for step, values in bench.steps.items() if values}
+    result.cluster_steps = {
+        step: median(values) for step, values in bench.cluster_steps.items() if values
+    }
     result.load_average = {"before": before, "after": load_average()}
     print_result(result)
     return result
@@ -351,6 +391,10 @@ def _summarise(
     ratios = {
         "ingest/raw_copy": rates["ingest_fits"] / rates["raw_copy"],
         "ingest/raw_copy_indexed": rates["ingest_fits"] / rates["raw_copy_indexed"],
+        "ingest/raw_copy_cluster": rates["ingest_fits"] / rates["raw_copy_cluster"],
+        "ingest/ingest_streamed (CLUSTER path)": rates["ingest_fits"]
+        / rates["ingest_fits_streamed"],
+        "raw_copy_indexed/raw_copy": rates["raw_copy_indexed"] / rates["raw_copy"],
         "ingest/to_sql_default (same rows)": rates["ingest_fits_small"] / rates["to_sql_default"],
         "ingest/to_sql_multi (same rows)": rates["ingest_fits_small"] / rates["to_sql_multi"],
         "ingest/to_sql_default (full-size ingest)": rates["ingest_fits"] / rates["to_sql_default"],
@@ -399,7 +443,10 @@ def print_result(result: IngestResult) -> None:
     say(f"\ningest: medians of {result.repeats} interleaved rounds")
     say(format_table(("variant", "rows", "seconds", "rows/s"), rows))
     if result.phases:
-        say("\nphase split (load = read+check+encode+COPY; index = PK, Q3C, CLUSTER, ANALYZE)")
+        say(
+            "\nphase split (load = read+check+sort+encode+COPY; "
+            "index = PK, Q3C index, CLUSTER [ON], ANALYZE)"
+        )
         say(
             format_table(
                 ("variant", "load s", "index s", "load rows/s"),
@@ -418,6 +465,11 @@ def print_result(result: IngestResult) -> None:
         say(
             "index phase of raw_copy_indexed by statement: "
             + ", ".join(f"{step} {s:.3f} s" for step, s in result.index_steps.items())
+        )
+    if result.cluster_steps:
+        say(
+            "index phase of raw_copy_cluster by statement: "
+            + ", ".join(f"{step} {s:.3f} s" for step, s in result.cluster_steps.items())
         )
     say("\nratios (rows/s over rows/s)")
     say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))

@@ -66,11 +66,16 @@ class Widening:
 
 @dataclass
 class PreparedChunk:
-    """The encodable fields of one chunk, and type changes to apply before sending them."""
+    """The encodable fields of one chunk, and type changes to apply before sending them.
+
+    ``sort_key`` is set by a loader that sorts rows before sending them (their
+    physical order in the catalog table).
+    """
 
     fields: list[Field]
     n_rows: int
     widenings: list[Widening]
+    sort_key: npt.NDArray[np.int64] | None = None
 
 
 class ChunkPreparer:
@@ -320,7 +325,8 @@ class ChunkPreparer:
             m = masks[col.name]
             masked = np.zeros(n, dtype=bool) if m is None else m
             if col.role == "id":
-                problems.append((col, masked, np.full(n, "empty", dtype=object)))
+                if m is not None and m.any():  # an object array per chunk costs: only if needed
+                    problems.append((col, masked, np.full(n, "empty", dtype=object)))
                 continue
             nan = np.isnan(v) & ~masked
             inf = np.isinf(v) & ~masked
