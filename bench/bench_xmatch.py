@@ -8,12 +8,14 @@ Best-only matches within ``radius`` (1 arcsec), side by side in interleaved
 rounds:
 
 - ``db_<method>``: ``skyclass.crossmatch(a, b, radius, true, method)`` for each
-  method the SQL offers (``cells``, ``index``; ``auto`` picks ``cells`` for
-  equal sizes), with the matches fetched into numpy arrays through binary
+  method the SQL offers (``cells``, ``index``, ``sweep``: the zone sweep of the
+  C extension; ``auto`` picks ``sweep`` for equal sizes when the extension is
+  there), with the matches fetched into numpy arrays through binary
   ``COPY (SELECT ...) TO STDOUT``: the result in the client's memory, like
   astropy's;
-- ``db_cells_server``: ``SELECT count(*) FROM skyclass.crossmatch(...)``: the
-  same work kept in the database (what an ``INSERT ... SELECT`` would pay);
+- ``db_<method>_server`` for cells and sweep: ``SELECT count(*) FROM
+  skyclass.crossmatch(...)``: the same work kept in the database (what an
+  ``INSERT ... SELECT`` would pay);
 - ``astropy_in_memory``: ``SkyCoord`` construction from numpy arrays already in
   memory plus ``match_coordinates_sky`` and the radius cut (both parts are
   also reported separately);
@@ -24,7 +26,8 @@ Every database method's matches are checked against astropy's: the same
 pairs (a difference is only allowed within 1e-8 arcsec of the radius) and
 distances within 1e-6 arcsec.
 
-Usage: ``.venv/bin/python bench/bench_xmatch.py [--quick] [--rows N] [--explain] [--json F]``.
+Usage: ``.venv/bin/python bench/bench_xmatch.py [--quick] [--rows N] [--methods cells,sweep]
+[--explain] [--json F]``.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ from bench.common import (
 SEED = 20261124
 NAME_A = "bench_xmatch_a"
 NAME_B = "bench_xmatch_b"
-METHODS = ("cells", "index")
+METHODS = ("cells", "index", "sweep")
+SERVER_METHODS = ("cells", "sweep")  # also timed with the result kept in the database
 TOLERANCE_ARCSEC = 1e-6  # distances: database vs astropy (both Vincenty)
 BOUNDARY_ARCSEC = 1e-8  # membership may differ only this close to the radius
 _HEADER = 19  # binary COPY signature (11) + flags (4) + header extension length (4)
@@ -388,9 +392,9 @@ def _measure(
         db_results.setdefault(method, matches)
         return elapsed
 
-    def database_server() -> float:
+    def database_server(method: str) -> float:
         clock = wall()
-        count_crossmatch(url, radius, "cells")
+        count_crossmatch(url, radius, method)
         return wall() - clock
 
     def in_memory() -> float:
@@ -415,7 +419,9 @@ def _measure(
     variants: dict[str, Callable[[], float]] = {
         f"db_{m}": functools.partial(database, m) for m in methods
     }
-    variants["db_cells_server"] = database_server
+    for method in SERVER_METHODS:
+        if method in methods:
+            variants[f"db_{method}_server"] = functools.partial(database_server, method)
     variants["astropy_in_memory"] = in_memory
     variants["astropy_with_fetch"] = with_fetch
     seconds = interleaved(variants, repeats)
@@ -438,7 +444,11 @@ def _measure(
         f"astropy_with_fetch/db_{m}": medians["astropy_with_fetch"] / medians[f"db_{m}"]
         for m in methods
     }
-    ratios["astropy_in_memory/db_cells_server"] = astropy_best / medians["db_cells_server"]
+    ratios |= {
+        f"astropy_in_memory/db_{m}_server": astropy_best / medians[f"db_{m}_server"]
+        for m in SERVER_METHODS
+        if m in methods
+    }
     targets = {
         "database (fastest method, result in client memory) at least as fast as astropy "
         "in memory": fastest_db <= astropy_best,
@@ -504,14 +514,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--explain", action="store_true", help="print the inner query plan")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated database methods to time (default {','.join(METHODS)})",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not methods or set(methods) - set(METHODS):
+        parser.error(f"--methods: choose from {', '.join(METHODS)}")
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     repeats = args.repeats or (1 if args.quick else 3)
     with bench_database() as url:
         info = machine_info(url)
         print_machine(info)
-        result = run(url, rows=rows, repeats=repeats, explain=True if args.explain else None)
+        result = run(
+            url,
+            rows=rows,
+            repeats=repeats,
+            methods=methods,
+            explain=True if args.explain else None,
+        )
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "xmatch": result.as_dict()}, indent=2))
 

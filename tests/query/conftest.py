@@ -22,8 +22,10 @@ import pytest
 from astropy.coordinates import SkyCoord, match_coordinates_sky, search_around_sky
 from astropy.table import Table
 
+from skyclass.db.cluster import EmbeddedCluster
 from skyclass.ingest import ingest_file
 from tests.conftest import drop_database, new_database
+from tests.score.conftest import ensure_extension_installed
 
 SDSS_FILE = "sdss17_stellar_classification/sdss17_star_classification_99999.csv.gz"
 SHIFT_ID_OFFSET = 1_000_000  # ids of the perturbed copy: orig_row + this
@@ -41,10 +43,50 @@ class Positions:
 
 @dataclass(frozen=True)
 class SpatialData:
-    """The shared database and what each of its catalogs holds."""
+    """The shared database and what each of its catalogs holds.
+
+    ``sweep`` says whether the database has the skyclass extension 0.2.0+
+    (``skyclass.crossmatch_sweep``, the ``sweep`` cross-match method).
+    """
 
     url: str
     catalogs: dict[str, Positions]
+    sweep: bool
+
+
+# Every cross-match method; each must return exactly the same rows.
+METHODS = ("cells", "index", "sweep")
+
+
+def enable_sweep(url: str) -> bool:
+    """Create or update the skyclass extension in ``url`` when the server has it.
+
+    The session template may have been migrated before the extension's current
+    files were installed (then it holds none, or 0.1.0 without the sweep).
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extension_versions "
+            "WHERE name = 'skyclass' AND version = '0.2.0'"
+        ).fetchone()
+        if available is None:
+            return False
+        conn.execute("CREATE EXTENSION IF NOT EXISTS skyclass")
+        conn.execute("ALTER EXTENSION skyclass UPDATE")
+        found = conn.execute(
+            "SELECT to_regprocedure('skyclass.crossmatch_sweep(regclass, regclass, "
+            "double precision, boolean)') IS NOT NULL"
+        ).fetchone()
+    return bool(found and found[0])
+
+
+def require_sweep(data: SpatialData, method: str) -> None:
+    """Fail (never skip) a sweep test when the server lacks the extension."""
+    if method == "sweep" and not data.sweep:
+        pytest.fail(
+            "the test server has no skyclass extension 0.2.0 (crossmatch_sweep): "
+            "run `make extension` there"
+        )
 
 
 def read_sdss(path: Path) -> Positions:
@@ -123,8 +165,19 @@ def _edge_positions() -> dict[str, Positions]:
 
 
 @pytest.fixture(scope="session")
+def sweep_extension(pg_cluster: EmbeddedCluster | None) -> None:
+    """The extension's current build is installed where the test cluster loads it."""
+    if pg_cluster is not None:
+        ensure_extension_installed()
+
+
+@pytest.fixture(scope="session")
 def spatial(
-    server_url: str, template_url: str, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+    server_url: str,
+    template_url: str,
+    sweep_extension: None,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SpatialData]:
     """A database holding sdss17, its perturbed copy sdss17_shift and edge-case catalogs."""
     url = new_database(server_url)
@@ -149,7 +202,7 @@ def spatial(
             catalogs[name] = positions
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
-        yield SpatialData(url, catalogs)
+        yield SpatialData(url, catalogs, enable_sweep(url))
     finally:
         drop_database(server_url, url)
 

@@ -9,12 +9,14 @@ import pytest
 from skyclass.errors import CatalogNotFoundError, QueryError
 from skyclass.query import cone_search, crossmatch, parse_coordinates, parse_radius
 from tests.query.conftest import (
+    METHODS,
     SHIFT_ID_OFFSET,
     SpatialData,
     assert_same_distances,
     brute_cone,
     brute_nearest,
     brute_pairs,
+    require_sweep,
 )
 
 
@@ -97,10 +99,13 @@ def test_unknown_column_lists_the_columns(spatial: SpatialData) -> None:
 
 
 def test_crossmatch_equals_match_coordinates_sky(spatial: SpatialData) -> None:
+    require_sweep(spatial, "sweep")
     a, b = spatial.catalogs["sdss17"], spatial.catalogs["sdss17_shift"]
     expected = brute_nearest(a, b, 1.0)
-    for method in ("cells", "index"):
+    results = []
+    for method in METHODS:
         table = crossmatch("sdss17", "sdss17_shift", "1arcsec", method=method, url=spatial.url)
+        results.append(table.as_array().tolist())
         assert set(table["match_rank"]) == {1}
         ids_a = table["object_id_a"].tolist()
         assert ids_a == sorted(ids_a) and len(set(ids_a)) == len(ids_a)
@@ -117,16 +122,19 @@ def test_crossmatch_equals_match_coordinates_sky(spatial: SpatialData) -> None:
         # Only the duplicated object has two equally near partners; it is the only
         # place astropy (arbitrary) and skyclass (smaller id) may differ.
         assert same_partner >= len(found) - 2
+    # Every method returns the same rows, distances bit for bit, in the same order.
+    assert all(result == results[0] for result in results[1:])
     # Most objects find their own perturbed copy (sigma 0.3" per axis).
     own = sum(1 for k, v in found.items() if v[0] == k + SHIFT_ID_OFFSET)
     assert own > 0.99 * len(a.ids)
 
 
 def test_crossmatch_all_matches_equals_search_around_sky(spatial: SpatialData) -> None:
+    require_sweep(spatial, "sweep")
     a, b = spatial.catalogs["sdss17"], spatial.catalogs["sdss17_shift"]
     expected = brute_pairs(a, b, 30.0)
     results = []
-    for method in ("cells", "index"):
+    for method in METHODS:
         table = crossmatch(
             "sdss17", "sdss17_shift", 30 / 3600, best_only=False, method=method, url=spatial.url
         )
@@ -145,12 +153,15 @@ def test_crossmatch_all_matches_equals_search_around_sky(spatial: SpatialData) -
             )
         for rows in by_a.values():
             assert [r[2] for r in sorted(rows)] == list(range(1, len(rows) + 1))
-    cells, index = results
-    assert cells.as_array().tolist() == index.as_array().tolist()
+    cells, index, sweep = (r.as_array().tolist() for r in results)
+    assert cells == index
+    assert sweep == cells
 
 
-def test_self_crossmatch_finds_the_sdss17_duplicate(spatial: SpatialData) -> None:
-    table = crossmatch("sdss17", "sdss17", "1arcsec", url=spatial.url)
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+def test_self_crossmatch_finds_the_sdss17_duplicate(spatial: SpatialData, method: str) -> None:
+    require_sweep(spatial, method)
+    table = crossmatch("sdss17", "sdss17", "1arcsec", method=method, url=spatial.url)
     pairs = sorted(zip(table["object_id_a"].tolist(), table["object_id_b"].tolist(), strict=True))
     assert pairs == [(62669, 62670), (62670, 62669)]
     assert table["distance_arcsec"].tolist() == [0.0, 0.0]
@@ -176,8 +187,9 @@ def test_crossmatch_edge_catalogs(
     expected = brute_pairs(a, b, radius_arcsec)
     if catalog_a == catalog_b:
         expected = {k: v for k, v in expected.items() if k[0] != k[1]}
+    require_sweep(spatial, "sweep")
     tables = []
-    for method in ("cells", "index"):
+    for method in METHODS:
         table = crossmatch(
             catalog_a,
             catalog_b,
@@ -192,12 +204,14 @@ def test_crossmatch_edge_catalogs(
         }
         assert_same_distances(found, expected, radius_arcsec)
         tables.append(table.as_array().tolist())
-    assert tables[0] == tables[1]
+    assert tables[1] == tables[0]
+    assert tables[2] == tables[0]
     assert expected  # the case is not vacuous
 
 
 def test_ties_go_to_the_smaller_object_id(spatial: SpatialData) -> None:
-    for method in ("cells", "index"):
+    require_sweep(spatial, "sweep")
+    for method in METHODS:
         best = crossmatch("tie_a", "tie_b", "1arcsec", method=method, url=spatial.url)
         assert best["object_id_b"].tolist() == [3]
         every = crossmatch("tie_a", "tie_b", 1, best_only=False, method=method, url=spatial.url)
@@ -309,6 +323,11 @@ def test_crossmatch_radius_limits(spatial: SpatialData) -> None:
             crossmatch("polar", "polar_shift", radius, url=spatial.url)
     with pytest.raises(QueryError, match="method"):
         crossmatch("polar", "polar_shift", 1.0, method="zones", url=spatial.url)
+    require_sweep(spatial, "sweep")
+    assert len(crossmatch("polar", "polar_shift", 1.0, method="sweep", url=spatial.url)) > 0
+    for radius in (0, "3600.001arcsec"):
+        with pytest.raises(QueryError, match=r"radius_arcsec must be in \(0, 3600\]"):
+            crossmatch("polar", "polar_shift", radius, method="sweep", url=spatial.url)
 
 
 @pytest.mark.parametrize(

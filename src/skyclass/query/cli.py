@@ -109,11 +109,13 @@ Examples:
 )
 @click.option(
     "--method",
-    type=click.Choice(("auto", "cells", "index")),
+    type=click.Choice(("auto", "cells", "index", "sweep")),
     default="auto",
     show_default=True,
-    help="How the database finds pairs (same result): cells = parallel hash join on sky "
-    "cells; index = Q3C index probes into CATALOG_B, fast when CATALOG_A is small.",
+    help="How the database finds pairs (same result): sweep = zone sweep in memory "
+    "(skyclass extension 0.2.0); cells = parallel hash join on sky cells; index = Q3C "
+    "index probes into CATALOG_B, fast when CATALOG_A is small; auto = index for a small "
+    "CATALOG_A, else sweep when available and both fit in 20M rows, else cells.",
 )
 @click.option(
     "--format",

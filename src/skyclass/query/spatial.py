@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from astropy.table import Table
     from astropy.units import Quantity
 
-METHODS = ("auto", "cells", "index")
+METHODS = ("auto", "cells", "index", "sweep")
 _NAME = re.compile(NAME_PATTERN)
 # Shorthands astropy's unit parser does not know.
 _SYMBOLS = {'"': "arcsec", "''": "arcsec", "'": "arcmin", "\u2033": "arcsec", "\u2032": "arcmin"}
@@ -236,6 +236,8 @@ def _database_errors() -> Iterator[None]:
         raise CatalogNotFoundError(_message(exc)) from None
     except psycopg.DataError as exc:  # SQLSTATE class 22: bad argument values
         raise QueryError(_message(exc)) from None
+    except errors.FeatureNotSupported as exc:  # 0A000: method sweep without the extension
+        raise QueryError(_message(exc)) from None
 
 
 def _message(exc: psycopg.Error) -> str:
@@ -366,9 +368,11 @@ def crossmatch(
     every match ranked by distance. A numeric radius is in degrees, a string
     needs a unit (``1arcsec``); it must be above 0 and at most 1 degree.
     Matching a catalog with itself pairs distinct objects only. ``method``
-    (``auto``, ``cells``, ``index``) only changes how the database finds the
-    pairs, never the result. Raises :class:`QueryError` (bad arguments, a
-    catalog without sky positions) or :class:`CatalogNotFoundError`.
+    (``auto``, ``cells``, ``index``, ``sweep``) only changes how the database
+    finds the pairs, never the result; ``sweep`` needs the skyclass extension
+    0.2.0 in the database. Raises :class:`QueryError` (bad arguments, a
+    catalog without sky positions, ``sweep`` without the extension) or
+    :class:`CatalogNotFoundError`.
     """
     import astropy.units as u
 
