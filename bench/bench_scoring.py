@@ -19,8 +19,8 @@ side in interleaved rounds (medians):
   with nothing written;
 - ``c_job``: ``skyclass score`` (:func:`skyclass.score.jobs.score_catalog`)
   with one session per core: a full scoring job with durable writes (fsync
-  and synchronous commit on), chunk tables with their primary key and
-  top-label index, the partition swap and the run bookkeeping;
+  and synchronous commit on), chunk tables with their primary key, the
+  partition swap and the run bookkeeping;
 - ``c_call``: the same job as ``CALL skyclass.rescore(...)`` in one session
   (what pg_cron runs; ``CREATE TABLE AS`` per chunk may use parallel workers);
 - ``d_client``: the same job with the client-side fallback scorer (binary COPY
@@ -29,7 +29,7 @@ side in interleaved rounds (medians):
 - ``e_sklearn``: the rows exported with binary COPY, scikit-learn's
   ``predict_proba`` (all cores) and the same calibration in numpy, and the
   predictions written back with binary COPY into a new table with the same
-  columns, primary key and top-label index, in one transaction.
+  columns and primary key, in one transaction.
 
 Targets (issue 4): b >= 0.8 a; c >= 3 e; c >= 1.5 d. Also measured: compile
 time and single-thread speed versus model size. Usage: ``.venv/bin/python
@@ -461,9 +461,6 @@ class ScoringBench:
                     sql.SQL(
                         "ALTER TABLE {} ADD PRIMARY KEY (model_version_id, catalog_id, object_id)"
                     ).format(table)
-                )
-                conn.execute(
-                    sql.SQL("CREATE INDEX ON {} (top_label, top_probability DESC)").format(table)
                 )
                 conn.commit()
             conn.execute(sql.SQL("DROP TABLE {}").format(table))

@@ -112,3 +112,32 @@ def head_revision() -> str:
     if head is None:
         raise DatabaseError("no migrations found")
     return head
+
+
+def frozen_sql(revision_file: str, constant: str) -> str:
+    """The SQL text ``constant`` of a released migration, read from its file.
+
+    A later revision that changes one function rebuilds it from the released
+    text (and its downgrade restores that text) instead of keeping a copy.
+    """
+    import importlib.util
+
+    path = MIGRATIONS_DIR / "versions" / revision_file
+    spec = importlib.util.spec_from_file_location(f"skyclass_migration_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise DatabaseError(f"cannot load migration {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = getattr(module, constant)
+    if not isinstance(text, str):
+        raise DatabaseError(f"{path.name} has no SQL text {constant}")
+    return text
+
+
+def sql_statement(text: str, start: str, end: str = "\n$$;\n") -> str:
+    """The part of SQL ``text`` from ``start`` up to and including the first ``end`` after it."""
+    first = text.find(start)
+    last = text.find(end, first) if first >= 0 else -1
+    if first < 0 or last < 0:
+        raise DatabaseError(f"statement {start!r} not found in the migration text")
+    return text[first : last + len(end)]

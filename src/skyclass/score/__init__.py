@@ -32,7 +32,7 @@ Jobs
     A run's chunks are contiguous object_id ranges of ``chunk_size`` feature
     rows (found by one walk along the primary key). Sessions claim
     chunks with ``FOR UPDATE SKIP LOCKED``; a chunk's predictions (its table,
-    with its CHECK, primary key and top-label index, attached as a partition)
+    with its CHECK and primary key, attached as a partition)
     and its completion mark commit in one transaction, so a job killed at any
     point leaves neither gaps nor duplicates. Chunk commits do not wait for the
     WAL flush (a crash loses trailing chunks together with their marks); the
