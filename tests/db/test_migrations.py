@@ -71,3 +71,33 @@ def test_metadata_matches_migrations(template_url: str) -> None:
         diff = compare_metadata(context, metadata)
     eng.dispose()
     assert diff == []
+
+
+def _ang2ipix_parallel(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT proparallel FROM pg_proc WHERE proname = 'q3c_ang2ipix' "
+            "AND proargtypes = '701 701'::oidvector"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_0007_declares_q3c_ang2ipix_parallel_safe(empty_db: str) -> None:
+    upgrade(empty_db, "0006")
+    assert _ang2ipix_parallel(empty_db) == "u"  # Q3C 2.0.0's own declaration
+    upgrade(empty_db, "0007")
+    assert _ang2ipix_parallel(empty_db) == "s"
+    with psycopg.connect(empty_db) as conn:
+        conn.execute(
+            "CREATE TABLE t AS SELECT g::float8 AS ra, 0::float8 AS dec "
+            "FROM generate_series(0, 359) AS g"
+        )
+        conn.execute("SET client_min_messages = debug1")
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("SET min_parallel_table_scan_size = 0")
+        conn.execute("CREATE INDEX ON t (q3c_ang2ipix(ra, dec))")
+    assert any("parallel workers" in n for n in notices), notices
+    downgrade(empty_db, "0006")
+    assert _ang2ipix_parallel(empty_db) == "u"
