@@ -6,6 +6,7 @@ Heavy modules (astropy, numpy) are imported inside the commands so that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -26,6 +27,24 @@ def _emit(data: bytes, output: Path | None, rows: int) -> None:
         click.echo(f"wrote {rows} row{'' if rows == 1 else 's'} to {output}", err=True)
 
 
+def _output_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The --format and --output options that cone and xmatch share."""
+    command = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        help="Write to this file instead of standard output.",
+    )(command)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help=_FORMAT_HELP,
+    )(command)
+
+
 @click.command(
     "cone",
     context_settings={"ignore_unknown_options": True},
@@ -43,20 +62,7 @@ Examples:
 @click.argument("radius")
 @click.option("--columns", "-c", help="Extra catalog columns, comma separated (e.g. u,g,class).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="Return at most N nearest rows.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help=_FORMAT_HELP,
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write to this file instead of standard output.",
-)
+@_output_options
 def cone(
     catalog: str,
     ra: str,
@@ -117,20 +123,7 @@ Examples:
     "index probes into CATALOG_B, fast when CATALOG_A is small; auto = index for a small "
     "CATALOG_A, else sweep when available and both fit in 20M rows, else cells.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help=_FORMAT_HELP,
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write to this file instead of standard output.",
-)
+@_output_options
 def xmatch(
     catalog_a: str,
     catalog_b: str,
