@@ -94,6 +94,8 @@ TABLES = {
 # raw_copy_cluster (as the streamed ingest does).
 INDEX_STEPS = ("primary key", "Q3C index", "CLUSTER ON", "ANALYZE")
 CLUSTER_STEPS = ("primary key", "Q3C index", "CLUSTER", "ANALYZE")
+# The variants given the first to_sql_rows rows only.
+SMALL_VARIANTS = ("ingest_fits_small", "to_sql_default", "to_sql_multi")
 TO_SQL_CHUNKSIZE = 1000  # rows per multi-row INSERT (8 parameters per row)
 TARGET_VS_RAW = 0.5
 TARGET_VS_TO_SQL = 10.0
@@ -256,7 +258,7 @@ class IngestBench:
         return elapsed
 
     def _rows(self, variant: str) -> int:
-        return len(self.small) if variant in ("ingest_fits_small",) else len(self.catalog)
+        return len(self.small) if variant in SMALL_VARIANTS else len(self.catalog)
 
     def _raw_copy(self, variant: str) -> float:
         name = TABLES[variant]
@@ -375,6 +377,11 @@ def run(
     return result
 
 
+def _rows_of(variant: str, rows: int, to_sql_rows: int) -> int:
+    """Rows a variant loads: all of them, or the first ``to_sql_rows`` for the small ones."""
+    return to_sql_rows if variant in SMALL_VARIANTS else rows
+
+
 def _summarise(
     rows: int,
     to_sql_rows: int,
@@ -383,9 +390,7 @@ def _summarise(
     phases: dict[str, list[tuple[float, float]]],
 ) -> IngestResult:
     medians = {name: median(values) for name, values in seconds.items()}
-    sizes = {name: rows for name in medians}
-    for name in ("ingest_fits_small", "to_sql_default", "to_sql_multi"):
-        sizes[name] = to_sql_rows
+    sizes = {name: _rows_of(name, rows, to_sql_rows) for name in medians}
     rates = {name: sizes[name] / medians[name] for name in medians}
     phase_medians: dict[str, dict[str, float]] = {}
     for name, pairs in phases.items():
@@ -447,9 +452,7 @@ def _summarise(
 
 def print_result(result: IngestResult) -> None:
     """Print the figures of ``result`` as tables."""
-    size = {name: result.rows for name in result.seconds}
-    for name in ("ingest_fits_small", "to_sql_default", "to_sql_multi"):
-        size[name] = result.to_sql_rows
+    size = {name: _rows_of(name, result.rows, result.to_sql_rows) for name in result.seconds}
     rows = [
         (name, f"{size[name]:,}", f"{result.seconds[name]:.3f}", f"{result.rates[name]:,.0f}")
         for name in result.seconds

@@ -454,7 +454,9 @@ class ScoringBench:
                     for start in range(0, n, 200_000):
                         stop = min(n, start + 200_000)
                         copy.write(
-                            encode_rows([_slice(f, start, stop) for f in fields], stop - start).data
+                            encode_rows(
+                                [f.take(slice(start, stop)) for f in fields], stop - start
+                            ).data
                         )
                     copy.write(COPY_TRAILER)
                 conn.execute(
@@ -471,15 +473,6 @@ class ScoringBench:
         # The previous variant's dirty pages must not be flushed on this one's time.
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
-
-
-def _slice(f: Any, start: int, stop: int) -> Any:
-    return replace(
-        f,
-        data=f.data[start:stop],
-        lengths=None if f.lengths is None else f.lengths[start:stop],
-        nulls=None if f.nulls is None else f.nulls[start:stop],
-    )
 
 
 # -- compile time versus model size -------------------------------------------------------------

@@ -110,6 +110,16 @@ class Field:
     lengths: npt.NDArray[np.int32] | None = None
     nulls: npt.NDArray[np.bool_] | None = None
 
+    def take(self, rows: slice | npt.NDArray[np.intp]) -> Field:
+        """The rows ``rows`` (a slice or an array of row indices) of this column."""
+        nulls = None
+        if self.nulls is not None:
+            nulls = self.nulls[rows]
+            if not nulls.any():
+                nulls = None
+        lengths = None if self.lengths is None else self.lengths[rows]
+        return Field(self.data[rows], lengths, nulls)
+
 
 def fixed_field(
     values: npt.NDArray[np.generic], pgtype: PgType, nulls: npt.NDArray[np.bool_] | None = None

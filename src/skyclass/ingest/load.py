@@ -402,7 +402,8 @@ class _Load:
         target = _ident(CATALOG_SCHEMA, table)
         self._create_table(conn, target, temporary=False)
         # Generated ids without positions: file order is already the physical order.
-        self._copy(conn, target, presort=self.plan.positions or not self.plan.generated_ids)
+        file_order_is_physical = self.plan.generated_ids and not self.plan.positions
+        self._copy(conn, target, presort=not file_order_is_physical)
         self._primary_key(conn, target, pkey)
         cluster_index = pkey
         if self.plan.positions:
@@ -412,7 +413,7 @@ class _Load:
                     _ident(q3c), target, _ident(self.q3c_schema, "q3c_ang2ipix")
                 )
             )
-        if self.presorted or (self.plan.generated_ids and not self.plan.positions):
+        if self.presorted or file_order_is_physical:
             # The rows are in index order already: record the clustering index (for a
             # later CLUSTER) without rewriting the table.
             conn.execute(
@@ -678,7 +679,7 @@ class _Load:
             copy.write(COPY_SIGNATURE)
             for start in range(0, n, block):
                 rows = order[start : start + block]
-                copy.write(encode_rows([_take(f, rows) for f in fields], len(rows)).data)
+                copy.write(encode_rows([f.take(rows) for f in fields], len(rows)).data)
             copy.write(COPY_TRAILER)
         self.presorted = True
         self.sent_order = order
@@ -1005,16 +1006,6 @@ def _concat_fields(fields: Sequence[Field]) -> Field:
         start += len(f.data)
     lengths = np.concatenate([f.lengths for f in fields if f.lengths is not None])
     return Field(data, lengths, nulls)
-
-
-def _take(f: Field, rows: npt.NDArray[np.intp]) -> Field:
-    """The rows ``rows`` of field ``f``."""
-    nulls = None
-    if f.nulls is not None:
-        nulls = f.nulls[rows]
-        if not nulls.any():
-            nulls = None
-    return Field(f.data[rows], None if f.lengths is None else f.lengths[rows], nulls)
 
 
 def _os_user() -> str:
