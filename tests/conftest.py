@@ -49,8 +49,7 @@ def pg_cluster() -> Iterator[EmbeddedCluster | None]:
     if os.environ.get("SKYCLASS_TEST_DATABASE_URL"):
         yield None
         return
-    home = Path(tempfile.mkdtemp(prefix="skyclass-test-"))
-    os.chmod(home, 0o755)
+    home = Path(tempfile.mkdtemp(prefix="skyclass-test-"))  # private: EmbeddedCluster chowns it
     cluster = EmbeddedCluster(
         home=home,
         port=_free_port(),

@@ -115,7 +115,12 @@ def db_status() -> None:
 
 
 @db.command("url")
-@click.option("--tcp", is_flag=True, help="Give a 127.0.0.1:PORT URL instead of the socket one.")
+@click.option(
+    "--tcp",
+    is_flag=True,
+    help="Give a 127.0.0.1:PORT URL (its password in a file only you can read) "
+    "instead of the socket one.",
+)
 def db_url(tcp: bool) -> None:
     """Print the connection URL (for psql, pandas, SQLAlchemy...)."""
     cluster = _embedded_or_none()

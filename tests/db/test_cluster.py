@@ -55,7 +55,9 @@ def test_db_start_status_url_stop(embedded_env: dict[str, str]) -> None:
     assert {"q3c", "vector", "pg_cron"} <= exts
     assert preload is not None and "pg_cron" in preload[0]
     tcp = _cli("db", "url", "--tcp", env=embedded_env).stdout.strip()
-    assert tcp.endswith(f":{port}/skyclass")
+    assert f"@127.0.0.1:{port}/skyclass?passfile=" in tcp
+    with psycopg.connect(tcp) as conn:
+        assert conn.execute("SELECT host(inet_server_addr())").fetchone() == ("127.0.0.1",)
 
     status = _cli("db", "status", env=embedded_env)
     assert status.returncode == 0 and "current" in status.stdout, status.stdout

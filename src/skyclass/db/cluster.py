@@ -4,6 +4,11 @@ The cluster has its own data directory, socket directory and port, never the
 system's 5432. PostgreSQL refuses to run as root, so when skyclass runs as root
 the cluster belongs to an unprivileged OS user (``postgres`` by default) and is
 driven through ``runuser``.
+
+Only the cluster's OS user and root can connect: the socket directory and the
+socket are theirs alone (mode 0700) and trusted, TCP on 127.0.0.1 asks for a
+password (the superuser's is in a 0600 password file), and the log is 0600.
+Every start rewrites an older cluster to these settings.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,7 +31,6 @@ from skyclass.errors import DatabaseError
 
 # Settings written into postgresql.conf at initdb time.
 BASE_CONF = {
-    "listen_addresses": "'127.0.0.1'",
     "shared_preload_libraries": "'pg_cron'",
     "cron.database_name": f"'{DATABASE_NAME}'",
     "max_connections": "100",
@@ -36,6 +41,31 @@ BASE_CONF = {
     "logging_collector": "off",
     "log_min_messages": "warning",
 }
+
+# Settings that keep the cluster private; ensured at every start, so a cluster
+# made before they existed is rewritten on its next start.
+PRIVATE_CONF = {
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_permissions": "0700",
+    "password_encryption": "'scram-sha-256'",
+    "log_file_mode": "0600",
+}
+
+# Whoever reaches the socket (the cluster's OS user and root: the socket
+# directory is 0700) may be any role; TCP needs a password.
+HBA_CONF = """\
+# Written by skyclass at every start: changes here are replaced (the previous
+# file is kept as pg_hba.conf.old). See "The embedded default" in docs/operations.md.
+# The socket directory and the socket are mode 0700: only the cluster's OS user and
+# root reach them, and they may connect as any role. TCP asks for a password.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 trust
+local   replication  all                 trust
+host    all          all   127.0.0.1/32  scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
 
 
 def find_pg_bindir(preferred: Path | None = None) -> Path:
@@ -82,7 +112,8 @@ class EmbeddedCluster:
     ----------
     home
         Directory holding ``pgdata/`` (the data directory), ``run/`` (the
-        socket directory) and ``postgres.log``.
+        socket directory), ``postgres.log`` and ``pgpass`` (the superuser's
+        password for TCP connections).
     port
         TCP port on 127.0.0.1; also names the Unix socket.
     bindir
@@ -123,14 +154,23 @@ class EmbeddedCluster:
         return self.home / "postgres.log"
 
     @property
+    def password_file(self) -> Path:
+        return self.home / "pgpass"
+
+    @property
     def url(self) -> str:
         """libpq URL that connects through the Unix socket as the cluster superuser."""
         host = quote(str(self.socket_dir), safe="")
         return f"postgresql://{SUPERUSER}@/{DATABASE_NAME}?host={host}&port={self.port}"
 
     def tcp_url(self) -> str:
-        """libpq URL over TCP on 127.0.0.1, for tools that do not take a socket directory."""
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+        """libpq URL over TCP on 127.0.0.1, for tools that do not take a socket directory.
+
+        The password comes from :attr:`password_file` (``passfile``), which only
+        the cluster's OS user and root can read.
+        """
+        passfile = quote(str(self.password_file), safe="")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}?passfile={passfile}"
 
     # -- running commands as the cluster owner --------------------------------
     def _as_owner(self, argv: list[str]) -> list[str]:
@@ -197,7 +237,8 @@ class EmbeddedCluster:
                 str(self.data_dir),
                 "-U",
                 SUPERUSER,
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             ],
@@ -205,6 +246,7 @@ class EmbeddedCluster:
         )
         settings = {
             **BASE_CONF,
+            **PRIVATE_CONF,
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             **(self.extra_conf or {}),
@@ -212,6 +254,7 @@ class EmbeddedCluster:
         conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write("\n# added by skyclass\n" + conf)
+        self._write_private(self.data_dir / "pg_hba.conf", HBA_CONF.encode())
 
     def running(self) -> bool:
         """True when the cluster's postmaster is up."""
@@ -226,17 +269,21 @@ class EmbeddedCluster:
         return result.returncode == 0
 
     def start(self, timeout: float = 60.0) -> None:
-        """Create (if needed) and start the cluster, then create its database."""
+        """Create (if needed) and start the cluster, then create its database.
+
+        Also makes the cluster private (see :meth:`make_private`); a cluster that
+        already runs reloads its settings.
+        """
         self.init()
-        if not self.running():
+        self.make_private()
+        if self.running():
+            self._run([str(self.bindir / "pg_ctl"), "reload", "-D", str(self.data_dir)], "reload")
+        else:
             if not port_is_free(self.port):
                 raise DatabaseError(
                     f"port {self.port} on 127.0.0.1 is in use by another program: "
                     "set SKYCLASS_PORT to a free port"
                 )
-            if not self.log_file.exists():
-                self.log_file.touch()
-                self._chown(self.log_file)
             self._run(
                 [
                     str(self.bindir / "pg_ctl"),
@@ -253,6 +300,79 @@ class EmbeddedCluster:
             )
         self._wait_ready(timeout)
         self._ensure_database()
+        self._ensure_password()
+
+    def make_private(self) -> None:
+        """Restrict the cluster to its OS user and root (idempotent).
+
+        Socket directory 0700, data directory 0700, log file 0600, the
+        :data:`HBA_CONF` rules in ``pg_hba.conf`` (a different file is kept as
+        ``pg_hba.conf.old``) and :data:`PRIVATE_CONF` in ``postgresql.conf``.
+        This is how a cluster made before these rules is migrated.
+        """
+        self.socket_dir.mkdir(exist_ok=True)
+        self._chown(self.socket_dir)
+        self.socket_dir.chmod(0o700)
+        self.data_dir.chmod(0o700)
+        # The server appends to the log: change its mode in place, never replace it.
+        os.close(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        self.log_file.chmod(0o600)
+        self._chown(self.log_file)
+        hba = self.data_dir / "pg_hba.conf"
+        current = hba.read_text() if hba.exists() else ""
+        if current != HBA_CONF:
+            if current:
+                self._write_private(self.data_dir / "pg_hba.conf.old", current.encode())
+            self._write_private(hba, HBA_CONF.encode())
+        conf = self.data_dir / "postgresql.conf"
+        active = conf_settings(conf.read_text())
+        missing = {k: v for k, v in PRIVATE_CONF.items() if active.get(k) != v}
+        if missing:
+            with conf.open("a") as fh:
+                fh.write(
+                    "\n# added by skyclass: a private cluster\n"
+                    + "".join(f"{key} = {value}\n" for key, value in missing.items())
+                )
+
+    def _write_private(self, path: Path, content: bytes) -> None:
+        """Replace ``path`` by ``content`` atomically, mode 0600, owned by the cluster's user."""
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+            self._chown(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _ensure_password(self) -> None:
+        """Give the superuser a password for TCP, kept in :attr:`password_file`.
+
+        Kept when the file's password still logs in; otherwise a new random one
+        is set (sent as a SCRAM verifier, never in clear) and written.
+        """
+        import psycopg
+        from psycopg import sql
+
+        if self.password_file.exists():
+            try:
+                with psycopg.connect(self.tcp_url(), connect_timeout=10):
+                    return
+            except psycopg.OperationalError:
+                pass
+        password = secrets.token_urlsafe(32)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), SUPERUSER.encode(), b"scram-sha-256"
+            )
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(verifier.decode())
+                )
+            )
+        self._write_private(self.password_file, f"*:*:*:{SUPERUSER}:{password}\n".encode())
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster if it runs."""
@@ -291,3 +411,14 @@ class EmbeddedCluster:
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+
+
+def conf_settings(text: str) -> dict[str, str]:
+    """The settings a ``postgresql.conf`` text makes (the last one of a name wins)."""
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        body = line.split("#", 1)[0].strip()
+        if "=" in body:
+            key, value = body.split("=", 1)
+            settings[key.strip().lower()] = value.strip()
+    return settings
