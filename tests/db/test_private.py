@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 
 from skyclass.db.cluster import EmbeddedCluster, find_pg_bindir
+from skyclass.errors import DatabaseError
 from tests.conftest import _free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates OS users: needs root")
@@ -120,6 +121,29 @@ def assert_private(cluster: EmbeddedCluster, stranger: str, *, owner: str | None
         assert result.returncode == 0 and result.stdout.strip() == "postgres", result.stderr
 
 
+def _as_os_user(user: str, action: Callable[[], None]) -> None:
+    """Run ``action`` in a child process that has become OS user ``user``.
+
+    A fork rather than a new interpreter: this Python may live where only root reads.
+    """
+    entry = pwd.getpwnam(user)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            action()
+            code = 0
+        except BaseException as exc:
+            print(f"as {user}: {exc!r}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"{action} failed as {user}"
+
+
 @pytest.fixture
 def login_role(server_url: str) -> Iterator[str]:
     """A LOGIN role on the test cluster, dropped afterwards."""
@@ -144,6 +168,19 @@ def test_another_os_user_cannot_connect_to_the_test_cluster(
     info["user"] = login_role
     with psycopg.connect(psycopg.conninfo.make_conninfo(**info)) as conn:  # type: ignore[arg-type]
         assert conn.execute("SELECT session_user").fetchone() == (login_role,)
+
+
+def test_another_os_user_cannot_take_the_cluster_over(
+    pg_cluster: EmbeddedCluster | None, stranger: str
+) -> None:
+    if pg_cluster is None:
+        pytest.skip("SKYCLASS_TEST_DATABASE_URL names an external server")
+
+    def make_private() -> None:
+        with pytest.raises(DatabaseError, match="Run skyclass as the OS user that owns it"):
+            pg_cluster.make_private()
+
+    _as_os_user(stranger, make_private)
 
 
 # -- a cluster made by skyclass 0.x (trust, 0755 directories, world-readable log) -------------
@@ -232,8 +269,11 @@ def test_an_old_cluster_is_made_private_on_its_next_start(
         conninfo = f"host={host} port={old_cluster.port} dbname=skyclass user=postgres"
         assert _psql_as(stranger, old_cluster, conninfo).stdout.strip() == "postgres"
 
-    # `skyclass db start` while the old cluster still runs: closed at once.
+    # `skyclass db start` while the old cluster still runs: closed as soon as it returns.
     old_cluster.start()
+    for host, refusal in ((old_cluster.socket_dir, "Permission denied"), ("127.0.0.1", "password")):
+        conninfo = f"host={host} port={old_cluster.port} dbname=skyclass user=postgres"
+        assert refusal in _psql_as(stranger, old_cluster, conninfo).stderr
     upgrade(old_cluster.url)
     assert_private(old_cluster, stranger)
     # ... and after a restart the socket file itself is the owner's only.
@@ -252,29 +292,6 @@ def test_an_old_cluster_is_made_private_on_its_next_start(
 def owner() -> Iterator[str]:
     """A throwaway OS user who runs skyclass itself."""
     yield from _os_user("skyowner")
-
-
-def _as_os_user(user: str, action: Callable[[], None]) -> None:
-    """Run ``action`` in a child process that has become OS user ``user``.
-
-    A fork rather than a new interpreter: this Python may live where only root reads.
-    """
-    entry = pwd.getpwnam(user)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its exit status
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
-            action()
-            code = 0
-        except BaseException as exc:
-            print(f"as {user}: {exc!r}", file=sys.stderr)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"{action} failed as {user}"
 
 
 def _start_and_migrate(cluster: EmbeddedCluster) -> None:

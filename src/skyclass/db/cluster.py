@@ -163,6 +163,11 @@ class EmbeddedCluster:
         host = quote(str(self.socket_dir), safe="")
         return f"postgresql://{SUPERUSER}@/{DATABASE_NAME}?host={host}&port={self.port}"
 
+    @property
+    def _admin_url(self) -> str:
+        """Like :attr:`url`, to database ``postgres`` (which always exists)."""
+        return self.url.replace(f"/{DATABASE_NAME}?", "/postgres?")
+
     def tcp_url(self) -> str:
         """libpq URL over TCP on 127.0.0.1, for tools that do not take a socket directory.
 
@@ -275,9 +280,10 @@ class EmbeddedCluster:
         already runs reloads its settings.
         """
         self.init()
-        self.make_private()
+        changed = self.make_private()
         if self.running():
-            self._run([str(self.bindir / "pg_ctl"), "reload", "-D", str(self.data_dir)], "reload")
+            if changed:
+                self._reload(timeout)
         else:
             if not port_is_free(self.port):
                 raise DatabaseError(
@@ -302,14 +308,24 @@ class EmbeddedCluster:
         self._ensure_database()
         self._ensure_password()
 
-    def make_private(self) -> None:
+    def make_private(self) -> bool:
         """Restrict the cluster to its OS user and root (idempotent).
 
         Socket directory 0700, data directory 0700, log file 0600, the
         :data:`HBA_CONF` rules in ``pg_hba.conf`` (a different file is kept as
         ``pg_hba.conf.old``) and :data:`PRIVATE_CONF` in ``postgresql.conf``.
-        This is how a cluster made before these rules is migrated.
+        This is how a cluster made before these rules is migrated. Returns
+        whether a configuration file changed (a running server must reload).
         """
+        try:
+            return self._make_private()
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot make the embedded cluster in {self.home} private: {exc}. "
+                "Run skyclass as the OS user that owns it (or as root), or set SKYCLASS_HOME"
+            ) from exc
+
+    def _make_private(self) -> bool:
         self.socket_dir.mkdir(exist_ok=True)
         self._chown(self.socket_dir)
         self.socket_dir.chmod(0o700)
@@ -320,7 +336,8 @@ class EmbeddedCluster:
         self._chown(self.log_file)
         hba = self.data_dir / "pg_hba.conf"
         current = hba.read_text() if hba.exists() else ""
-        if current != HBA_CONF:
+        hba_changed = current != HBA_CONF
+        if hba_changed:
             if current:
                 self._write_private(self.data_dir / "pg_hba.conf.old", current.encode())
             self._write_private(hba, HBA_CONF.encode())
@@ -333,6 +350,29 @@ class EmbeddedCluster:
                     "\n# added by skyclass: a private cluster\n"
                     + "".join(f"{key} = {value}\n" for key, value in missing.items())
                 )
+        return hba_changed or bool(missing)
+
+    def _reload(self, timeout: float) -> None:
+        """Make the running server read its configuration files, and wait until it has.
+
+        ``pg_reload_conf()`` only signals the postmaster; a new session sees the
+        new ``pg_conf_load_time()`` once the postmaster has reloaded.
+        """
+        import psycopg
+
+        def load_time() -> object:
+            with psycopg.connect(self._admin_url) as conn:
+                row = conn.execute("SELECT pg_conf_load_time()").fetchone()
+            return row[0] if row else None
+
+        before = load_time()
+        with psycopg.connect(self._admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + timeout
+        while load_time() == before:
+            if time.monotonic() > deadline:
+                raise DatabaseError(f"PostgreSQL did not reload its settings: see {self.log_file}")
+            time.sleep(0.05)
 
     def _write_private(self, path: Path, content: bytes) -> None:
         """Replace ``path`` by ``content`` atomically, mode 0600, owned by the cluster's user."""
@@ -394,7 +434,7 @@ class EmbeddedCluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with psycopg.connect(self.url.replace(f"/{DATABASE_NAME}?", "/postgres?")):
+                with psycopg.connect(self._admin_url):
                     return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
@@ -404,8 +444,7 @@ class EmbeddedCluster:
     def _ensure_database(self) -> None:
         import psycopg
 
-        admin_url = self.url.replace(f"/{DATABASE_NAME}?", "/postgres?")
-        with psycopg.connect(admin_url, autocommit=True) as conn:
+        with psycopg.connect(self._admin_url, autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
             ).fetchone()
