@@ -323,3 +323,40 @@ def test_a_users_own_cluster_admits_that_user_and_root_only(owner: str, stranger
     finally:
         _as_os_user(owner, cluster.stop)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# -- postgres_fdw between two local clusters ---------------------------------------------------
+
+
+@pytest.fixture
+def second_cluster() -> Iterator[EmbeddedCluster]:
+    """Another embedded cluster of the same OS user."""
+    cluster = EmbeddedCluster(
+        home=Path(tempfile.mkdtemp(prefix="skyclass-b-")),
+        port=_free_port(58100),
+        bindir=find_pg_bindir(),
+        extra_conf={"fsync": "off"},
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def test_postgres_fdw_reaches_a_sibling_cluster_over_its_socket(
+    conn: psycopg.Connection[tuple[object, ...]], second_cluster: EmbeddedCluster
+) -> None:
+    with psycopg.connect(second_cluster.url, autocommit=True) as other:
+        other.execute("CREATE TABLE far (x int)")
+        other.execute("INSERT INTO far VALUES (7)")
+    conn.execute("CREATE EXTENSION postgres_fdw")
+    conn.execute(
+        sql.SQL(
+            "CREATE SERVER sibling FOREIGN DATA WRAPPER postgres_fdw "
+            "OPTIONS (host {}, port {}, dbname 'skyclass')"
+        ).format(sql.Literal(str(second_cluster.socket_dir)), sql.Literal(str(second_cluster.port)))
+    )
+    conn.execute("CREATE USER MAPPING FOR postgres SERVER sibling OPTIONS (user 'postgres')")
+    conn.execute("CREATE FOREIGN TABLE far (x int) SERVER sibling")
+    assert conn.execute("SELECT x FROM far").fetchall() == [(7,)]
