@@ -3,7 +3,8 @@
 ``SKYCLASS_DATABASE_URL``
     Use this PostgreSQL server instead of the embedded default.
 ``SKYCLASS_HOME``
-    Directory of the embedded default cluster (data, sockets, log).
+    Directory of the embedded default cluster (data, socket, log, and the
+    superuser's password for TCP connections).
     Default: ``/var/lib/skyclass`` when run as root (the ``postgres`` user must
     reach it), otherwise ``$XDG_DATA_HOME/skyclass`` (``~/.local/share/skyclass``).
 ``SKYCLASS_PORT``
@@ -12,7 +13,7 @@
     Directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
 ``SKYCLASS_PG_USER``
     Unprivileged OS user that runs the embedded cluster when skyclass runs as
-    root (default ``postgres``).
+    root (default ``postgres``). Only this user and root can connect to it.
 """
 
 from __future__ import annotations
