@@ -244,6 +244,9 @@ def _make_old_cluster(cluster: EmbeddedCluster) -> None:
             "CREATE DATABASE skyclass",
         ]
     )
+    with psycopg.connect(cluster.url, autocommit=True) as conn:  # a schedule made back then
+        conn.execute("CREATE EXTENSION pg_cron")
+        conn.execute("SELECT cron.schedule('nightly', '0 3 * * *', 'SELECT 1')")
 
 
 @pytest.fixture
@@ -283,6 +286,11 @@ def test_an_old_cluster_is_made_private_on_its_next_start(
     assert stat.S_IMODE(socket_file.stat().st_mode) == 0o700
     assert_private(old_cluster, stranger)
     assert (old_cluster.data_dir / "pg_hba.conf.old").read_text().count("trust") > 0
+    # pg_cron's jobs, old and new, connect over the socket now that TCP asks for a password.
+    with psycopg.connect(old_cluster.url) as conn:
+        assert conn.execute("SHOW cron.host").fetchone() == (str(old_cluster.socket_dir),)
+        nodes = conn.execute("SELECT jobname, nodename FROM cron.job").fetchall()
+    assert nodes == [("nightly", str(old_cluster.socket_dir))]
 
 
 # -- skyclass run by an ordinary user: the cluster is that user's ----------------------------

@@ -251,7 +251,7 @@ class EmbeddedCluster:
         )
         settings = {
             **BASE_CONF,
-            **PRIVATE_CONF,
+            **self._private_conf(),
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             **(self.extra_conf or {}),
@@ -307,13 +307,15 @@ class EmbeddedCluster:
         self._wait_ready(timeout)
         self._ensure_database()
         self._ensure_password()
+        self._move_cron_jobs_to_socket()
 
     def make_private(self) -> bool:
         """Restrict the cluster to its OS user and root (idempotent).
 
         Socket directory 0700, data directory 0700, log file 0600, the
         :data:`HBA_CONF` rules in ``pg_hba.conf`` (a different file is kept as
-        ``pg_hba.conf.old``) and :data:`PRIVATE_CONF` in ``postgresql.conf``.
+        ``pg_hba.conf.old``), :data:`PRIVATE_CONF` and ``cron.host`` in
+        ``postgresql.conf``.
         This is how a cluster made before these rules is migrated. Returns
         whether a configuration file changed (a running server must reload).
         """
@@ -343,7 +345,7 @@ class EmbeddedCluster:
             self._write_private(hba, HBA_CONF.encode())
         conf = self.data_dir / "postgresql.conf"
         active = conf_settings(conf.read_text())
-        missing = {k: v for k, v in PRIVATE_CONF.items() if active.get(k) != v}
+        missing = {k: v for k, v in self._private_conf().items() if active.get(k) != v}
         if missing:
             with conf.open("a") as fh:
                 fh.write(
@@ -351,6 +353,10 @@ class EmbeddedCluster:
                     + "".join(f"{key} = {value}\n" for key, value in missing.items())
                 )
         return hba_changed or bool(missing)
+
+    def _private_conf(self) -> dict[str, str]:
+        """:data:`PRIVATE_CONF`, and pg_cron connecting over the socket (TCP needs a password)."""
+        return {**PRIVATE_CONF, "cron.host": f"'{self.socket_dir}'"}
 
     def _reload(self, timeout: float) -> None:
         """Make the running server read its configuration files, and wait until it has.
@@ -413,6 +419,25 @@ class EmbeddedCluster:
                 )
             )
         self._write_private(self.password_file, f"*:*:*:{SUPERUSER}:{password}\n".encode())
+
+    def _move_cron_jobs_to_socket(self) -> None:
+        """Point pg_cron jobs made for ``localhost`` at the socket.
+
+        pg_cron stores ``cron.host`` in each job when it is scheduled; jobs of a
+        cluster made before it was private connect over TCP, which now asks for
+        a password they do not have.
+        """
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass('cron.job')").fetchone()
+            if row is None or row[0] is None:
+                return
+            conn.execute(
+                "UPDATE cron.job SET nodename = %s"
+                " WHERE nodename IN ('localhost', '127.0.0.1', '::1') AND nodeport = %s",
+                (str(self.socket_dir), self.port),
+            )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster if it runs."""
