@@ -24,7 +24,10 @@ from skyclass.db.cluster import EmbeddedCluster, find_pg_bindir
 from skyclass.errors import DatabaseError
 from tests.conftest import _free_port
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates OS users: needs root")
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.skipif(os.geteuid() != 0, reason="creates OS users: needs root"),
+]
 
 
 def _os_user(prefix: str) -> Iterator[str]:
