@@ -4,9 +4,11 @@ The job is the one ``CALL skyclass.rescore(...)`` runs inside one session,
 split over sessions so that every core works:
 
 1. a coordinator session calls ``skyclass.start_scoring_run``: it takes the
-   job's session advisory lock (one job per model version and catalog; a
-   second start fails at once with "already running (run N, started ...,
-   pid ...)"), marks runs whose backend died as interrupted, and either
+   job's lease (a row of ``skyclass.scoring_lease`` naming this backend: one
+   job per model version and catalog; a second start fails at once with
+   "already running (run N, started ..., pid ...)"; only roles that may
+   write the lease table can hold it), marks runs whose backend died as
+   interrupted, and either
    resumes the last interrupted or failed run of the same mode (its finished
    chunks stay done) or plans a new run as chunks of contiguous object ids;
 2. ``workers`` sessions claim chunks with ``FOR UPDATE SKIP LOCKED`` and score
@@ -285,13 +287,13 @@ def score_catalog(
 
 
 def wait_for_lock_release(url: str, run_id: int, timeout: float = 30.0) -> bool:
-    """Wait until no session holds the lock of run ``run_id``'s job (used by tests and tools)."""
+    """Wait until no live backend holds run ``run_id``'s job (used by tests and tools)."""
     deadline = time.monotonic() + timeout
     with connect(url, autocommit=True) as conn:
         while True:
             row = conn.execute(
-                "SELECT skyclass.scoring_lock_holder(skyclass.scoring_lock_key("
-                "model_version_id, catalog_id)) FROM skyclass.scoring_run WHERE run_id = %s",
+                "SELECT skyclass.scoring_job_holder(model_version_id, catalog_id) "
+                "FROM skyclass.scoring_run WHERE run_id = %s",
                 (run_id,),
             ).fetchone()
             if row is None or row[0] is None:
