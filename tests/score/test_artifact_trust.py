@@ -115,6 +115,11 @@ def _forge_row(url: str, version: int, library: bytes, registrar: str | None) ->
     return int(row[0])
 
 
+def _predict_refused(url: str, version: int, error: type[Exception], match: str) -> None:
+    with psycopg.connect(url) as conn, pytest.raises(error, match=match):
+        conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
+
+
 def _score_cli(url: str, version: int, scorer: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SKYCLASS), "score", "victim:1", "--catalog", CATALOG, "--scorer", scorer],
@@ -140,13 +145,15 @@ def test_forged_library_never_runs(
 
     # 2. A row forged past the trigger: the backend refuses it before dlopen, naming the role.
     artifact_id = _forge_row(url, version, library, admin)
-    with psycopg.connect(url) as conn:
-        with pytest.raises(
+    with (
+        psycopg.connect(url) as conn,
+        pytest.raises(
             psycopg.errors.InsufficientPrivilege,
             match=f'artifact {artifact_id} was not loaded: it was registered by role "{admin}", '
             "which is not a superuser",
-        ):
-            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
+        ),
+    ):
+        conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
     database = _score_cli(url, version, "database")
     assert database.returncode != 0
     errors = [line for line in database.stderr.splitlines() if line.strip()]
@@ -160,9 +167,7 @@ def test_forged_library_never_runs(
 
     # 4. A row that records no registrar (registered before revision 0008) is refused too.
     _forge_row(url, version, library, None)
-    with psycopg.connect(url) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="nothing records who"):
-            conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
+    _predict_refused(url, version, psycopg.errors.InsufficientPrivilege, "nothing records who")
 
     # 5. Registered by a superuser, but in a table a non-superuser owns (who could forge the
     #    stamp): refused as well.
@@ -203,6 +208,4 @@ def test_libraries_that_are_not_elf_shared_objects_are_refused_before_loading(
         (b"\x7fELF\x01\x01\x01" + bytes(100), "not a 64-bit little-endian ELF file"),
     ]:
         _forge_row(url, version, library, str(superuser[0]))
-        with psycopg.connect(url) as conn:
-            with pytest.raises(psycopg.errors.DataCorrupted, match=message):
-                conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW))
+        _predict_refused(url, version, psycopg.errors.DataCorrupted, message)
