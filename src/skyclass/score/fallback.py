@@ -229,13 +229,13 @@ class ClientScorer:
         # float32 widened to float64 exactly, like the extension's input; GTIL takes NaN as
         # missing, as the compiled library does.
         data = np.ascontiguousarray(x, dtype=np.float64)
-        softmax = self.postprocessor == "softmax"
+        margin = self.postprocessor == "softmax"
         raw = np.asarray(
-            treelite.gtil.predict(self.model, data, nthread=self.nthread, pred_margin=softmax),
+            treelite.gtil.predict(self.model, data, nthread=self.nthread, pred_margin=margin),
             dtype=np.float64,
         ).reshape(n, -1)
-        if softmax:
-            raw = _softmax(raw)
+        if margin:
+            raw = softmax(raw)
         if raw.shape[1] != self.version.n_outputs:
             raise ScoringError(
                 f"the model returned {raw.shape[1]} outputs, expected {self.version.n_outputs}"
@@ -251,7 +251,7 @@ class ClientScorer:
         self.model = None
 
 
-def _softmax(margin: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def softmax(margin: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Softmax of each row as TL2cgen's generated code computes it, in float64.
 
     GTIL's own softmax differs from it by up to 1e-7, which isotonic
