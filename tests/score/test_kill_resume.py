@@ -193,7 +193,8 @@ def test_kill_and_resume(skyclass_extension: None) -> None:
             target = (0 if fresh else before_done) + rng.randint(1, 4)
             crash = crashes == 0 and client_kills + backend_kills >= KILLS // 2
             kind = "client" if client_kills <= backend_kills and not crash else "backend"
-            attempt = _Attempt(url, cli=crash or kind == "client" or attempts % 2 == 0)
+            # Backend kills alternate between skyclass score (first) and CALL skyclass.rescore.
+            attempt = _Attempt(url, cli=crash or kind == "client" or backend_kills % 2 == 0)
             attempts += 1
             while attempt.alive():
                 run_id, status, done = monitor.status()
