@@ -29,6 +29,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from skyclass.db.migrate import downgrade
 from tests.conftest import drop_database
 from tests.score.jobs_support import add_objects, jobs_database, object_features, register
 
@@ -209,3 +210,28 @@ def test_libraries_that_are_not_elf_shared_objects_are_refused_before_loading(
     ]:
         _forge_row(url, version, library, str(superuser[0]))
         _predict_refused(url, version, psycopg.errors.DataCorrupted, message)
+
+
+def test_a_schema_before_0008_still_scores_superuser_artifacts(
+    skyclass_extension: None, server_url: str, template_url: str
+) -> None:
+    """The extension installed for 0008 keeps serving a database still at revision 0007 (its
+    registrar is then created_by): superuser artifacts load, others do not."""
+    url = jobs_database(server_url)
+    try:
+        downgrade(url, "0007")
+        with psycopg.connect(url, autocommit=True) as conn:
+            version = register(conn)
+            row = conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW)).fetchone()
+            assert row is not None and len(row[0]) == 3
+            # A row that names a non-superuser as its creator is refused there too.
+            other = register(conn, model="other")
+            conn.execute("SET session_replication_role = replica")
+            conn.execute(
+                "UPDATE skyclass.model_artifact SET created_by = 'skyclass_model_admin' "
+                "WHERE model_version_id = %s",
+                (other,),
+            )
+        _predict_refused(url, other, psycopg.errors.InsufficientPrivilege, "not a superuser")
+    finally:
+        drop_database(server_url, url)
