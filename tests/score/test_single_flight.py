@@ -10,6 +10,7 @@ lock, and only roles that may update that table can take it.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,3 +112,30 @@ def test_the_refusal_names_the_run_and_its_real_holder(stranger: tuple[str, str,
     # The holder's session is gone: the lease is stale and the next start resumes the run.
     run = score_catalog("sgq_current", CATALOG, url=url, workers=1)
     assert (run.run_id, run.attempts, run.status) == (run_id[0], 2, "succeeded")
+
+
+def test_a_chunk_an_orphan_still_holds_is_scored_once_it_lets_go(
+    stranger: tuple[str, str, int],
+) -> None:
+    """A restart within the second a killed client's backends take to stop finds one of
+    them still holding a chunk: the workers skip it, then score it once it is released."""
+    url = stranger[0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        run_id = conn.execute(
+            "SELECT skyclass.start_scoring_run('sgq_current', %s, chunk_size => 400)", (CATALOG,)
+        ).fetchone()
+        assert run_id is not None
+        conn.execute("SELECT skyclass.plan_scoring_run(%s)", run_id)
+    with psycopg.connect(url) as orphan:
+        orphan.execute(
+            "SELECT 1 FROM skyclass.scoring_chunk WHERE run_id = %s AND chunk_no = 1 FOR UPDATE",
+            run_id,
+        )
+        timer = threading.Timer(1.5, orphan.rollback)
+        timer.start()
+        try:
+            run = score_catalog("sgq_current", CATALOG, url=url, workers=2)
+        finally:
+            timer.join()
+    assert (run.run_id, run.status, run.rows_scored) == (run_id[0], "succeeded", 1500)
+    assert run.chunks_done == run.chunks_total == 4

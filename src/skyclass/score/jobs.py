@@ -50,6 +50,8 @@ from skyclass.score.runs import RunInfo, get_run, run_plan
 SCORERS = ("auto", "database", "client")
 CONNECTION_CHECK_INTERVAL = "1s"
 """How often a job's backend checks, while it runs a statement, that its client is still there."""
+ORPHAN_ROUNDS = 10
+"""Extra rounds (0.5 s apart) for chunks that another session still held when the workers ended."""
 ProgressCallback = Callable[[int, int, int], None]
 """Called with (chunks done, chunks in total, rows scored) while a job runs."""
 
@@ -230,6 +232,14 @@ def _progress(conn: psycopg.Connection[Any], run_id: int) -> tuple[int, int, int
     return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
 
+def _unfinished_chunks(conn: psycopg.Connection[Any], run_id: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM skyclass.scoring_chunk WHERE run_id = %s AND done_at IS NULL",
+        (run_id,),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _fail(conn: psycopg.Connection[Any], run_id: int, message: str, status: str) -> None:
     """Mark the run failed or interrupted (a no-op when a worker already did) and unlock."""
     if conn.closed:
@@ -299,6 +309,13 @@ def score_catalog(
             )
             parallel = n_workers == 1 if parallel_query is None else parallel_query
             _run_workers(conn, target_url, run_id, chosen, n_workers, parallel, progress)
+            for _ in range(ORPHAN_ROUNDS):
+                # Chunks skipped because another session held them: the orphans of a killed
+                # client, which stop within a second (client_connection_check_interval).
+                if not _unfinished_chunks(conn, run_id):
+                    break
+                time.sleep(0.5)
+                _run_workers(conn, target_url, run_id, chosen, n_workers, parallel, progress)
             try:
                 conn.execute("SELECT skyclass.finish_scoring_run(%s)", (run_id,))
             except psycopg.Error as exc:
