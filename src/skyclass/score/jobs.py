@@ -274,8 +274,10 @@ def score_catalog(
     ``resume`` is False. ``parallel_query`` lets each chunk's ``CREATE TABLE
     AS`` use parallel workers (default: only with one session). Returns the
     finished run; raises :class:`AlreadyRunningError` when the job runs
-    elsewhere and :class:`ScoringError` when it fails (the run is then marked
-    failed and the next start resumes it).
+    elsewhere, :class:`ConnectionLostError` when a session of the job lost the
+    server (terminated backend, server stop; the run is marked interrupted when
+    possible) and :class:`ScoringError` when it fails (the run is then marked
+    failed); the next start resumes the run either way.
     """
     if scorer not in SCORERS:
         raise ScoringError(f"scorer must be one of {SCORERS}, not {scorer!r}")
