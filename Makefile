@@ -12,7 +12,7 @@ PIP    := set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-ve
 # pip warns about every configured local index directory that does not exist; drop those lines
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: setup system browser python demo test lint pytest bench docs clean
+.PHONY: setup system browser python demo test lint pytest reliability bench docs clean
 
 setup: system python extension
 
@@ -50,6 +50,10 @@ pytest: setup
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test: setup browser lint pytest
+
+# The standing reliability tests at their full counts (docs/reliability.md).
+reliability: setup
+	@SKYCLASS_RELIABILITY=full $(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 # Headless Chromium renders the HTML report in the test suite.
 browser:

@@ -24,15 +24,18 @@ side in interleaved rounds (medians):
 - ``c_call``: the same job as ``CALL skyclass.rescore(...)`` in one session
   (what pg_cron runs; ``CREATE TABLE AS`` per chunk may use parallel workers);
 - ``d_client``: the same job with the client-side fallback scorer (binary COPY
-  out, TL2cgen's Python predictor on one thread per session, numpy
-  calibration, binary COPY in), one session per core;
+  out, Treelite's interpreter GTIL on the version's checkpoint, one thread per
+  session, numpy calibration, binary COPY in), one session per core; it
+  never loads the artifact's library (issue 9, item 3);
 - ``e_sklearn``: the rows exported with binary COPY, scikit-learn's
   ``predict_proba`` (all cores) and the same calibration in numpy, and the
   predictions written back with binary COPY into a new table with the same
   columns and primary key, in one transaction.
 
 Targets (issue 4): b >= 0.8 a; c >= 3 e; c >= 1.5 d. Also measured: compile
-time and single-thread speed versus model size. Usage: ``.venv/bin/python
+time and single-thread speed versus model size, and the model alone on one
+client thread: GTIL (what ``d_client`` runs now) against TL2cgen's Python
+predictor on the compiled library (what it ran before). Usage: ``.venv/bin/python
 bench/bench_scoring.py [--quick] [--rows N] [--repeats N] [--json FILE]``.
 """
 
@@ -105,6 +108,8 @@ class ScoringResult:
     # Median CPU seconds per variant: {"client": .., "server": .. or None, "total": ..}
     cpu: dict[str, dict[str, float | None]] = field(default_factory=dict)
     cpu_ratios: dict[str, float] = field(default_factory=dict)
+    # The model alone on one client thread, rows/s: {"tl2cgen": .., "gtil": ..}
+    client_predictors: dict[str, float] = field(default_factory=dict)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -254,6 +259,43 @@ def run_driver(driver: Path, library: Path, features: Path, rows: int, threads: 
         check=True,
     )
     return float(out.stdout.split()[0])
+
+
+def client_predictors(
+    model: Any, library: Path, x: npt.NDArray[np.float32], repeats: int
+) -> dict[str, float]:
+    """Rows/s of the model alone on one client thread, raw outputs, best of ``repeats``.
+
+    ``gtil``: Treelite's interpreter on the model's Treelite form plus the
+    softmax of :class:`skyclass.score.fallback.ClientScorer` (the client scorer
+    since issue 9); ``tl2cgen``: TL2cgen's Python predictor on the compiled
+    library (the client scorer before).
+    """
+    import tl2cgen
+    import treelite.gtil
+
+    from skyclass.compile.checkpoint import import_estimator
+    from skyclass.score.fallback import softmax
+
+    data = np.ascontiguousarray(x, dtype=np.float64)
+    tree_model = import_estimator(model)
+    predictor = tl2cgen.Predictor(str(library), nthread=1)
+    matrix = tl2cgen.DMatrix(data, missing=np.nan)
+
+    def best(run: Any) -> float:
+        times = []
+        for _ in range(repeats):
+            clock = wall()
+            run()
+            times.append(wall() - clock)
+        return len(data) / min(times)
+
+    return {
+        "tl2cgen": best(lambda: predictor.predict(matrix)),
+        "gtil": best(
+            lambda: softmax(treelite.gtil.predict(tree_model, data, nthread=1, pred_margin=True))
+        ),
+    }
 
 
 # -- CPU accounting ------------------------------------------------------------------------------
@@ -578,6 +620,7 @@ def run(
         result = _result(n, repeats, n_workers, model_info, seconds)
         _add_cpu(result, bench.measures)
         result.load_average = {"before": before, "after": load_average()}
+        result.client_predictors = client_predictors(model, library, x_train, repeats)
         print_result(result)
         if sizes:
             say("\ncompile time and single-thread speed versus model size")
@@ -656,6 +699,12 @@ def print_result(result: ScoringResult) -> None:
     say("\nratios (rows/s over rows/s) and targets")
     say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))
     say(", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result.targets.items()))
+    if result.client_predictors:
+        rates = result.client_predictors
+        say(
+            f"\nthe model alone on one client thread: GTIL {rates['gtil']:,.0f} rows/s, "
+            f"TL2cgen {rates['tl2cgen']:,.0f} rows/s ({rates['tl2cgen'] / rates['gtil']:.1f}x)"
+        )
     if result.cpu_ratios:
         say("\nthe same ratios by CPU seconds (client + server; less sensitive to other load)")
         say(

@@ -11,6 +11,7 @@
 #include "scoring_core.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -149,6 +150,89 @@ sc_check_abi(sc_library *lib, char *err, size_t errlen)
 	return SC_OK;
 }
 
+#if defined(__x86_64__)
+#define SC_ELF_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define SC_ELF_MACHINE EM_AARCH64
+#else
+#error "skyclass: unknown ELF machine for this platform"
+#endif
+
+sc_status
+sc_elf_check(const void *bytes, size_t len, char *err, size_t errlen)
+{
+	const unsigned char *b = bytes;
+	Elf64_Ehdr	eh;
+	Elf64_Phdr	ph;
+	int			n_dynamic = 0;
+	int			n_load = 0;
+	int			i;
+
+	if (b == NULL || len < sizeof(Elf64_Ehdr))
+	{
+		sc_set_error(err, errlen, "not an ELF file (%zu bytes)", len);
+		return SC_ERR_FORMAT;
+	}
+	memcpy(&eh, b, sizeof(eh));
+	if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+	{
+		sc_set_error(err, errlen, "not an ELF file (no ELF magic)");
+		return SC_ERR_FORMAT;
+	}
+	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
+		eh.e_ident[EI_VERSION] != EV_CURRENT)
+	{
+		sc_set_error(err, errlen, "not a 64-bit little-endian ELF file");
+		return SC_ERR_FORMAT;
+	}
+	if (eh.e_type != ET_DYN)
+	{
+		sc_set_error(err, errlen, "not an ELF shared object (e_type %u)", (unsigned) eh.e_type);
+		return SC_ERR_FORMAT;
+	}
+	if (eh.e_machine != SC_ELF_MACHINE)
+	{
+		sc_set_error(err, errlen, "an ELF file for machine %u, not this one (%u)",
+					 (unsigned) eh.e_machine, (unsigned) SC_ELF_MACHINE);
+		return SC_ERR_FORMAT;
+	}
+	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum >= PN_XNUM ||
+		eh.e_phoff > len || (len - eh.e_phoff) / sizeof(Elf64_Phdr) < eh.e_phnum)
+	{
+		sc_set_error(err, errlen, "the ELF program headers are missing or outside the file");
+		return SC_ERR_FORMAT;
+	}
+	for (i = 0; i < eh.e_phnum; i++)
+	{
+		memcpy(&ph, b + eh.e_phoff + (size_t) i * sizeof(Elf64_Phdr), sizeof(ph));
+		if (ph.p_type == PT_LOAD || ph.p_type == PT_DYNAMIC)
+		{
+			if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset)
+			{
+				sc_set_error(err, errlen, "ELF segment %d lies outside the file", i);
+				return SC_ERR_FORMAT;
+			}
+			if (ph.p_type == PT_LOAD)
+				n_load++;
+			else
+				n_dynamic++;
+		}
+		else if (ph.p_type == PT_INTERP)
+		{
+			sc_set_error(err, errlen, "an ELF executable (it names a program interpreter), "
+						 "not a library");
+			return SC_ERR_FORMAT;
+		}
+	}
+	if (n_load == 0 || n_dynamic != 1)
+	{
+		sc_set_error(err, errlen, "not a loadable ELF shared object (%d PT_LOAD, %d PT_DYNAMIC)",
+					 n_load, n_dynamic);
+		return SC_ERR_FORMAT;
+	}
+	return SC_OK;
+}
+
 sc_status
 sc_library_load(const void *bytes, size_t len, const char *memfd_name,
 				sc_library *lib, char *err, size_t errlen)
@@ -164,6 +248,9 @@ sc_library_load(const void *bytes, size_t len, const char *memfd_name,
 		sc_set_error(err, errlen, "the library is empty");
 		return SC_ERR_ARGUMENT;
 	}
+	status = sc_elf_check(bytes, len, err, errlen);
+	if (status != SC_OK)
+		return status;
 
 	fd = memfd_create(memfd_name ? memfd_name : "skyclass-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)

@@ -41,7 +41,8 @@ typedef enum sc_status
 	SC_ERR_IO,					/* memfd_create/write/seal failed */
 	SC_ERR_DLOPEN,				/* dlopen failed */
 	SC_ERR_SYMBOL,				/* a required symbol is missing */
-	SC_ERR_ABI					/* the library's layout is not the one we speak */
+	SC_ERR_ABI,					/* the library's layout is not the one we speak */
+	SC_ERR_FORMAT				/* not an ELF shared object for this machine */
 } sc_status;
 
 /* How the raw outputs of predict() become class probabilities. */
@@ -101,6 +102,15 @@ typedef struct sc_calibration
  */
 extern sc_status sc_library_load(const void *bytes, size_t len, const char *memfd_name,
 								 sc_library *lib, char *err, size_t errlen);
+
+/*
+ * Check, without loading anything, that `bytes` look like an ELF shared
+ * object for this machine: magic, 64-bit little-endian class of the host,
+ * type ET_DYN, the host's machine, program headers inside the bytes with
+ * one PT_DYNAMIC and at least one PT_LOAD.  sc_library_load() calls it
+ * before dlopen; SC_ERR_FORMAT and `err` say what is wrong.
+ */
+extern sc_status sc_elf_check(const void *bytes, size_t len, char *err, size_t errlen);
 
 /* dlclose and close the memfd. */
 extern void sc_library_unload(sc_library *lib);

@@ -4,9 +4,11 @@
  * skyclass.predict(model_version, features) looks the model version up with
  * SPI (skyclass.model_version LEFT JOIN its compiled skyclass.model_artifact,
  * tables of the skyclass migrations, revision 0003), keeps it in a per-backend
- * cache in TopMemoryContext, re-checks the artifact's sha256 with
- * pg_cryptohash before the library is dlopen'ed (scoring_core.c), and scores
- * one row.  Model versions and artifacts are immutable (a trigger refuses
+ * cache in TopMemoryContext and scores one row.  Before a library is
+ * dlopen'ed (scoring_core.c) its row must have been registered by a role that
+ * is a superuser, in a table a superuser owns (check_artifact_trust), its
+ * bytes must hash to the registered sha256 (pg_cryptohash) and look like an
+ * ELF shared object for this machine (sc_elf_check).  Model versions and artifacts are immutable (a trigger refuses
  * UPDATE), which is what makes a cache without invalidation correct; a
  * version that is not compiled yet is never cached, so compiling it later
  * takes effect in running sessions.
@@ -109,6 +111,30 @@ static const char *const CAN_READ_MODEL_QUERY =
 "SELECT pg_catalog.has_table_privilege(pg_catalog.to_regclass('skyclass.model'), 'SELECT')";
 static const char *const MODEL_NAME_QUERY =
 "SELECT m.name FROM skyclass.model AS m WHERE m.model_id OPERATOR(pg_catalog.=) $1";
+
+/*
+ * Who may make this backend load native code (docs/extension.md): the bytes
+ * of an artifact are dlopen'ed only when the role that registered the row is
+ * a superuser now, and skyclass.model_artifact is owned by a superuser (an
+ * owner can disable the trigger that stamps registered_by; nobody else can,
+ * and session_replication_role is superuser-only).  Schemas before revision
+ * 0008 have no registered_by: created_by stands in for it there.
+ */
+static const char *const HAS_REGISTRAR_QUERY =
+"SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute"
+" WHERE attrelid OPERATOR(pg_catalog.=) 'skyclass.model_artifact'::pg_catalog.regclass"
+"   AND attname OPERATOR(pg_catalog.=) 'registered_by' AND NOT attisdropped";
+static const char *const TRUST_QUERY_FMT =
+"SELECT a.%s::pg_catalog.text, coalesce(r.rolsuper, false), o.rolname::pg_catalog.text,"
+"       o.rolsuper"
+"  FROM skyclass.model_artifact AS a"
+"  LEFT JOIN pg_catalog.pg_roles AS r"
+"    ON r.rolname OPERATOR(pg_catalog.=) a.%s::pg_catalog.name"
+" CROSS JOIN (SELECT ow.rolname, ow.rolsuper FROM pg_catalog.pg_class AS c"
+"               JOIN pg_catalog.pg_roles AS ow ON ow.oid OPERATOR(pg_catalog.=) c.relowner"
+"              WHERE c.oid OPERATOR(pg_catalog.=)"
+"                    'skyclass.model_artifact'::pg_catalog.regclass) AS o"
+" WHERE a.artifact_id OPERATOR(pg_catalog.=) $1";
 
 static const char *const LIBRARY_QUERY =
 "SELECT a.sha256, a.library, a.n_features, a.n_outputs"
@@ -319,8 +345,8 @@ load_version(int64 id)
 						id, ref),
 				 errdetail("Version %d of model %d has no row in skyclass.model_artifact.",
 						   version, model_id),
-				 errhint("Compiling registers the model's native library; it needs the "
-						 "skyclass_model_admin role.")));
+				 errhint("Compiling registers the model's native library; only a superuser "
+						 "may do it.")));
 	}
 	tmp.artifact_id = DatumGetInt64(artifact_datum);
 	tmp.n_features = column_int32(tuple, desc, VQ_ARTIFACT_FEATURES);
@@ -425,6 +451,80 @@ load_version(int64 id)
 }
 
 /*
+ * Refuse (before any byte of it is fetched) an artifact whose registrar is not
+ * a superuser, or that sits in a table a non-superuser owns.  Runs inside the
+ * caller's SPI connection.
+ */
+static void
+check_artifact_trust(int64 artifact_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	const char *column;
+	char	   *query;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	char	   *registrar;
+	bool		registrar_super;
+	char	   *owner;
+	bool		owner_super;
+	int			ret;
+
+	ret = SPI_execute(HAS_REGISTRAR_QUERY, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not inspect skyclass.model_artifact: %s", SPI_result_code_string(ret));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	column = (!isnull && DatumGetInt64(d) > 0) ? "registered_by" : "created_by";
+	query = psprintf(TRUST_QUERY_FMT, column, column);
+	args[0] = Int64GetDatum(artifact_id);
+	ret = SPI_execute_with_args(query, 1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model artifact " INT64_FORMAT " does not exist", artifact_id)));
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	d = SPI_getbinval(tuple, desc, 1, &isnull);
+	registrar = isnull ? NULL : TextDatumGetCString(d);
+	registrar_super = DatumGetBool(SPI_getbinval(tuple, desc, 2, &isnull));
+	owner = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
+	owner_super = DatumGetBool(SPI_getbinval(tuple, desc, 4, &isnull));
+
+	if (!owner_super)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("model artifact " INT64_FORMAT " was not loaded: skyclass.model_artifact "
+						"is owned by role \"%s\", which is not a superuser",
+						artifact_id, owner),
+				 errdetail("Loading a library runs its code in this server process; the owner of "
+						   "the table could have forged who registered it."),
+				 errhint("A superuser runs: ALTER TABLE skyclass.model_artifact OWNER TO "
+						 "a superuser (docs/operations.md).")));
+	if (registrar == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("model artifact " INT64_FORMAT " was not loaded: nothing records who "
+						"registered it", artifact_id),
+				 errdetail("It was registered before revision 0008, when non-superusers could "
+						   "register native code."),
+				 errhint("A superuser deletes the row and runs `skyclass compile` for the version "
+						 "again (docs/operations.md).")));
+	if (!registrar_super)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("model artifact " INT64_FORMAT " was not loaded: it was registered by "
+						"role \"%s\", which is not a superuser", artifact_id, registrar),
+				 errdetail("Loading a library runs its code in this server process; only "
+						   "artifacts registered by superusers are loaded."),
+				 errhint("A superuser deletes the row and runs `skyclass compile` for the version "
+						 "again (docs/operations.md).")));
+}
+
+/*
  * Fetch, hash-check and dlopen the library of `v`'s artifact unless this
  * backend already has a library with the same sha256 (verified when it was
  * loaded, so the bytes of this row need not be fetched at all).
@@ -475,6 +575,7 @@ ensure_library(VersionEntry *v)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	check_artifact_trust(v->artifact_id);
 	args[0] = Int64GetDatum(v->artifact_id);
 	ret = SPI_execute_with_args(LIBRARY_QUERY, 1, argtypes, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -535,6 +636,7 @@ ensure_library(VersionEntry *v)
 		ReleaseExternalFD();
 		ereport(ERROR,
 				(errcode(status == SC_ERR_IO ? ERRCODE_INSUFFICIENT_RESOURCES :
+						 status == SC_ERR_FORMAT ? ERRCODE_DATA_CORRUPTED :
 						 ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("could not load model artifact " INT64_FORMAT ": %s",
 						v->artifact_id, err)));

@@ -168,28 +168,33 @@ def login_role(db_url: str) -> Iterator[tuple[str, str]]:
             admin.execute(sql.SQL("DROP ROLE {}").format(ident))
 
 
-def test_only_model_admins_register_artifacts(
+def test_only_superusers_register_artifacts(
     conn: psycopg.Connection[Any],
+    db_url: str,
     forest: RandomForestClassifier,
     login_role: tuple[str, str],
 ) -> None:
     name, url = login_role
     version = _register(conn, forest)
-    # Refused before the build, naming the GRANT to run.
-    with pytest.raises(CompileError, match=f'GRANT skyclass_model_admin TO "{name}";'):
+    # Refused before the build, saying who may do it.
+    with pytest.raises(CompileError, match="only a superuser may register it"):
         compile_model_version(version, url=url)
     with pytest.raises(CompileError, match=r"may not read skyclass\.model to look up 'tiny'"):
         compile_model_version("tiny:1", url=url)
+    # Membership of skyclass_model_admin no longer makes a registrar.
+    conn.execute(sql.SQL("GRANT skyclass_model_admin TO {}").format(sql.Identifier(name)))
+    with pytest.raises(CompileError, match="only a superuser may register it"):
+        compile_model_version(version, url=url)
     assert artifact_of(conn, version) is None
 
-    conn.execute(sql.SQL("GRANT skyclass_model_admin TO {}").format(sql.Identifier(name)))
-    info = compile_model_version(version, url=url)
-    # skyclass_model_admin may read model names, so the artifact is reported by name
+    info = compile_model_version(version, url=db_url)  # the test's superuser
     assert info.created and info.model == "tiny" and info.version == 1
     row = conn.execute(
-        "SELECT created_by FROM skyclass.model_artifact WHERE model_version_id = %s", (version,)
+        "SELECT created_by = current_user, registered_by = current_user "
+        "FROM skyclass.model_artifact WHERE model_version_id = %s",
+        (version,),
     ).fetchone()
-    assert row == (name,)
+    assert row == (True, True)
 
 
 def _cli(*args: str) -> Any:

@@ -13,6 +13,7 @@
  */
 #include "scoring_core.h"
 
+#include <elf.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,9 +70,61 @@ selftest(void)
 
 	/* Loading refuses empty and non-library bytes cleanly. */
 	CHECK(sc_library_load(NULL, 0, "t", &lib, err, sizeof(err)) == SC_ERR_ARGUMENT);
-	CHECK(sc_library_load(garbage, sizeof(garbage), "t", &lib, err, sizeof(err)) == SC_ERR_DLOPEN);
-	CHECK(strstr(err, "dlopen failed") != NULL);
+	CHECK(sc_library_load(garbage, sizeof(garbage), "t", &lib, err, sizeof(err)) == SC_ERR_FORMAT);
+	CHECK(strstr(err, "not an ELF file") != NULL);
 	CHECK(lib.fd == -1 && lib.handle == NULL);
+
+	/* The ELF header is checked before anything is written or mapped. */
+	{
+		unsigned char elf[4096];
+		Elf64_Ehdr *eh = (Elf64_Ehdr *) elf;
+		Elf64_Phdr *ph = (Elf64_Phdr *) (elf + sizeof(Elf64_Ehdr));
+
+		memset(elf, 0, sizeof(elf));
+		memcpy(eh->e_ident, ELFMAG, SELFMAG);
+		eh->e_ident[EI_CLASS] = ELFCLASS64;
+		eh->e_ident[EI_DATA] = ELFDATA2LSB;
+		eh->e_ident[EI_VERSION] = EV_CURRENT;
+		eh->e_type = ET_DYN;
+#if defined(__x86_64__)
+		const Elf64_Half host = EM_X86_64;
+#else
+		const Elf64_Half host = EM_AARCH64;
+#endif
+
+		eh->e_machine = host;
+		eh->e_phoff = sizeof(Elf64_Ehdr);
+		eh->e_phentsize = sizeof(Elf64_Phdr);
+		eh->e_phnum = 2;
+		ph[0].p_type = PT_LOAD;
+		ph[0].p_filesz = sizeof(elf);
+		ph[1].p_type = PT_DYNAMIC;
+		ph[1].p_offset = 1024;
+		ph[1].p_filesz = 64;
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_OK);
+		CHECK(sc_elf_check(elf, 40, err, sizeof(err)) == SC_ERR_FORMAT);
+		ph[1].p_filesz = sizeof(elf);	/* a segment past the end of the file */
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_ERR_FORMAT);
+		CHECK(strstr(err, "outside the file") != NULL);
+		ph[1].p_filesz = 64;
+		ph[1].p_type = PT_INTERP;	/* an executable, and no PT_DYNAMIC */
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_ERR_FORMAT);
+		CHECK(strstr(err, "interpreter") != NULL);
+		ph[1].p_type = PT_DYNAMIC;
+		eh->e_phnum = 200;			/* program headers past the end */
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_ERR_FORMAT);
+		eh->e_phnum = 2;
+		eh->e_machine = EM_386;
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_ERR_FORMAT);
+		CHECK(strstr(err, "machine") != NULL);
+		eh->e_machine = host;
+		eh->e_type = ET_EXEC;
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_ERR_FORMAT);
+		CHECK(strstr(err, "not an ELF shared object") != NULL);
+		eh->e_ident[EI_CLASS] = ELFCLASS32;
+		CHECK(sc_elf_check(elf, sizeof(elf), err, sizeof(err)) == SC_ERR_FORMAT);
+		CHECK(strstr(err, "64-bit") != NULL);
+	}
 
 	/* numpy.interp semantics: clamped ends, exact knots, linear between. */
 	CHECK(sc_interp(-1.0, xs, ys, 3) == 0.0);

@@ -211,7 +211,7 @@ def test_failed_chunk_marks_run_failed_and_next_start_resumes(
     # Nothing is published until the run succeeds, and the lock was released.
     assert predictions(conn, version) == {}
     holder = conn.execute(
-        "SELECT skyclass.scoring_lock_holder(skyclass.scoring_lock_key(%s, %s))",
+        "SELECT skyclass.scoring_job_holder(%s, %s)",
         (version, run["catalog_id"]),
     ).fetchone()
     assert holder == (None,)

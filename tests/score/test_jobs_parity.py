@@ -2,7 +2,7 @@
 
 One parity test for both implementations of the job (STYLE.md, practice 9):
 the same run machinery scores the same catalog with ``skyclass.predict``
-(database) and with the client-side fallback (TL2cgen's predictor on the
+(database) and with the client-side fallback (Treelite GTIL on the
 same artifact, the trainer's calibration, numpy point estimates), and every
 column of every row must agree: probabilities, top probability and photo-z
 point estimates within 1e-6, top labels exactly. Both also agree with

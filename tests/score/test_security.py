@@ -125,10 +125,10 @@ def _insert_artifact(conn: psycopg.Connection[Any], model_version_id: int) -> An
     ).fetchone()
 
 
-def test_only_the_model_admin_role_registers_artifacts(
+def test_only_superusers_register_artifacts(
     scoring_url: str, versions: Registered, plain_role: str
 ) -> None:
-    """A portal-like role cannot insert artifacts or score; skyclass_model_admin can insert."""
+    """A portal-like role and skyclass_model_admin cannot insert artifacts; a superuser can."""
     target = _uncompiled_version(scoring_url)
     with psycopg.connect(scoring_url) as conn:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(plain_role)))
@@ -144,8 +144,27 @@ def test_only_the_model_admin_role_registers_artifacts(
             )
         conn.rollback()
         conn.execute("SET ROLE skyclass_model_admin")
-        row = _insert_artifact(conn, target)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            _insert_artifact(conn, target)
+        conn.rollback()
+        # Even with INSERT granted, the trigger refuses a non-superuser, naming it.
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT ON skyclass.model_artifact TO {}").format(
+                sql.Identifier(plain_role)
+            )
+        )
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(plain_role)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"{plain_role} is not one"):
+            _insert_artifact(conn, target)
+        conn.rollback()
+        row = _insert_artifact(conn, target)  # the superuser
         assert row is not None and row[0] > 0
+        registrar = conn.execute(
+            "SELECT registered_by = current_user FROM skyclass.model_artifact "
+            "WHERE artifact_id = %s",
+            (row[0],),
+        ).fetchone()
+        assert registrar == (True,)
         conn.rollback()
 
 

@@ -48,8 +48,8 @@ Examples:
 Reads the version's Treelite checkpoint from skyclass.model_version, generates
 C with TL2cgen, builds it with gcc and stores the library (with its sha256,
 toolchain, flags and build time) in skyclass.model_artifact; skyclass.predict
-then loads it. Registering native code needs the skyclass_model_admin role
-(or a superuser). A version has exactly one artifact and it never changes:
+then loads it. Registering native code needs a superuser (the extension
+loads nothing else). A version has exactly one artifact and it never changes:
 compiling it again with the same options does nothing, with other options is
 refused.
 """,

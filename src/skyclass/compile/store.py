@@ -5,10 +5,12 @@ is compiled: it holds the Treelite checkpoint and the calibration map. The
 compile step reads the checkpoint, rebuilds the library with
 :func:`skyclass.compile.compile_checkpoint` and inserts one row into
 ``skyclass.model_artifact`` (``model_version_id`` is UNIQUE: one artifact per
-version, immutable). Inserting an artifact needs the ``skyclass_model_admin``
-role (or a superuser) because the library is native code that every scoring
-backend loads; the insert runs as the connecting role, and a role without
-that privilege gets an error naming the ``GRANT`` to run, before any build.
+version, immutable). Inserting an artifact needs a superuser (migration
+0008) because the library is native code that every scoring backend loads
+(the extension refuses to load rows that a superuser did not register);
+the insert runs as the connecting role, and any other role gets an error
+saying so before any build. Members of ``skyclass_model_admin`` may read
+model versions and artifacts.
 
 Compiling a version twice does not build twice: if the version already has an
 artifact built with the same options, that artifact is returned
@@ -196,8 +198,8 @@ def _registry_errors(conn: psycopg.Connection[Any], what: str) -> Iterator[None]
     except psycopg.errors.InsufficientPrivilege as exc:
         raise CompileError(
             f"role {role!r} may not {what}: {exc.diag.message_primary or exc}. Model artifacts "
-            f"are native code loaded by every scoring backend, so only members of {ADMIN_ROLE} "
-            f"(and superusers) may read and register them; an administrator can run: "
+            f"are native code loaded by every scoring backend: members of {ADMIN_ROLE} may "
+            f"read them, only superusers register them; to read, an administrator can run: "
             f"{_grant_hint(conn, role)}"
         ) from None
     except psycopg.errors.UndefinedTable as exc:
@@ -343,10 +345,15 @@ def uncompiled_versions(conn: psycopg.Connection[Any]) -> list[VersionRef]:
 
 
 def check_can_register(conn: psycopg.Connection[Any]) -> None:
-    """Raise :class:`CompileError` (naming the GRANT) unless this role may insert artifacts."""
+    """Raise :class:`CompileError` unless this role is a superuser (who alone registers artifacts).
+
+    The same rule as the registration trigger of migration 0008, checked first
+    so that a build is not wasted.
+    """
     row = conn.execute(
-        "SELECT current_user, has_table_privilege(to_regclass('skyclass.model_artifact'), "
-        "'INSERT'), to_regclass('skyclass.model_artifact') IS NOT NULL"
+        "SELECT current_user, coalesce((SELECT rolsuper FROM pg_roles "
+        "WHERE rolname = current_user), false), "
+        "to_regclass('skyclass.model_artifact') IS NOT NULL"
     ).fetchone()
     assert row is not None
     role, allowed, exists = str(row[0]), bool(row[1]), bool(row[2])
@@ -355,8 +362,8 @@ def check_can_register(conn: psycopg.Connection[Any]) -> None:
     if not allowed:
         raise CompileError(
             f"role {role!r} may not register model artifacts: a compiled model is native code "
-            f"that every scoring backend loads, so only members of {ADMIN_ROLE} (and "
-            f"superusers) may insert it. An administrator can run: {_grant_hint(conn, role)}"
+            "that every scoring backend loads, so only a superuser may register it; run "
+            "`skyclass compile` as a superuser (docs/operations.md, who can load native code)"
         )
 
 

@@ -37,17 +37,19 @@ Jobs
     point leaves neither gaps nor duplicates. Chunk commits do not wait for the
     WAL flush (a crash loses trailing chunks together with their marks); the
     final swap commits synchronously. One job per model version and catalog
-    runs at a time: a session-level advisory lock, taken by
-    ``skyclass.start_scoring_run``; a second start fails at once with
+    runs at a time: a lease (the job's row of ``skyclass.scoring_lease``,
+    naming the backend that runs it), taken by ``skyclass.start_scoring_run``
+    with an UPDATE that only roles writing that table can run, released by
+    finish/fail and stale once its backend is gone; a second start fails at once with
     "already running (run N, started ..., pid P)". Starting a job whose last
     run was interrupted or failed (same mode) resumes that run: its done
     chunks stay done, ``attempts`` counts the starts, and exactly one run is
     marked succeeded. A run whose session died still says ``running`` until
-    the next start, which holds the lock and so knows it is dead and marks it
-    ``interrupted``; listings show it as such at once (the lock is free). A
+    the next start, which holds the lease and so knows it is dead and marks it
+    ``interrupted``; listings show it as such at once (the lease is stale). A
     cancelled ``CALL`` marks its run interrupted itself, unless the cancel
     lands between two chunks, outside the procedure's error handler: the run
-    then looks running and its lock stays with the idle session until that
+    then looks running and its lease stays with the idle session until that
     session ends (the "already running" error says so). Objects of the
     catalog without a feature row are counted per chunk and reported.
 

@@ -11,3 +11,7 @@ class ScoringError(SkyclassError, RuntimeError):
 
 class AlreadyRunningError(ScoringError):
     """The same scoring job (model version and catalog) is already running elsewhere."""
+
+
+class ConnectionLostError(ScoringError):
+    """A scoring job lost its connection to the server; starting it again resumes the run."""

@@ -6,11 +6,14 @@ same runs, chunks and prediction tables, but computes on the client:
 1. the chunk's features leave the server as one binary ``COPY`` and are
    decoded with numpy (every row of the feature-table contract has the same
    width: ``object_id bigint, x real[n]`` without NULL elements);
-2. the model version's compiled library (``skyclass.model_artifact``, never a
-   pickle) is written to a private temporary directory after its bytes were
-   hashed and compared with the registered sha256, hashed again from the file,
-   and run through TL2cgen's predictor (``float32`` features widened to
-   ``float64``, NaN = missing, as in the extension);
+2. the model version's Treelite checkpoint (``skyclass.model_version``:
+   plain data that Treelite parses, never a pickle) is predicted with
+   Treelite's interpreter, GTIL (``float32`` features widened to ``float64``,
+   NaN = missing, as in the extension). The client never loads the compiled
+   library of ``skyclass.model_artifact``: loading a library runs its code
+   as the invoking user, and bytes taken from the database must not get
+   that (only its layout columns are read, and checked against the
+   checkpoint's);
 3. raw outputs become probabilities with the artifact's output transform,
    then :func:`skyclass.train.calibration.apply_calibration` applies the
    version's calibration map (the reference the C scorer mirrors);
@@ -21,16 +24,14 @@ same runs, chunks and prediction tables, but computes on the client:
    ``skyclass.complete_scoring_chunk`` marks the chunk done in that same
    transaction.
 
-Both scorers produce the same rows (probabilities within 1e-6; a parity test
-runs both).
+Both scorers produce the same rows (probabilities within 1e-6, same top
+label; a parity test runs both). GTIL is slower than the compiled library
+(docs/benchmarks-scoring.md), which is the price of not running native code
+from the database on the client.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,68 +165,60 @@ def load_version_model(conn: psycopg.Connection[Any], model_version_id: int) -> 
 
 
 class ClientScorer:
-    """A model version's compiled library loaded on the client through TL2cgen.
+    """A model version's Treelite checkpoint, predicted with Treelite's GTIL on the client.
 
-    Build one with :meth:`load`; call :meth:`probabilities` from one thread
-    at a time (TL2cgen's predictor is not reentrant) and :meth:`close` at the
-    end. ``nthread`` is the predictor's own thread count.
+    Build one with :meth:`load`, call :meth:`probabilities` and :meth:`close`
+    at the end. ``nthread`` is GTIL's own thread count. No native code from
+    the database is loaded: the checkpoint is data that Treelite parses.
     """
 
-    def __init__(self, version: VersionModel, predictor: Any) -> None:
+    def __init__(
+        self, version: VersionModel, model: Any, postprocessor: str, *, nthread: int = 1
+    ) -> None:
         self.version = version
-        self.predictor = predictor
+        self.model = model
+        self.postprocessor = postprocessor
+        self.nthread = nthread
 
     @classmethod
     def load(
         cls, conn: psycopg.Connection[Any], model_version_id: int, *, nthread: int = 1
     ) -> ClientScorer:
-        """Fetch, verify and load the library of ``model_version_id``.
+        """Read and parse the checkpoint of ``model_version_id`` and check it against its artifact.
 
-        The bytes are hashed and compared with the registered sha256 before
-        they touch the disk, written into a fresh directory only this user can
-        read, hashed again from the file (nothing may change them in between),
-        loaded, and the file and directory removed (the mapping stays).
+        The checkpoint must declare the features, raw outputs and output
+        transform that the version's artifact row declares (what the
+        in-database scorer uses), so both scorers compute the same thing.
         """
-        import tl2cgen
+        from skyclass.compile.checkpoint import load_checkpoint, model_layout
+        from skyclass.errors import CompileError
 
         version = load_version_model(conn, model_version_id)
         row = conn.execute(
-            "SELECT library FROM skyclass.model_artifact WHERE model_version_id = %s",
+            "SELECT checkpoint FROM skyclass.model_version WHERE model_version_id = %s",
             (model_version_id,),
         ).fetchone()
         if row is None:
-            raise ScoringError(f"model version {model_version_id} is not compiled")
-        library = bytes(row[0])
-        if hashlib.sha256(library).digest() != version.sha256:
-            raise ScoringError(
-                f"the artifact of model version {model_version_id} failed its sha256 check; "
-                "it was not loaded"
-            )
-        directory = tempfile.mkdtemp(prefix="skyclass-model-")  # mode 0700
+            raise ScoringError(f"model version {model_version_id} does not exist")
         try:
-            path = os.path.join(directory, f"{version.sha256.hex()}.so")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(library)
-            with open(path, "rb") as fh:
-                if hashlib.sha256(fh.read()).digest() != version.sha256:
-                    raise ScoringError(
-                        f"the library of model version {model_version_id} changed on disk "
-                        "before it was loaded; it was not loaded"
-                    )
-            predictor = tl2cgen.Predictor(path, nthread=nthread)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        if int(predictor.num_feature) != version.n_features:
+            model = load_checkpoint(bytes(row[0]))
+            layout = model_layout(model)
+        except CompileError as exc:
             raise ScoringError(
-                f"the library of model version {model_version_id} takes "
-                f"{predictor.num_feature} features, the version {version.n_features}"
+                f"the Treelite checkpoint of model version {model_version_id} is unusable: {exc}"
+            ) from None
+        found = (layout.n_features, layout.n_outputs, layout.output_transform)
+        expected = (version.n_features, version.n_outputs, version.output_transform)
+        if found != expected:
+            raise ScoringError(
+                f"the checkpoint of model version {model_version_id} declares (features, "
+                f"outputs, transform) {found}, its artifact {expected}"
             )
-        return cls(version, predictor)
+        return cls(version, model, layout.postprocessor, nthread=nthread)
 
     def probabilities(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """Calibrated probabilities (n x classes) of float32 features (NaN = missing)."""
-        import tl2cgen
+        import treelite.gtil
 
         n = x.shape[0]
         k = self.version.n_classes
@@ -233,13 +226,19 @@ class ClientScorer:
             return np.zeros((0, k))
         if x.ndim != 2 or x.shape[1] != self.version.n_features:
             raise ScoringError(f"expected {self.version.n_features} features, not {x.shape[1:]}")
-        # float32 widened to float64 exactly, like the extension's input (see FINDINGS.md on
-        # TL2cgen's union: widened float32 can never look like its "missing" marker).
-        dmat = tl2cgen.DMatrix(np.ascontiguousarray(x, dtype=np.float64), missing=np.nan)
-        raw = np.asarray(self.predictor.predict(dmat), dtype=np.float64).reshape(n, -1)
+        # float32 widened to float64 exactly, like the extension's input; GTIL takes NaN as
+        # missing, as the compiled library does.
+        data = np.ascontiguousarray(x, dtype=np.float64)
+        margin = self.postprocessor == "softmax"
+        raw = np.asarray(
+            treelite.gtil.predict(self.model, data, nthread=self.nthread, pred_margin=margin),
+            dtype=np.float64,
+        ).reshape(n, -1)
+        if margin:
+            raw = softmax(raw)
         if raw.shape[1] != self.version.n_outputs:
             raise ScoringError(
-                f"the library returned {raw.shape[1]} outputs, expected {self.version.n_outputs}"
+                f"the model returned {raw.shape[1]} outputs, expected {self.version.n_outputs}"
             )
         if self.version.output_transform == "binary_expand":
             raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
@@ -248,8 +247,23 @@ class ClientScorer:
         return apply_calibration(self.version.calibration, raw)
 
     def close(self) -> None:
-        """Drop the predictor (its library stays mapped until the process ends)."""
-        self.predictor = None
+        """Drop the parsed model."""
+        self.model = None
+
+
+def softmax(margin: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Softmax of each row as TL2cgen's generated code computes it, in float64.
+
+    GTIL's own softmax differs from it by up to 1e-7, which isotonic
+    calibration can stretch past the scorers' 1e-6 parity; the margins
+    themselves are identical. Sums run class by class, in the C loop's order.
+    """
+    e = np.exp(margin - margin.max(axis=1, keepdims=True))
+    norm = e[:, 0].copy()
+    for k in range(1, e.shape[1]):
+        norm += e[:, k]
+    result: npt.NDArray[np.float64] = e / norm[:, None]
+    return result
 
 
 def read_chunk_features(

@@ -4,9 +4,11 @@ The job is the one ``CALL skyclass.rescore(...)`` runs inside one session,
 split over sessions so that every core works:
 
 1. a coordinator session calls ``skyclass.start_scoring_run``: it takes the
-   job's session advisory lock (one job per model version and catalog; a
-   second start fails at once with "already running (run N, started ...,
-   pid ...)"), marks runs whose backend died as interrupted, and either
+   job's lease (a row of ``skyclass.scoring_lease`` naming this backend: one
+   job per model version and catalog; a second start fails at once with
+   "already running (run N, started ..., pid ...)"; only roles that may
+   write the lease table can hold it), marks runs whose backend died as
+   interrupted, and either
    resumes the last interrupted or failed run of the same mode (its finished
    chunks stay done) or plans a new run as chunks of contiguous object ids;
 2. ``workers`` sessions claim chunks with ``FOR UPDATE SKIP LOCKED`` and score
@@ -20,7 +22,11 @@ split over sessions so that every core works:
 
 A job killed at any point (backend terminated, client killed, server
 restarted) is resumed by starting it again: ``skyclass score`` with the
-same arguments, ``CALL skyclass.rescore`` or the next scheduled run.
+same arguments, ``CALL skyclass.rescore`` or the next scheduled run. Every
+session of a job sets ``client_connection_check_interval``, so that when the
+client dies its backends notice within a second and stop instead of scoring
+on as orphans; a lost connection ends the job with one
+:class:`ConnectionLostError` that says the run resumes when started again.
 """
 
 from __future__ import annotations
@@ -36,11 +42,16 @@ from typing import Any
 import psycopg
 
 from skyclass.db.connect import connect, database_url
-from skyclass.score.errors import AlreadyRunningError, ScoringError
+from skyclass.errors import DatabaseError
+from skyclass.score.errors import AlreadyRunningError, ConnectionLostError, ScoringError
 from skyclass.score.fallback import ClientScorer, score_chunk_client
 from skyclass.score.runs import RunInfo, get_run, run_plan
 
 SCORERS = ("auto", "database", "client")
+CONNECTION_CHECK_INTERVAL = "1s"
+"""How often a job's backend checks, while it runs a statement, that its client is still there."""
+ORPHAN_ROUNDS = 10
+"""Extra rounds (0.5 s apart) for chunks that another session still held when the workers ended."""
 ProgressCallback = Callable[[int, int, int], None]
 """Called with (chunks done, chunks in total, rows scored) while a job runs."""
 
@@ -59,8 +70,49 @@ def has_extension(conn: psycopg.Connection[Any]) -> bool:
     return row is not None and row[0] is not None
 
 
-def scoring_error(exc: psycopg.Error, what: str) -> ScoringError:
-    """A :class:`ScoringError` carrying the server's message and hint of ``exc``."""
+def connection_lost(exc: BaseException, run_id: int | None) -> ConnectionLostError:
+    """The one-line error of a job whose connection to the server broke (``exc``)."""
+    reason = (str(exc).strip().splitlines() or ["connection closed"])[0]
+    reason = reason.removeprefix("consuming input failed: ")
+    job = "the job" if run_id is None else f"run {run_id}"
+    return ConnectionLostError(
+        f"the connection to the database was lost ({reason}); {job} stopped and resumes "
+        "where it was when the same job is started again"
+    )
+
+
+def _job_session(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """A connection of a job whose backend stops soon after its client is gone."""
+    conn = connect(url, autocommit=autocommit)
+    try:
+        conn.execute(
+            "SELECT set_config('client_connection_check_interval', %s, false)",
+            (CONNECTION_CHECK_INTERVAL,),
+        )
+        if not autocommit:
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True for the error of a session that ended: terminated backend, server stop, crash."""
+    if isinstance(exc, DatabaseError):  # could not connect (again)
+        return True
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(("57P", "08"))
+    )
+
+
+def scoring_error(exc: psycopg.Error, what: str, run_id: int | None = None) -> ScoringError:
+    """A :class:`ScoringError` carrying the server's message and hint of ``exc``.
+
+    A session that ended gives :func:`connection_lost` instead.
+    """
+    if is_connection_lost(exc):
+        return connection_lost(exc, run_id)
     diag = exc.diag
     message = diag.message_primary or str(exc).strip()
     if diag.message_hint:
@@ -114,8 +166,13 @@ class _Workers:
         self._lock = threading.Lock()
         self._connections: list[psycopg.Connection[Any]] = []
 
-    def connect(self, url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
-        conn = connect(url, autocommit=autocommit)
+    def connect(self, url: str, run_id: int, *, autocommit: bool) -> psycopg.Connection[Any]:
+        try:
+            conn = _job_session(url, autocommit=autocommit)
+        except (psycopg.Error, DatabaseError) as exc:
+            if is_connection_lost(exc):
+                raise connection_lost(exc, run_id) from None
+            raise
         with self._lock:
             self._connections.append(conn)
         return conn
@@ -129,22 +186,25 @@ class _Workers:
 
 
 def _database_worker(url: str, run_id: int, parallel_query: bool, workers: _Workers) -> None:
-    with workers.connect(url, autocommit=True) as conn:
-        if not parallel_query:
-            # Sessions already fill the cores; parallel workers would only add start-up and
-            # library loading per chunk.
-            conn.execute("SET max_parallel_workers_per_gather = 0")
+    with workers.connect(url, run_id, autocommit=True) as conn:
         try:
+            if not parallel_query:
+                # Sessions already fill the cores; parallel workers would only add start-up
+                # and library loading per chunk.
+                conn.execute("SET max_parallel_workers_per_gather = 0")
             conn.execute("CALL skyclass.score_chunks(%s)", (run_id,))
         except psycopg.Error as exc:
-            raise scoring_error(exc, f"scoring run {run_id}") from None
+            raise scoring_error(exc, f"scoring run {run_id}", run_id) from None
 
 
 def _client_worker(url: str, run_id: int, workers: _Workers) -> None:
-    with workers.connect(url, autocommit=False) as conn:
-        plan = run_plan(conn, run_id)
-        scorer = ClientScorer.load(conn, plan.model_version_id)
-        conn.commit()
+    with workers.connect(url, run_id, autocommit=False) as conn:
+        try:
+            plan = run_plan(conn, run_id)
+            scorer = ClientScorer.load(conn, plan.model_version_id)
+            conn.commit()
+        except psycopg.Error as exc:
+            raise scoring_error(exc, f"scoring run {run_id}", run_id) from None
         try:
             while not workers.stop.is_set():
                 with conn.transaction():
@@ -159,7 +219,7 @@ def _client_worker(url: str, run_id: int, workers: _Workers) -> None:
                         return
                     score_chunk_client(conn, plan, scorer, int(row[0]), int(row[1]), int(row[2]))
         except psycopg.Error as exc:
-            raise scoring_error(exc, f"scoring run {run_id}") from None
+            raise scoring_error(exc, f"scoring run {run_id}", run_id) from None
         finally:
             scorer.close()
 
@@ -170,6 +230,14 @@ def _progress(conn: psycopg.Connection[Any], run_id: int) -> tuple[int, int, int
         (run_id,),
     ).fetchone()
     return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _unfinished_chunks(conn: psycopg.Connection[Any], run_id: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM skyclass.scoring_chunk WHERE run_id = %s AND done_at IS NULL",
+        (run_id,),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _fail(conn: psycopg.Connection[Any], run_id: int, message: str, status: str) -> None:
@@ -206,8 +274,10 @@ def score_catalog(
     ``resume`` is False. ``parallel_query`` lets each chunk's ``CREATE TABLE
     AS`` use parallel workers (default: only with one session). Returns the
     finished run; raises :class:`AlreadyRunningError` when the job runs
-    elsewhere and :class:`ScoringError` when it fails (the run is then marked
-    failed and the next start resumes it).
+    elsewhere, :class:`ConnectionLostError` when a session of the job lost the
+    server (terminated backend, server stop; the run is marked interrupted when
+    possible) and :class:`ScoringError` when it fails (the run is then marked
+    failed); the next start resumes the run either way.
     """
     if scorer not in SCORERS:
         raise ScoringError(f"scorer must be one of {SCORERS}, not {scorer!r}")
@@ -217,81 +287,117 @@ def score_catalog(
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be at least 1, not {chunk_size}")
     target_url = url or database_url()
-    pool_workers = _Workers()
-    with connect(target_url, autocommit=True) as conn:
-        in_database = has_extension(conn)
-        if scorer == "database" and not in_database:
-            raise ScoringError(
-                "the skyclass extension is not installed in this database: use --scorer client "
-                "(or auto), or install it (docs/extension.md)"
+    run_id: int | None = None
+    try:
+        with _job_session(target_url, autocommit=True) as conn:
+            in_database = has_extension(conn)
+            if scorer == "database" and not in_database:
+                raise ScoringError(
+                    "the skyclass extension is not installed in this database: use --scorer "
+                    "client (or auto), or install it (docs/extension.md)"
+                )
+            chosen = "database" if scorer == "auto" and in_database else scorer
+            if chosen == "auto":
+                chosen = "client"
+            run_id = _start(
+                conn,
+                target,
+                catalog,
+                only_new=only_new,
+                chunk_size=chunk_size,
+                scorer=chosen,
+                resume=resume,
+                workers=n_workers,
             )
-        chosen = "database" if scorer == "auto" and in_database else scorer
-        if chosen == "auto":
-            chosen = "client"
-        run_id = _start(
-            conn,
-            target,
-            catalog,
-            only_new=only_new,
-            chunk_size=chunk_size,
-            scorer=chosen,
-            resume=resume,
-            workers=n_workers,
-        )
-        parallel = n_workers == 1 if parallel_query is None else parallel_query
-        futures: list[Future[None]] = []
-        pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="skyclass-score")
-        try:
-            for _ in range(n_workers):
-                if chosen == "database":
-                    futures.append(
-                        pool.submit(_database_worker, target_url, run_id, parallel, pool_workers)
-                    )
-                else:
-                    futures.append(pool.submit(_client_worker, target_url, run_id, pool_workers))
-            pending: set[Future[None]] = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                if progress is not None:
-                    progress(*_progress(conn, run_id))
-                if any(f.exception() is not None for f in done):
-                    # The other sessions stop after their current chunk.
-                    pool_workers.stop.set()
-        except BaseException:
-            # Ctrl-C (or a failing progress callback): stop the sessions now, not after the
-            # chunks they are in; their transactions roll back and the run stays resumable.
-            pool_workers.cancel()
-            pool.shutdown(wait=True)
-            _fail(conn, run_id, "interrupted by the client", "interrupted")
+            parallel = n_workers == 1 if parallel_query is None else parallel_query
+            _run_workers(conn, target_url, run_id, chosen, n_workers, parallel, progress)
+            for _ in range(ORPHAN_ROUNDS):
+                # Chunks skipped because another session held them: the orphans of a killed
+                # client, which stop within a second (client_connection_check_interval).
+                if not _unfinished_chunks(conn, run_id):
+                    break
+                time.sleep(0.5)
+                _run_workers(conn, target_url, run_id, chosen, n_workers, parallel, progress)
+            try:
+                conn.execute("SELECT skyclass.finish_scoring_run(%s)", (run_id,))
+            except psycopg.Error as exc:
+                error = scoring_error(exc, f"finishing scoring run {run_id}", run_id)
+                _fail(conn, run_id, str(error), "failed")
+                raise error from None
+            if progress is not None:
+                progress(*_progress(conn, run_id))
+            return get_run(conn, run_id)
+    except DatabaseError as exc:
+        if run_id is None:  # could not connect at all: that error says what to check
             raise
+        raise connection_lost(exc, run_id) from None
+    except psycopg.Error as exc:
+        raise scoring_error(exc, f"scoring {target} on {catalog}", run_id) from None
+
+
+def _run_workers(
+    conn: psycopg.Connection[Any],
+    url: str,
+    run_id: int,
+    scorer: str,
+    n_workers: int,
+    parallel: bool,
+    progress: ProgressCallback | None,
+) -> None:
+    """Score every chunk of run ``run_id`` with ``n_workers`` sessions; raise the first error.
+
+    The run is marked failed on a failing chunk, interrupted on a lost
+    connection or Ctrl-C (the sessions are cancelled then, not left to finish
+    their chunks); either way the next start resumes it.
+    """
+    pool_workers = _Workers()
+    futures: list[Future[None]] = []
+    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="skyclass-score")
+    try:
+        for _ in range(n_workers):
+            if scorer == "database":
+                futures.append(pool.submit(_database_worker, url, run_id, parallel, pool_workers))
+            else:
+                futures.append(pool.submit(_client_worker, url, run_id, pool_workers))
+        pending: set[Future[None]] = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            if progress is not None:
+                progress(*_progress(conn, run_id))
+            if any(f.exception() is not None for f in done):
+                # The other sessions stop after their current chunk.
+                pool_workers.stop.set()
+    except BaseException:
+        # Ctrl-C, a lost coordinator session or a failing progress callback: stop the
+        # sessions now, not after the chunks they are in; their transactions roll back and
+        # the run stays resumable.
+        pool_workers.cancel()
         pool.shutdown(wait=True)
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            first = errors[0]
-            message = str(first)
-            _fail(conn, run_id, message, "failed")
-            raise ScoringError(
-                f"{message}\nrun {run_id} is marked failed; start the same job again to resume it"
-            ) from first
-        try:
-            conn.execute("SELECT skyclass.finish_scoring_run(%s)", (run_id,))
-        except psycopg.Error as exc:
-            error = scoring_error(exc, f"finishing scoring run {run_id}")
-            _fail(conn, run_id, str(error), "failed")
-            raise error from None
-        if progress is not None:
-            progress(*_progress(conn, run_id))
-        return get_run(conn, run_id)
+        _fail(conn, run_id, "interrupted by the client", "interrupted")
+        raise
+    pool.shutdown(wait=True)
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
+    if not errors:
+        return
+    lost = [e for e in errors if isinstance(e, ConnectionLostError)]
+    first = lost[0] if lost else errors[0]
+    if isinstance(first, ConnectionLostError):
+        _fail(conn, run_id, str(first), "interrupted")
+        raise first
+    _fail(conn, run_id, str(first), "failed")
+    raise ScoringError(
+        f"{first}; run {run_id} is marked failed: start the same job again to resume it"
+    ) from first
 
 
 def wait_for_lock_release(url: str, run_id: int, timeout: float = 30.0) -> bool:
-    """Wait until no session holds the lock of run ``run_id``'s job (used by tests and tools)."""
+    """Wait until no live backend holds run ``run_id``'s job (used by tests and tools)."""
     deadline = time.monotonic() + timeout
     with connect(url, autocommit=True) as conn:
         while True:
             row = conn.execute(
-                "SELECT skyclass.scoring_lock_holder(skyclass.scoring_lock_key("
-                "model_version_id, catalog_id)) FROM skyclass.scoring_run WHERE run_id = %s",
+                "SELECT skyclass.scoring_job_holder(model_version_id, catalog_id) "
+                "FROM skyclass.scoring_run WHERE run_id = %s",
                 (run_id,),
             ).fetchone()
             if row is None or row[0] is None:

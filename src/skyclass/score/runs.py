@@ -1,9 +1,9 @@
 """Scoring runs as Python objects: what ``skyclass.scoring_run`` records, and listings of it.
 
-A run whose row still says ``running`` although no session holds its lock
-has lost its backend (terminated, cancelled, server restart); it is marked
-``interrupted`` by the next start of the same job, and listings already show
-it as such (:attr:`RunInfo.effective_status`).
+A run whose row still says ``running`` although no live backend holds its
+job (``skyclass.scoring_lease``) has lost its backend (terminated,
+cancelled, server restart); it is marked ``interrupted`` by the next start of
+the same job, and listings already show it as such (:attr:`RunInfo.effective_status`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ RUN_COLUMNS = (
     "r.rows_scored, r.objects_without_features, r.attempts, r.workers, r.started_at, "
     "r.resumed_at, r.finished_at, r.error, r.db_user, r.backend_pid, r.triggered_by, "
     "r.schedule_name, "
-    "r.status = 'running' AND skyclass.scoring_lock_holder("
-    "skyclass.scoring_lock_key(r.model_version_id, r.catalog_id)) IS NULL"
+    "r.status = 'running' AND skyclass.scoring_job_holder(r.model_version_id, r.catalog_id) "
+    "IS NULL"
 )
 RUN_FROM = (
     "skyclass.scoring_run AS r "
