@@ -138,14 +138,14 @@ DROP TRIGGER feature_set_immutable ON skyclass.feature_set;
 CREATE TRIGGER feature_set_immutable BEFORE UPDATE ON skyclass.feature_set
     FOR EACH ROW EXECUTE FUNCTION skyclass.feature_set_guard();
 
-CREATE FUNCTION skyclass.feature_differences(wanted jsonb, found jsonb) RETURNS text
+CREATE FUNCTION skyclass.feature_differences(wanted jsonb, built jsonb) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     parts text[] := '{}';
     f     record;
 BEGIN
     IF jsonb_typeof(wanted -> 'features') IS DISTINCT FROM 'array'
-       OR jsonb_typeof(found -> 'features') IS DISTINCT FROM 'array' THEN
+       OR jsonb_typeof(built -> 'features') IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'feature_differences expects two canonical specs with a features array'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -153,7 +153,7 @@ BEGIN
         SELECT coalesce(w.value ->> 'name', o.value ->> 'name') AS name,
                w.value AS w, o.value AS o, w.ord AS wo, o.ord AS oo
           FROM jsonb_array_elements(wanted -> 'features') WITH ORDINALITY AS w(value, ord)
-          FULL JOIN jsonb_array_elements(found -> 'features') WITH ORDINALITY AS o(value, ord)
+          FULL JOIN jsonb_array_elements(built -> 'features') WITH ORDINALITY AS o(value, ord)
             ON w.value ->> 'name' = o.value ->> 'name'
          ORDER BY coalesce(w.ord, o.ord + 100000)
     LOOP
@@ -176,7 +176,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION skyclass.feature_differences(jsonb, jsonb) IS
-    'How the features of canonical spec found differ from those of wanted (missing, extra, '
+    'How the features of canonical spec built differ from those of wanted (missing, extra, '
     'other expression, other options or order), as one line of text.';
 
 CREATE OR REPLACE FUNCTION skyclass.scoring_feature_set(model_version bigint, catalog integer)

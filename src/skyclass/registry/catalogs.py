@@ -129,11 +129,12 @@ SELECT c.name, c.schema_name, c.table_name, c.id_column, c.ra_column, c.dec_colu
        c.description, c.created_at, c.catalog_id,
        (SELECT count(*) FROM skyclass.catalog_load l WHERE l.catalog_id = c.catalog_id),
        coalesce((SELECT sum(greatest(cl.reltuples, 0))::bigint
-                   FROM pg_partition_tree(to_regclass(format('%%I.%%I',
+                   FROM (SELECT to_regclass(format('%%I.%%I',
                             coalesce(c.source_schema, c.schema_name),
-                            coalesce(c.source_table, c.table_name)))) AS pt
-                   JOIN pg_class cl ON cl.oid = pt.relid
-                  WHERE pt.isleaf), 0),
+                            coalesce(c.source_table, c.table_name))) AS r) AS src
+                   JOIN pg_class cl ON cl.relkind = 'r'
+                    AND (cl.oid = src.r
+                         OR cl.oid IN (SELECT pt.relid FROM pg_partition_tree(src.r) AS pt))), 0),
        c.kind, c.source_schema, c.source_table
 FROM skyclass.catalog c
 """
@@ -158,7 +159,7 @@ def _summary(row: tuple[Any, ...], rows: int | None = None) -> CatalogSummary:
 def list_catalogs(url: str | None = None) -> list[CatalogSummary]:
     """All registered catalogs, by name; ``rows`` is the planner's estimate (exact after a load)."""
     with connect(url) as conn:
-        rows = conn.execute(_SUMMARY_SQL + " ORDER BY c.name").fetchall()
+        rows = conn.execute(_SUMMARY_SQL + " ORDER BY c.name", ()).fetchall()
     return [_summary(r) for r in rows]
 
 
