@@ -45,7 +45,8 @@ def survey_rows(table: str, ids: str, first: int, count: int, *, columns: tuple[
     ra = f"({x} * 137.50776405 - floor({x} * 137.50776405 / 360.0) * 360.0)"
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) "
-        f"SELECT {ids} + i, {ra}, degrees(asin(2.0 * {frac} - 1.0)), "
+        f"SELECT {ids} + i, {ra}, "
+        f"degrees(asin(2.0 * ((i - {first})::float8 + 0.5) / {count}.0 - 1.0)), "
         f"power(10.0::float8, (22.5 - ({mag_r} + {g_r})) / 2.5), "
         f"power(10.0::float8, (22.5 - {mag_r}) / 2.5), "
         f"power(10.0::float8, (22.5 - ({mag_r} - {r_z})) / 2.5){label} "

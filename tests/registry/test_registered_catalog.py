@@ -95,6 +95,7 @@ def _model_version(url: str, name: str) -> int:
     return int(row[0])
 
 
+@pytest.mark.slow
 def test_a_plain_table_is_registered_featured_scored_searched_and_dropped(
     archive: str, tmp_path: Path
 ) -> None:

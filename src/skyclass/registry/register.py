@@ -156,7 +156,7 @@ def _examples(
     conn: psycopg.Connection[Any], source: _Source, id_col: str, condition: sql.Composable
 ) -> str:
     rows = conn.execute(
-        sql.SQL("SELECT {id}::text FROM {t} WHERE {c} LIMIT %s").format(
+        sql.SQL("SELECT {id}::text FROM {t} WHERE {c} ORDER BY {id} LIMIT %s").format(
             id=sql.Identifier(id_col), t=source.ident, c=condition
         ),
         (EXAMPLES,),
@@ -242,9 +242,14 @@ def _checks(
                 id_col if check == "id not null" else ra_col if check.startswith("ra") else dec_col
             )
             assert column is not None
-            what = "NULL" if check == "id not null" else f"NULL, NaN or outside {check[3:]}"
+            what = (
+                "NULL"
+                if check == "id not null"
+                else f"NULL, NaN or outside {check.split(' in ')[1]}"
+            )
             raise RegistryError(
-                f"{source.qualified}: column {column!r} is {what} in {offending:,} rows (ids "
+                f"{source.qualified}: column {column!r} is {what} in {offending:,} "
+                f"row{'' if offending == 1 else 's'} (ids "
                 f"{_examples(conn, source, id_col, conditions[check]) or 'NULL'}); fix those "
                 "rows, or register a view of the table that leaves them out"
             )
