@@ -6,7 +6,7 @@ import psycopg
 from click.testing import CliRunner
 
 from skyclass.cli import main
-from tests.score.conftest import skyclass_extension as skyclass_extension  # noqa: F401
+from tests.score.conftest import skyclass_extension as skyclass_extension
 
 
 def run(url: str, *args: str) -> tuple[int, str]:

@@ -202,7 +202,8 @@ def drop_catalog(name: str, *, cascade: bool = False, url: str | None = None) ->
 def _drop_view(conn: psycopg.Connection[Any], schema: str, view: str, name: str) -> None:
     """Drop the view skyclass made for a registered catalog; refuse anything else."""
     kind = conn.execute(
-        "SELECT c.relkind FROM pg_class AS c WHERE c.oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
+        "SELECT c.relkind FROM pg_class AS c "
+        "WHERE c.oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
         (schema, view),
     ).fetchone()
     if kind is None:
