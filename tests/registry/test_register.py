@@ -164,6 +164,8 @@ def test_refusals_name_the_problem(db_url: str) -> None:
     ok = {"name": "t", "id_column": "src_id", "ra_column": "ra_j2000", "dec_column": "de_j2000"}
     cases = [
         ("survey.nope", ok, "table 'survey.nope' does not exist"),
+        ('survey."t; DROP TABLE survey.t"', ok, "does not exist"),
+        ("a.b.c.d", ok, "table 'a.b.c.d' does not exist"),
         ("survey.v", ok, "survey.v is a view: register a table or a partitioned table"),
         ("skyclass.catalog", ok, "which skyclass manages"),
         ("survey.t", {**ok, "id_column": "name"}, "--id name: column 'name' of survey.t is text"),

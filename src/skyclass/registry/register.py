@@ -21,9 +21,11 @@ whoever may read ``catalogs``.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +106,7 @@ def _source(conn: psycopg.Connection[Any], table: str) -> _Source:
                 "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
                 (table,),
             ).fetchone()
-    except psycopg.errors.InvalidName:
+    except psycopg.Error:  # not a name at all ('a;b', 'a.b.c.d', cross-database)
         row = None
     if row is None:
         raise RegistryError(
@@ -307,6 +309,36 @@ def _index_name(table: str) -> str:
     return table[: 63 - len(suffix)] + suffix
 
 
+class _IndexProgress:
+    """Report ``pg_stat_progress_create_index`` of backend ``pid`` every few seconds."""
+
+    def __init__(self, url: str | None, pid: int, what: str, every: float = 2.0) -> None:
+        self.url, self.pid, self.what, self.every = url, pid, what, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _IndexProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        with connect(self.url, autocommit=True) as conn:
+            while not self.stop.wait(self.every):
+                row = conn.execute(
+                    "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total "
+                    "FROM pg_stat_progress_create_index WHERE pid = %s",
+                    (self.pid,),
+                ).fetchone()
+                if row is not None:
+                    done, total = (row[1], row[2]) if row[2] else (row[3], row[4])
+                    share = f" {100 * done / total:.0f}%" if total else ""
+                    _say(True, f"{self.what}: {row[0]}{share}")
+
+
 def _create_indexes(
     url: str | None,
     tables: list[str],
@@ -323,18 +355,24 @@ def _create_indexes(
             name = _index_name(table)
             clock = time.perf_counter()
             _say(progress, f"building Q3C index {schema}.{name} ({k}/{len(tables)}) CONCURRENTLY")
+            watch: contextlib.AbstractContextManager[object] = (
+                _IndexProgress(url, conn.info.backend_pid, f"{schema}.{name}")
+                if progress
+                else contextlib.nullcontext()
+            )
             try:
-                conn.execute(
-                    sql.SQL(
-                        "CREATE INDEX CONCURRENTLY {n} ON {t} ({q}.q3c_ang2ipix({ra}, {dec}))"
-                    ).format(
-                        n=sql.Identifier(name),
-                        t=sql.Identifier(schema, table),
-                        q=sql.Identifier(q3c),
-                        ra=sql.Identifier(ra_col),
-                        dec=sql.Identifier(dec_col),
+                with watch:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE INDEX CONCURRENTLY {n} ON {t} ({q}.q3c_ang2ipix({ra}, {dec}))"
+                        ).format(
+                            n=sql.Identifier(name),
+                            t=sql.Identifier(schema, table),
+                            q=sql.Identifier(q3c),
+                            ra=sql.Identifier(ra_col),
+                            dec=sql.Identifier(dec_col),
+                        )
                     )
-                )
             except psycopg.Error as exc:
                 # A failed concurrent build leaves an invalid index behind: remove it.
                 conn.execute(
