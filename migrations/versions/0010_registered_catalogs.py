@@ -303,8 +303,8 @@ def _as_hashed(spec: dict[str, Any]) -> dict[str, Any]:
     jsonb keeps ``26.0`` as written but prints ``1e+20`` as an integer; the
     canonical spec held floats there.
     """
-    for feature in spec["features"]:
-        nd = feature.get("nondetection")
+    for feature in spec.get("features") or []:
+        nd = feature.get("nondetection") if isinstance(feature, dict) else None
         if nd is not None:
             for key in ("above", "below"):
                 if nd.get(key) is not None:
