@@ -96,3 +96,29 @@ def test_one_definition_built_on_another_catalog_through_a_map_gives_the_same_va
         + [a for k, v in MAP.items() for a in ("--map", f"{k}={v}")],
     )
     assert result.exit_code == 0 and "unchanged" in result.output
+
+    # Training names the catalog: the build on sdss17, not the newer one on renamed.
+    quick = ["--param", "max_iter=5", "--folds", "2", "--baselines", "dummy", "--no-importance"]
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "sdss_ugriz",
+            "--catalog",
+            "sdss17",
+            "--model",
+            "m",
+            "--label",
+            "class",
+            *quick,
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(fdb) as conn:
+        trained_on = conn.execute(
+            "SELECT f.catalog_name FROM skyclass.model_version v "
+            "JOIN skyclass.training_snapshot s USING (snapshot_id) "
+            "JOIN skyclass.feature_set f ON f.feature_set_id = s.feature_set_id"
+        ).fetchall()
+    assert trained_on == [("sdss17",)]
