@@ -10,6 +10,7 @@ import pytest
 from skyclass.errors import RegistryError
 from skyclass.registry.register import register_catalog
 from tests.ingest.corpus import clean_columns, write_csv
+from tests.query.conftest import enable_sweep
 from tests.registry.conftest import relations, run, survey_rows
 
 COLUMNS = ("src_id", "ra_j2000", "de_j2000", "f_g", "f_r", "f_z")
@@ -98,6 +99,27 @@ def test_a_partitioned_table_gets_an_index_per_partition_and_serves_cone_searche
     assert plan
     assert "Seq Scan" not in inner and inner.count("Index Scan") >= 4
     assert len(truth) > 5 and cone == truth
+
+    # Cross-match reads the view like a table, the C sweep through SPI included.
+    # One leaf partition registered on its own: the index built on it is found, not rebuilt.
+    part = register_catalog(
+        "survey.parted_2", name="part2", id_column="src_id", ra_column="ra_j2000",
+        dec_column="de_j2000", url=db_url,
+    )  # fmt: skip
+    assert not part.index_created and part.q3c_index == "survey.parted_2_q3c_skyclass"
+    assert enable_sweep(db_url)
+    with psycopg.connect(db_url) as conn:
+        matches = {
+            method: conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE object_id_a = object_id_b), "
+                "max(distance_arcsec) FROM skyclass.crossmatch('part2', 'parted', 1.0, "
+                "method => %s)",
+                (method,),
+            ).fetchone()
+            for method in ("cells", "index", "sweep")
+        }
+    assert set(matches.values()) == {(25_000, 25_000, 0.0)}, matches
+    assert run(db_url, "catalog", "drop", "part2", "--yes")[0] == 0
 
     code, out = run(db_url, "catalog", "list")
     assert code == 0 and "registered (survey.parted)" in out and "100,000" in out
