@@ -135,6 +135,13 @@ def test_a_partitioned_table_gets_an_index_per_partition_and_serves_cone_searche
 
     code, out = run(db_url, "catalog", "drop", "parted")
     assert code == 1 and "--yes" in out and "not the registered table" in out
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE VIEW public.mine AS SELECT object_id FROM catalogs.parted")
+    code, out = run(db_url, "catalog", "drop", "parted", "--yes")
+    assert code == 1 and "other objects depend on view catalogs.parted" in out
+    assert "view mine depends on view catalogs.parted" in out
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP VIEW public.mine")
     code, out = run(db_url, "catalog", "drop", "parted", "--yes")
     assert code == 0 and "table survey.parted kept" in out
     with psycopg.connect(db_url) as conn:

@@ -201,19 +201,22 @@ def not_found(conn: psycopg.Connection[Any], name: str) -> CatalogNotFoundError:
 
 
 # -- dropping -------------------------------------------------------------------------
-def drop_table(conn: psycopg.Connection[Any], schema: str, table: str, *, what: str) -> None:
-    """``DROP TABLE`` that explains dependent objects instead of cascading to them."""
+def drop_table(
+    conn: psycopg.Connection[Any], schema: str, table: str, *, what: str, view: bool = False
+) -> None:
+    """``DROP TABLE`` (``DROP VIEW``) that explains dependent objects instead of cascading."""
+    kind = "view" if view else "table"
     try:
         with conn.transaction():
             conn.execute(
-                sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(table)
+                sql.SQL("DROP {} IF EXISTS {}.{}").format(
+                    sql.SQL(kind.upper()), sql.Identifier(schema), sql.Identifier(table)
                 )
             )
     except psycopg.errors.DependentObjectsStillExist as exc:
         detail = (exc.diag.message_detail or "").replace("\n", "; ")
         raise IngestError(
-            f"{what} cannot be dropped or replaced while other objects depend on table "
+            f"{what} cannot be dropped or replaced while other objects depend on {kind} "
             f"{schema}.{table} ({detail}); drop or redefine them first"
         ) from None
 

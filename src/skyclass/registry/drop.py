@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from skyclass.db.connect import connect
 from skyclass.errors import RegistryError
@@ -213,15 +212,7 @@ def _drop_view(conn: psycopg.Connection[Any], schema: str, view: str, name: str)
             f"catalog {name!r} is registered but {schema}.{view} is not the view skyclass made "
             f"(relkind {kind[0]!r}); skyclass drops only its own objects: inspect it"
         )
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view)))
-    except psycopg.errors.DependentObjectsStillExist as exc:
-        detail = (exc.diag.message_detail or "").replace("\n", "; ")
-        raise RegistryError(
-            f"catalog {name!r} cannot be dropped while other objects depend on its view "
-            f"{schema}.{view} ({detail}); drop or redefine them first"
-        ) from None
+    drop_table(conn, schema, view, what=f"catalog {name!r}", view=True)
 
 
 def _drop_dependents(
