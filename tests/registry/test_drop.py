@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from skyclass.report.data import load_report_data
 from tests.ingest.corpus import write_csv
 from tests.registry.conftest import relations, run
 
@@ -109,3 +110,5 @@ def test_drop_lists_dependents_refuses_and_cascades_without_orphans(
     assert deployed == (1,)
     code, out = run(db_url, "models", "show", "gal:1")
     assert code == 0, out
+    report = load_report_data("gal:1", db_url)
+    assert report.catalog["name"] == "alpha (dropped)" and report.loads == ()
