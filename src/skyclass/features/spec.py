@@ -43,6 +43,13 @@ keys, expressions re-printed from their parse tree, numbers as Python floats,
 defaults filled in). Whitespace, comments, key order, redundant parentheses
 or ``2.50`` for ``2.5`` do not change it; any change of the set's name, its
 catalog, a feature's name, expression, group, order or missing policy does.
+
+That hash versions a *build*: the definition on one catalog. The definition
+itself (name and features, no catalog) is versioned by
+:attr:`FeatureSpec.definition_hash`, the same on every catalog it is built on;
+:meth:`FeatureSpec.for_catalog` moves a spec to another catalog and maps the
+columns its expressions read to that catalog's names (``columns``, hashed into
+the build only when not empty, so a spec without a map keeps its old version).
 """
 
 from __future__ import annotations
