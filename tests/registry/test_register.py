@@ -125,6 +125,8 @@ def test_a_partitioned_table_gets_an_index_per_partition_and_serves_cone_searche
     assert code == 0 and "registered (survey.parted)" in out and "100,000" in out
     code, out = run(db_url, "catalog", "show", "parted")
     assert code == 0 and "a view over survey.parted (nothing copied)" in out
+    assert "partitioned table, 100,000 rows then; Q3C index survey.parted_0_q3c" in out
+    assert "(built by skyclass)" in out and "check dec in [-90, 90]: 0 offending rows" in out
     assert "object_id" in out and "src_id" in out
 
     # Ingest never writes into a registered catalog.

@@ -88,6 +88,22 @@ class CatalogDescription:
     summary: CatalogSummary
     columns: list[ColumnInfo]
     loads: list[LoadInfo]
+    registration: RegistrationInfo | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationInfo:
+    """How a registered catalog was registered (``skyclass.catalog_registration``)."""
+
+    source: str
+    source_kind: str
+    row_estimate: int
+    checks: list[dict[str, Any]]
+    q3c_index: str | None
+    index_created: bool
+    os_user: str
+    db_user: str
+    registered_at: datetime
 
 
 # -- locking --------------------------------------------------------------------------
@@ -187,10 +203,18 @@ def describe_catalog(name: str, url: str | None = None) -> CatalogDescription:
             "ORDER BY load_id",
             (row[8],),
         ).fetchall()
+        registration = conn.execute(
+            "SELECT source_schema || '.' || source_table, source_kind, row_estimate, checks, "
+            "q3c_index, index_created, os_user, db_user, registered_at "
+            "FROM skyclass.catalog_registration WHERE catalog_id = %s "
+            "ORDER BY registration_id DESC LIMIT 1",
+            (row[8],),
+        ).fetchone()
     return CatalogDescription(
         summary=_summary(row, int(count[0]) if count else 0),
         columns=[ColumnInfo(*c) for c in columns],
         loads=[LoadInfo(*load) for load in loads],
+        registration=None if registration is None else RegistrationInfo(*registration),
     )
 
 

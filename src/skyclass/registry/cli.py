@@ -47,7 +47,7 @@ def catalog_list() -> None:
 @catalog.command("show")
 @click.argument("name")
 def catalog_show(name: str) -> None:
-    """Show catalog NAME: exact row count, columns with units, and every load."""
+    """Show catalog NAME: exact row count, columns with units, its loads or registration."""
     from skyclass.registry.catalogs import describe_catalog
 
     d = describe_catalog(name)
@@ -57,6 +57,18 @@ def catalog_show(name: str) -> None:
     )
     if s.source is not None:
         click.echo(f"registered in place: {s.table} is a view over {s.source} (nothing copied)")
+    reg = d.registration
+    if reg is not None:
+        click.echo(
+            f"registered {reg.registered_at:%Y-%m-%d %H:%M} by {reg.os_user} (database role "
+            f"{reg.db_user}): {reg.source_kind}, {reg.row_estimate:,} rows then; Q3C index "
+            f"{reg.q3c_index or '(none)'}" + (" (built by skyclass)" if reg.index_created else "")
+        )
+        for check in reg.checks:
+            click.echo(
+                f"  check {check['check']}: {check['offending_rows']:,} offending rows "
+                f"({check['method']})"
+            )
     if s.description:
         click.echo(f"description: {s.description}")
     if s.positions:

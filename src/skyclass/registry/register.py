@@ -477,13 +477,9 @@ def register_catalog(
                     "table stays readable and writable), or create it yourself"
                 )
             if missing:
-                made = _create_indexes(
-                    url, missing, ra_column, dec_column, _q3c_schema(conn), progress
-                )
+                _create_indexes(url, missing, ra_column, dec_column, _q3c_schema(conn), progress)
                 created = True
-                index = ", ".join(made)
-            else:
-                index = _q3c_index_names(conn, source, ra_column)
+            index = _q3c_index_names(conn, source, ra_column)
         columns, hidden = _view_columns(source, id_column, ra_column, dec_column)
         with conn.transaction():
             lock_catalog(conn, name)
