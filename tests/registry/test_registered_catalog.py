@@ -121,7 +121,8 @@ def test_a_plain_table_is_registered_featured_scored_searched_and_dropped(
     assert "registered table archive.ls_dr10 as catalog ls_dr10 (1,000,000 rows" in out
     assert "check id unique: 0 offending rows (unique index archive.ls_dr10_pkey)" in out
     assert "check ra in [0, 360): 0 offending rows" in out
-    assert "(built now)" in out and "not shown in catalogs.ls_dr10" in out and ": ra" in out
+    assert "Q3C index: archive.ls_dr10_q3c_skyclass (built now)" in out
+    assert "not shown in catalogs.ls_dr10" in out and ": ra" in out
     with psycopg.connect(url) as conn:
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'catalogs.ls_dr10'::regclass")
         assert kind.fetchone() == ("v",)

@@ -523,11 +523,13 @@ def register_catalog(
 def _q3c_index_names(conn: psycopg.Connection[Any], source: _Source, ra_col: str) -> str | None:
     """The Q3C indexes on the source's leaf tables that mention the RA column (for provenance)."""
     rows = conn.execute(
-        "SELECT i.indexrelid::regclass::text FROM pg_partition_tree(%s::oid::regclass) AS pt "
-        "JOIN pg_index AS i ON i.indrelid = pt.relid "
-        "WHERE pt.isleaf AND pg_get_indexdef(i.indexrelid) ~ 'q3c_ang2ipix' "
+        # pg_partition_tree() lists nothing for a plain table: add the table itself.
+        "SELECT i.indexrelid::regclass::text FROM (SELECT %s::oid::regclass AS relid "
+        "UNION SELECT pt.relid FROM pg_partition_tree(%s::oid::regclass) AS pt) AS t "
+        "JOIN pg_index AS i ON i.indrelid = t.relid "
+        "WHERE pg_get_indexdef(i.indexrelid) ~ 'q3c_ang2ipix' "
         "AND position(%s in pg_get_indexdef(i.indexrelid)) > 0 ORDER BY 1",
-        (source.oid, ra_col),
+        (source.oid, source.oid, ra_col),
     ).fetchall()
     return ", ".join(str(r[0]) for r in rows) or None
 
