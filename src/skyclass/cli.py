@@ -17,8 +17,9 @@ from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
 from skyclass.errors import SkyclassError
 from skyclass.features.cli import features
-from skyclass.ingest.cli import catalog, ingest
+from skyclass.ingest.cli import ingest
 from skyclass.query.cli import cone, xmatch
+from skyclass.registry.cli import catalog
 from skyclass.report.cli import report
 from skyclass.score.cli import deploy, runs, schedule, score
 from skyclass.train.cli import ablate, models, train

@@ -54,6 +54,10 @@ class CatalogNotFoundError(SkyclassError, LookupError):
     """A catalog name is not registered."""
 
 
+class RegistryError(SkyclassError, ValueError):
+    """A catalog cannot be registered or dropped; the message says why and what to do."""
+
+
 class QueryError(SkyclassError, ValueError):
     """A query's arguments are invalid (coordinates, radius, units, names)."""
 

@@ -101,3 +101,65 @@ def test_0007_declares_q3c_ang2ipix_parallel_safe(empty_db: str) -> None:
     assert any("parallel workers" in n for n in notices), notices
     downgrade(empty_db, "0006")
     assert _ang2ipix_parallel(empty_db) == "u"
+
+
+def test_0010_converts_feature_sets_to_builds_of_definitions_exactly(empty_db: str) -> None:
+    from psycopg.types.json import Jsonb
+
+    from skyclass.features.spec import Feature, FeatureSpec, Nondetection
+
+    upgrade(empty_db, "0007")
+    # A spec as 0003..0007 stored it; 1e20 comes back from jsonb as an integer.
+    features = (
+        Feature("g_r", "g - r", group="colours"),
+        Feature("u", "u", nondetection=Nondetection(column="u", above=1e20, mask=True)),
+    )
+    specs = [
+        FeatureSpec("colours", "sdss17", features),
+        FeatureSpec("colours", "holdout", features),
+    ]
+    with psycopg.connect(empty_db) as conn:
+        for spec in specs:
+            conn.execute(
+                "INSERT INTO skyclass.catalog (name, table_name) VALUES (%s, %s)",
+                (spec.catalog, spec.catalog),
+            )
+            conn.execute(
+                "INSERT INTO skyclass.feature_set (name, spec_hash, catalog_id, spec, spec_text, "
+                "feature_names, table_name) SELECT %s, %s, catalog_id, %s, '', %s, %s "
+                "FROM skyclass.catalog WHERE name = %s",
+                (spec.name, spec.spec_hash, Jsonb(spec.canonical()), spec.feature_names,
+                 spec.table_name, spec.catalog),
+            )  # fmt: skip
+    upgrade(empty_db, "0010")
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute(
+            "SELECT catalog_name, spec_hash, definition_hash, column_map "
+            "FROM skyclass.feature_set ORDER BY feature_set_id"
+        ).fetchall()
+        definitions = conn.execute(
+            "SELECT definition_hash, name, feature_names FROM skyclass.feature_definition"
+        ).fetchall()
+        # One definition, two builds: the copied spec differed only in its catalog.
+        assert rows == [(s.catalog, s.spec_hash, specs[0].definition_hash, {}) for s in specs]
+        assert definitions == [(specs[0].definition_hash, "colours", ["g_r", "u", "u_nondet"])]
+        # Builds stay immutable, except for losing their catalog.
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            conn.execute("UPDATE skyclass.feature_set SET table_name = 'x'")
+        conn.rollback()
+        conn.execute(
+            "INSERT INTO skyclass.catalog (name, table_name, kind, source_schema, "
+            "source_table) VALUES ('reg', 'reg', 'registered', 'public', 't')"
+        )
+        conn.commit()
+    with pytest.raises(RuntimeError, match="1 registered catalogs"):
+        downgrade(empty_db, "0007")
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("DELETE FROM skyclass.catalog WHERE name = 'reg'")
+        conn.commit()
+    downgrade(empty_db, "0007")
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*) FROM skyclass.feature_set").fetchone() == (2,)
+        assert conn.execute("SELECT to_regclass('skyclass.feature_definition')").fetchone() == (
+            None,
+        )

@@ -114,11 +114,33 @@ def _ensure_feature_set(conn: psycopg.Connection[Any], catalog_id: int, n_featur
             "v vector({}))"
         ).format(sql.Identifier(table), sql.Literal(n_features))
     )
+    # The definition is the spec without its catalog: every catalog's set shares it.
+    definition = {k: v for k, v in spec.items() if k != "catalog_id"}
+    definition_hash = hashlib.sha256(
+        json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    conn.execute(
+        "INSERT INTO skyclass.feature_definition (definition_hash, name, definition, "
+        "feature_names) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (definition_hash, FEATURE_SET_NAME, json.dumps(definition), names),
+    )
     row = conn.execute(
         "INSERT INTO skyclass.feature_set (name, spec_hash, catalog_id, spec, spec_text, "
-        "feature_names, table_name) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "feature_names, table_name, definition_hash, catalog_name) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+        "(SELECT name FROM skyclass.catalog WHERE catalog_id = %s)) "
         "RETURNING feature_set_id",
-        (FEATURE_SET_NAME, spec_hash, catalog_id, json.dumps(spec), spec_text, names, table),
+        (
+            FEATURE_SET_NAME,
+            spec_hash,
+            catalog_id,
+            json.dumps(spec),
+            spec_text,
+            names,
+            table,
+            definition_hash,
+            catalog_id,
+        ),
     ).fetchone()
     assert row is not None
     return int(row[0])

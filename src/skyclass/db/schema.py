@@ -3,7 +3,8 @@
 The migrations in ``migrations/versions`` create exactly these tables; a test
 runs Alembic's autogenerate comparison to catch drift between the two. Catalog
 tables themselves live in schema :data:`CATALOG_SCHEMA`, one table per
-catalog, created by the ingest step.
+catalog, created by the ingest step, or one view per registered catalog over
+a table of its own schema (:mod:`skyclass.registry.register`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ catalog = sa.Table(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("current_user")),
+    sa.Column(
+        "kind",
+        sa.Text,
+        nullable=False,
+        server_default="ingested",
+        comment="ingested: skyclass made catalogs.<name>; registered: catalogs.<name> is a view "
+        "over source_schema.source_table, which skyclass never drops",
+    ),
+    sa.Column("source_schema", sa.Text),
+    sa.Column("source_table", sa.Text),
+    sa.CheckConstraint("kind IN ('ingested', 'registered')", name="kind_known"),
+    sa.CheckConstraint(
+        "(kind = 'registered') = (source_table IS NOT NULL) "
+        "AND (source_schema IS NULL) = (source_table IS NULL)",
+        name="source_of_registered",
+    ),
     sa.CheckConstraint(f"name ~ '{NAME_PATTERN}'", name="name_is_identifier"),
     # A catalog has sky positions (both columns) or none (training sets without RA/Dec).
     sa.CheckConstraint(

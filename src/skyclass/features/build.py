@@ -47,7 +47,7 @@ import json
 import struct
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -146,6 +146,11 @@ class FeatureSet:
     def table_identifier(self) -> sql.Identifier:
         """The table as a quoted, schema-qualified identifier for composed SQL."""
         return sql.Identifier(*self.table)
+
+    @property
+    def definition_hash(self) -> str:
+        """The version of the feature definition this is a build of (same on every catalog)."""
+        return self.spec.definition_hash
 
 
 # -- SQL compilation ------------------------------------------------------------------------
@@ -293,8 +298,9 @@ class _Compiler:
 
     def read_column(self, name: str, *, sane: bool) -> sql.Composable:
         """Level 0: catalog column ``name`` as float8 (sanitised unless ``sane`` is False)."""
-        pg_type = self.column_types[name]
-        ref = sql.SQL("c.{}").format(sql.Identifier(name))
+        actual = self.spec.catalog_column(name)
+        pg_type = self.column_types[actual]
+        ref = sql.SQL("c.{}").format(sql.Identifier(actual))
         value: sql.Composable
         if pg_type == "boolean":
             value = sql.SQL("CAST(CAST({} AS integer) AS double precision)").format(ref)
@@ -414,7 +420,10 @@ def _check_columns(spec: FeatureSpec, trees: Sequence[Node], catalog: _Catalog) 
     numeric = [n for n, t in catalog.column_types.items() if _is_numeric(t)]
     shown = ", ".join(numeric[:30]) + (", ..." if len(numeric) > 30 else "")
 
-    def check(name: str, index: int, what: str) -> None:
+    def check(spec_name: str, index: int, what: str) -> None:
+        name = spec.catalog_column(spec_name)
+        if name != spec_name:
+            what = f"{what} (mapped from {spec_name!r})"
         pg_type = catalog.column_types.get(name)
         if pg_type is None:
             close = [name.lower()] if name.lower() in catalog.column_types else []
@@ -546,6 +555,8 @@ def _say(progress: bool, text: str) -> None:
 def build_feature_set(
     spec: FeatureSpec | str | Path,
     *,
+    catalog: str | None = None,
+    column_map: Mapping[str, str] | None = None,
     url: str | None = None,
     progress: bool = False,
     first_build: FirstBuild = "create_table_as",
@@ -562,11 +573,16 @@ def build_feature_set(
     unknown or non-numeric column, :class:`CatalogNotFoundError` for an
     unknown catalog; nothing is changed then. ``first_build`` selects
     ``CREATE TABLE AS`` (parallel) or ``INSERT ... SELECT`` for a new table
-    and exists for the benchmark.
+    and exists for the benchmark. ``catalog`` builds the definition on another
+    catalog than the spec's ``catalog =``, and ``column_map`` names the
+    catalog's column for a column the expressions read (``{"g": "mag_g"}``):
+    every build of one definition has the same definition hash, so a model
+    trained on one build scores every catalog with a build.
     """
     started = time.perf_counter()
     if not isinstance(spec, FeatureSpec):
         spec = load_spec(spec)
+    spec = spec.for_catalog(catalog, column_map)
     trees = spec.trees()
     spec_hash = spec.spec_hash
     canonical = spec.canonical()
@@ -576,11 +592,11 @@ def build_feature_set(
         with conn.transaction():
             # Two builds of one version queue here; the second then sees the first's rows.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(spec.name, spec_hash),))
-            catalog = _catalog(conn, spec)
-            _check_columns(spec, trees, catalog)
+            target = _catalog(conn, spec)
+            _check_columns(spec, trees, target)
             vector = _vector_type(conn, len(spec.feature_names))
             # Read before the rows: rows committed later may be included, never missed.
-            last_load, last_replace = _load_state(conn, catalog.catalog_id)
+            last_load, last_replace = _load_state(conn, target.catalog_id)
             registered = conn.execute(
                 "SELECT feature_set_id FROM skyclass.feature_set WHERE name = %s "
                 "AND spec_hash = %s",
@@ -594,7 +610,7 @@ def build_feature_set(
                     f"feature set {spec.name} version {spec_hash[:12]} (its comment does not "
                     "name that version); drop or rename it, then build again"
                 )
-            source = sql.Identifier(*catalog.table)
+            source = sql.Identifier(*target.table)
             _say(
                 progress,
                 f"{spec.name} version {spec_hash[:12]} on catalog {spec.catalog}: "
@@ -603,16 +619,16 @@ def build_feature_set(
             if state is None:
                 action: Action = "created" if registered is None else "rebuilt"
                 added = _create_table(
-                    conn, spec, trees, catalog, vector, table, first_build, progress
+                    conn, spec, trees, target, vector, table, first_build, progress
                 )
             elif _built_from(state) < last_replace:
                 action = "recomputed"
                 _say(progress, "the catalog was replaced since the last build: recomputing")
                 conn.execute(sql.SQL("TRUNCATE {}").format(table))
-                query, params = _Compiler(spec, trees, catalog.column_types, vector).select(source)
+                query, params = _Compiler(spec, trees, target.column_types, vector).select(source)
                 added = _insert(conn, table, query, params)
             else:
-                query, params = _Compiler(spec, trees, catalog.column_types, vector).select(
+                query, params = _Compiler(spec, trees, target.column_types, vector).select(
                     source, only_missing_from=table
                 )
                 added = _insert(conn, table, query, params)
@@ -623,16 +639,31 @@ def build_feature_set(
                 _write_comments(conn, table, spec, spec_hash, last_load)
             if registered is None:
                 conn.execute(
+                    "INSERT INTO skyclass.feature_definition (definition_hash, name, definition, "
+                    "feature_names) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (definition_hash) DO NOTHING",
+                    (
+                        spec.definition_hash,
+                        spec.name,
+                        Jsonb(spec.definition()),
+                        list(spec.feature_names),
+                    ),
+                )
+                conn.execute(
                     "INSERT INTO skyclass.feature_set (name, spec_hash, catalog_id, spec, "
-                    "spec_text, feature_names, table_name) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    "spec_text, feature_names, table_name, definition_hash, column_map, "
+                    "catalog_name) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         spec.name,
                         spec_hash,
-                        catalog.catalog_id,
+                        target.catalog_id,
                         Jsonb(canonical),
                         spec.origin.text if spec.origin and spec.origin.text else spec.to_toml(),
                         list(spec.feature_names),
                         spec.table_name,
+                        spec.definition_hash,
+                        Jsonb(dict(spec.columns)),
+                        target.name,
                     ),
                 )
         seconds = time.perf_counter() - started
@@ -686,7 +717,13 @@ def _insert(
     return max(cur.rowcount, 0)
 
 
-def feature_sql(spec: FeatureSpec | str | Path, *, url: str | None = None) -> str:
+def feature_sql(
+    spec: FeatureSpec | str | Path,
+    *,
+    catalog: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+    url: str | None = None,
+) -> str:
     """The ``SELECT object_id, x, v`` a build runs for ``spec``, with its parameters inlined.
 
     For reading and debugging (``skyclass features show --sql``); the build
@@ -694,13 +731,14 @@ def feature_sql(spec: FeatureSpec | str | Path, *, url: str | None = None) -> st
     """
     if not isinstance(spec, FeatureSpec):
         spec = load_spec(spec)
+    spec = spec.for_catalog(catalog, column_map)
     trees = spec.trees()
     with connect(url) as conn:
-        catalog = _catalog(conn, spec)
-        _check_columns(spec, trees, catalog)
+        target = _catalog(conn, spec)
+        _check_columns(spec, trees, target)
         vector = _vector_type(conn, len(spec.feature_names))
-        query, params = _Compiler(spec, trees, catalog.column_types, vector).select(
-            sql.Identifier(*catalog.table)
+        query, params = _Compiler(spec, trees, target.column_types, vector).select(
+            sql.Identifier(*target.table)
         )
         with psycopg.ClientCursor(conn) as cur:
             return cur.mogrify(query.as_string(conn), params)
@@ -708,9 +746,9 @@ def feature_sql(spec: FeatureSpec | str | Path, *, url: str | None = None) -> st
 
 # -- reading the registry --------------------------------------------------------------------
 _SELECT = """
-SELECT fs.feature_set_id, fs.name, fs.spec_hash, c.name, fs.table_name, fs.feature_names,
-       fs.spec, fs.spec_text, fs.created_at
-FROM skyclass.feature_set fs JOIN skyclass.catalog c USING (catalog_id)
+SELECT fs.feature_set_id, fs.name, fs.spec_hash, fs.catalog_name, fs.table_name,
+       fs.feature_names, fs.spec, fs.spec_text, fs.created_at, fs.definition_hash
+FROM skyclass.feature_set fs
 """
 
 
@@ -744,14 +782,29 @@ def _count(conn: psycopg.Connection[Any], table: str) -> int | None:
 
 
 def _load(
-    conn: psycopg.Connection[Any], name: str, spec_hash: str | None, *, exact_count: bool
+    conn: psycopg.Connection[Any],
+    name: str,
+    spec_hash: str | None,
+    *,
+    exact_count: bool,
+    catalog: str | None = None,
 ) -> FeatureSet:
     if not isinstance(name, str) or len(name) > 63:
         raise FeatureSetNotFoundError(f"feature set name {str(name)[:80]!r} is not valid")
     if spec_hash is None:
         rows = conn.execute(
-            _SELECT + " WHERE fs.name = %s ORDER BY fs.feature_set_id DESC LIMIT 1", (name,)
+            _SELECT + " WHERE fs.name = %s AND fs.catalog_id IS NOT NULL "
+            "AND (%s::text IS NULL OR fs.catalog_name = %s) ORDER BY fs.feature_set_id DESC",
+            (name, catalog, catalog),
         ).fetchall()
+        catalogs = sorted({r[3] for r in rows})
+        if len(catalogs) > 1:
+            listing = ", ".join(f"{r[1]}:{r[2][:12]} on {r[3]}" for r in rows)
+            raise FeatureSetNotFoundError(
+                f"feature set {name!r} is built on several catalogs ({listing}); name the "
+                "catalog (--catalog) or the version (NAME:HASHPREFIX)"
+            )
+        rows = rows[:1]
     else:
         prefix = spec_hash.lower()
         if not prefix or len(prefix) > 64 or any(ch not in "0123456789abcdef" for ch in prefix):
@@ -790,15 +843,19 @@ def _load(
     return _from_row(row, count)
 
 
-def load_feature_set(name: str, spec_hash: str | None = None, url: str | None = None) -> FeatureSet:
-    """The registered feature set ``name``: its newest version, or the one ``spec_hash`` names.
+def load_feature_set(
+    name: str, spec_hash: str | None = None, url: str | None = None, *, catalog: str | None = None
+) -> FeatureSet:
+    """The registered feature set ``name``: its newest build, or the one ``spec_hash`` names.
 
     ``spec_hash`` may be a unique prefix (as printed by ``skyclass features
-    list``). Raises :class:`FeatureSetNotFoundError` when there is no such
-    version or its table is missing.
+    list``). Without it, the name must have builds on one catalog only, or
+    ``catalog`` must say which: another catalog's build is never picked
+    silently. Raises :class:`FeatureSetNotFoundError` when there is no such
+    build, the name is ambiguous, or its table is missing.
     """
     with connect(url) as conn:
-        return _load(conn, name, spec_hash, exact_count=True)
+        return _load(conn, name, spec_hash, exact_count=True, catalog=catalog)
 
 
 def list_feature_sets(url: str | None = None) -> list[FeatureSet]:

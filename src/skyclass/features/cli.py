@@ -48,26 +48,60 @@ def features() -> None:
     """
 
 
+def parse_column_map(items: Sequence[str]) -> dict[str, str]:
+    """``SPEC_COLUMN=CATALOG_COLUMN`` options as a dict (a usage error when malformed)."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise click.BadParameter(
+                f"{item!r}: expected SPEC_COLUMN=CATALOG_COLUMN (e.g. g=mag_g)", param_hint="--map"
+            )
+        if key in mapping and mapping[key] != value:
+            raise click.BadParameter(f"{key} is mapped twice", param_hint="--map")
+        mapping[key] = value
+    return mapping
+
+
 @features.command("build", epilog=SPEC_HELP)
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--catalog",
+    metavar="NAME",
+    help="Build the definition on this catalog (default: the spec's `catalog =`).",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SPEC_COLUMN=CATALOG_COLUMN",
+    help="Read the spec's column from the catalog's column of another name (repeatable).",
+)
 @click.option(
     "--progress/--no-progress",
     default=None,
     help="Report the steps on stderr (default: when stderr is a terminal).",
 )
-def features_build(spec: Path, progress: bool | None) -> None:
-    """Compute the features of SPEC (a TOML file) for every object of its catalog.
+def features_build(
+    spec: Path, catalog: str | None, maps: tuple[str, ...], progress: bool | None
+) -> None:
+    """Compute the features of SPEC (a TOML file) for every object of a catalog.
 
-    The first build of a version creates its table and registers it in
-    skyclass.feature_set, in one transaction. Building the same spec again
-    only adds rows for catalog objects loaded since (`skyclass ingest
-    --append`), or recomputes every row when the catalog was replaced.
-    Comments, whitespace and key order in the file do not change the version.
+    A spec is a feature definition: its name and expressions, versioned by
+    their hash (the definition hash), apart from any catalog. A build computes
+    it on one catalog (--catalog, else the spec's `catalog =`) through a column
+    map, so one definition is built on catalogs whose columns are named
+    differently, and a model trained on one build scores every catalog that has
+    a build of its definition. The first build creates its table and registers
+    it in skyclass.feature_set, in one transaction. Building again only adds
+    rows for catalog objects loaded since (`skyclass ingest --append`), or
+    recomputes every row when the catalog was replaced. Comments, whitespace
+    and key order in the file do not change the version.
     """
     from skyclass.features.build import build_feature_set
 
     show = sys.stderr.isatty() if progress is None else progress
-    fs = build_feature_set(spec, progress=show)
+    fs = build_feature_set(spec, catalog=catalog, column_map=parse_column_map(maps), progress=show)
     build = fs.build
     assert build is not None
     verb = {
@@ -78,15 +112,15 @@ def features_build(spec: Path, progress: bool | None) -> None:
         "unchanged": "unchanged (every catalog object has features):",
     }[build.action]
     click.echo(
-        f"{verb} feature set {fs.name} version {fs.spec_hash[:12]}: {fs.n_features} features, "
-        f"{fs.n_objects:,} objects of catalog {fs.catalog} in {fs.qualified_table} "
-        f"({build.seconds:.1f} s)"
+        f"{verb} feature set {fs.name} version {fs.spec_hash[:12]} (definition "
+        f"{fs.definition_hash[:12]}): {fs.n_features} features, {fs.n_objects:,} objects of "
+        f"catalog {fs.catalog} in {fs.qualified_table} ({build.seconds:.1f} s)"
     )
 
 
 @features.command("list")
 def features_list() -> None:
-    """List every feature-set version: name, version, catalog, features, objects (estimate)."""
+    """List every feature build: name, version, definition, catalog, features, objects."""
     from skyclass.features.build import list_feature_sets
 
     sets = list_feature_sets()
@@ -94,13 +128,14 @@ def features_list() -> None:
         click.echo("no feature sets (build one with `skyclass features build SPEC`)")
         return
     rows: list[tuple[str, ...]] = [
-        ("name", "version", "catalog", "features", "objects", "created", "table")
+        ("name", "version", "definition", "catalog", "features", "objects", "created", "table")
     ]
     for fs in sets:
         rows.append(
             (
                 fs.name,
                 fs.spec_hash[:12],
+                fs.definition_hash[:12],
                 fs.catalog,
                 str(fs.n_features),
                 f"{fs.n_objects:,}",
@@ -119,14 +154,20 @@ def features_list() -> None:
     metavar="HASH",
     help="The version (or a unique prefix of it) to show; default: the newest.",
 )
+@click.option("--catalog", metavar="NAME", help="The build on this catalog.")
 @click.option("--sql", "show_sql", is_flag=True, help="Also print the SELECT a build runs.")
-def features_show(name: str, spec_hash: str | None, show_sql: bool) -> None:
+def features_show(name: str, spec_hash: str | None, catalog: str | None, show_sql: bool) -> None:
     """Show feature set NAME: version, table, object count, groups and each feature."""
     from skyclass.features.build import feature_sql, load_feature_set
 
-    fs = load_feature_set(name, spec_hash)
+    fs = load_feature_set(name, spec_hash, catalog=catalog)
     click.echo(f"feature set {fs.name} version {fs.spec_hash}")
-    click.echo(f"catalog {fs.catalog}; table {fs.qualified_table}; {fs.n_objects:,} objects")
+    click.echo(f"definition {fs.definition_hash}")
+    mapped = ", ".join(f"{k}={v}" for k, v in fs.spec.columns)
+    click.echo(
+        f"catalog {fs.catalog}; table {fs.qualified_table}; {fs.n_objects:,} objects"
+        + (f"; columns mapped {mapped}" if mapped else "")
+    )
     click.echo(f"created {fs.created_at:%Y-%m-%d %H:%M:%S}")
     click.echo("")
     rows: list[tuple[str, ...]] = [("#", "feature", "group", "definition")]

@@ -43,6 +43,13 @@ keys, expressions re-printed from their parse tree, numbers as Python floats,
 defaults filled in). Whitespace, comments, key order, redundant parentheses
 or ``2.50`` for ``2.5`` do not change it; any change of the set's name, its
 catalog, a feature's name, expression, group, order or missing policy does.
+
+That hash versions a *build*: the definition on one catalog. The definition
+itself (name and features, no catalog) is versioned by
+:attr:`FeatureSpec.definition_hash`, the same on every catalog it is built on;
+:meth:`FeatureSpec.for_catalog` moves a spec to another catalog and maps the
+columns its expressions read to that catalog's names (``columns``, hashed into
+the build only when not empty, so a spec without a map keeps its old version).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -455,6 +462,49 @@ class FeatureSpec:
     catalog: str
     features: tuple[Feature, ...]
     origin: SpecOrigin | None = field(default=None, compare=False, repr=False)
+    # spec column -> catalog column, sorted by spec column (empty: the names are the catalog's)
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def for_catalog(
+        self, catalog: str | None = None, column_map: Mapping[str, str] | None = None
+    ) -> FeatureSpec:
+        """This definition built on ``catalog`` (default: the spec's), reading mapped columns.
+
+        ``column_map`` maps a column the expressions name to the catalog's
+        column (``{"g": "mag_g"}``); a key the spec never reads, or a value that
+        is not a column name, raises :class:`FeatureSpecError`.
+        """
+        mapping = dict(self.columns)
+        for key, value in (column_map or {}).items():
+            if key not in self.source_columns():
+                read = ", ".join(self.source_columns())
+                raise self.error(
+                    f"--map {key}={value}: the spec reads no column {key!r} (it reads {read})"
+                )
+            problem = _name_problem(value, f"catalog column of --map {key}")
+            if problem is not None:
+                raise self.error(problem)
+            mapping[key] = value
+        return replace(
+            self,
+            catalog=self.catalog if catalog is None else catalog,
+            columns=tuple(sorted((k, v) for k, v in mapping.items() if k != v)),
+        )
+
+    def source_columns(self) -> list[str]:
+        """The columns the expressions and non-detections read, in order of first use."""
+        seen: dict[str, None] = {}
+        for f, tree in zip(self.features, self.trees(), strict=True):
+            for name in columns_of(tree):
+                seen.setdefault(name, None)
+            nd = f.nondetection
+            if nd is not None:
+                seen.setdefault(nd.column or nd.flag or "", None)
+        return list(seen)
+
+    def catalog_column(self, name: str) -> str:
+        """The catalog column that spec column ``name`` reads (through :attr:`columns`)."""
+        return dict(self.columns).get(name, name)
 
     def trees(self) -> list[Node]:
         """The parsed expression of every feature (raises :class:`FeatureSpecError`)."""
@@ -491,18 +541,26 @@ class FeatureSpec:
                 }
                 for f, tree in zip(self.features, trees, strict=True)
             ],
+            **({"columns": dict(self.columns)} if self.columns else {}),
         }
+
+    def definition(self) -> dict[str, Any]:
+        """:meth:`canonical` without the catalog and the column map: what travels."""
+        return {k: v for k, v in self.canonical().items() if k not in ("catalog", "columns")}
+
+    @property
+    def definition_hash(self) -> str:
+        """The definition's version: sha256 of :meth:`definition` as canonical JSON."""
+        return _sha256_json(self.definition())
 
     def canonical_json(self) -> str:
         """:meth:`canonical` as compact JSON with sorted keys (the hashed text)."""
-        return json.dumps(
-            self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        )
+        return _canonical_json(self.canonical())
 
     @property
     def spec_hash(self) -> str:
-        """The version: sha256 (hex) of :meth:`canonical_json`."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        """The build's version: sha256 (hex) of :meth:`canonical_json`."""
+        return _sha256_json(self.canonical())
 
     @property
     def table_name(self) -> str:
@@ -555,6 +613,14 @@ class FeatureSpec:
         if feature is not None:
             message = f"feature {self.features[feature].name!r}: {message}"
         return FeatureSpecError(message, path=path, line=line)
+
+
+def _canonical_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _sha256_json(data: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical_json(data).encode()).hexdigest()
 
 
 def _toml_str(value: str) -> str:
@@ -836,7 +902,8 @@ def spec_from_canonical(data: Mapping[str, Any], *, text: str | None = None) -> 
             )
         )
     origin = SpecOrigin("<stored spec>", text) if text is not None else None
-    return FeatureSpec(data["name"], data["catalog"], tuple(features), origin)
+    columns = tuple(sorted(dict(data.get("columns") or {}).items()))
+    return FeatureSpec(data["name"], data["catalog"], tuple(features), origin, columns)
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"

@@ -16,20 +16,20 @@ from skyclass.lazy import lazy_getattr
 if TYPE_CHECKING:
     from skyclass.ingest.load import LoadReport as LoadReport
     from skyclass.ingest.load import ingest_file as ingest_file
-    from skyclass.ingest.registry import CatalogDescription as CatalogDescription
-    from skyclass.ingest.registry import CatalogSummary as CatalogSummary
-    from skyclass.ingest.registry import describe_catalog as describe_catalog
-    from skyclass.ingest.registry import drop_catalog as drop_catalog
-    from skyclass.ingest.registry import list_catalogs as list_catalogs
+    from skyclass.registry.catalogs import CatalogDescription as CatalogDescription
+    from skyclass.registry.catalogs import CatalogSummary as CatalogSummary
+    from skyclass.registry.catalogs import describe_catalog as describe_catalog
+    from skyclass.registry.catalogs import list_catalogs as list_catalogs
+    from skyclass.registry.drop import drop_catalog as drop_catalog
 
 _EXPORTS = {
     "LoadReport": "skyclass.ingest.load",
     "ingest_file": "skyclass.ingest.load",
-    "CatalogDescription": "skyclass.ingest.registry",
-    "CatalogSummary": "skyclass.ingest.registry",
-    "describe_catalog": "skyclass.ingest.registry",
-    "drop_catalog": "skyclass.ingest.registry",
-    "list_catalogs": "skyclass.ingest.registry",
+    "CatalogDescription": "skyclass.registry.catalogs",
+    "CatalogSummary": "skyclass.registry.catalogs",
+    "describe_catalog": "skyclass.registry.catalogs",
+    "drop_catalog": "skyclass.registry.drop",
+    "list_catalogs": "skyclass.registry.catalogs",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""``skyclass ingest`` and ``skyclass catalog``: load catalog files and manage catalogs.
+"""``skyclass ingest``: load catalog files (``skyclass catalog``: :mod:`skyclass.registry.cli`).
 
 Heavy modules (astropy, numpy) are imported inside the commands so that
 ``skyclass --help`` stays fast.
@@ -7,7 +7,6 @@ Heavy modules (astropy, numpy) are imported inside the commands so that
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -208,101 +207,3 @@ def summary_lines(report: LoadReport) -> list[str]:
         lines.append("NULLs: none")
     lines.extend(f"note: {note}" for note in report.notes)
     return lines
-
-
-# -- skyclass catalog ------------------------------------------------------------------
-@click.group("catalog")
-def catalog() -> None:
-    """List, inspect and drop the catalogs loaded with `skyclass ingest`."""
-
-
-@catalog.command("list")
-def catalog_list() -> None:
-    """List the catalogs: name, rows (planner estimate), loads, id/RA/Dec source columns."""
-    from skyclass.ingest.registry import list_catalogs
-
-    catalogs = list_catalogs()
-    if not catalogs:
-        click.echo("no catalogs (load one with `skyclass ingest FILE --catalog NAME`)")
-        return
-    rows: list[tuple[str, ...]] = [("name", "rows", "loads", "id", "ra", "dec", "description")]
-    for c in catalogs:
-        rows.append(
-            (
-                c.name,
-                f"{c.rows:,}",
-                str(c.loads),
-                c.id_column or "(generated)",
-                c.ra_column or "(none)",
-                c.dec_column or "(none)",
-                c.description or "",
-            )
-        )
-    _print_table(rows)
-
-
-@catalog.command("show")
-@click.argument("name")
-def catalog_show(name: str) -> None:
-    """Show catalog NAME: exact row count, columns with units, and every load."""
-    from skyclass.ingest.registry import describe_catalog
-
-    d = describe_catalog(name)
-    s = d.summary
-    click.echo(
-        f"catalog {s.name}: table {s.table}, {s.rows:,} rows, created {s.created_at:%Y-%m-%d %H:%M}"
-    )
-    if s.description:
-        click.echo(f"description: {s.description}")
-    if s.positions:
-        click.echo(f"sky positions: ra from column {s.ra_column}, dec from column {s.dec_column}")
-    else:
-        click.echo(
-            "no sky positions: no ra/dec columns and no Q3C index (cone search and "
-            "cross-match refuse this catalog)"
-        )
-    click.echo("")
-    rows: list[tuple[str, ...]] = [("column", "type", "unit", "ucd", "source", "description")]
-    rows += [
-        (c.name, c.pg_type, c.unit or "", c.ucd or "", c.source_name, c.description or "")
-        for c in d.columns
-    ]
-    _print_table(rows)
-    click.echo("")
-    loads: list[tuple[str, ...]] = [
-        ("load", "mode", "finished", "rows", "rejected", "user", "file")
-    ]
-    loads += [
-        (
-            str(load.load_id),
-            load.mode,
-            f"{load.finished_at:%Y-%m-%d %H:%M:%S}",
-            f"{load.rows_accepted:,}",
-            f"{load.rows_rejected:,}",
-            load.os_user,
-            load.file_name,
-        )
-        for load in d.loads
-    ]
-    _print_table(loads)
-
-
-@catalog.command("drop")
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Confirm: the table and its load history are deleted.")
-def catalog_drop(name: str, yes: bool) -> None:
-    """Drop catalog NAME: its table and its registry rows (columns, loads, rejects)."""
-    from skyclass.ingest.registry import drop_catalog
-
-    if not yes:
-        raise IngestError(
-            f"dropping catalog {name!r} deletes its table and load history: add --yes to confirm"
-        )
-    drop_catalog(name)
-    click.echo(f"dropped catalog {name}")
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -308,10 +308,15 @@ class _Load:
         if self.plan.positions:
             self.q3c_schema = self._q3c_schema(conn)
         existing = conn.execute(
-            "SELECT catalog_id, id_column, table_name, description, ra_column, dec_column "
-            "FROM skyclass.catalog WHERE name = %s FOR UPDATE",
+            "SELECT catalog_id, id_column, table_name, description, ra_column, dec_column, "
+            "kind FROM skyclass.catalog WHERE name = %s FOR UPDATE",
             (self.catalog,),
         ).fetchone()
+        if existing is not None and existing[6] == "registered":
+            raise IngestError(
+                f"catalog {self.catalog!r} is a table registered in place: skyclass does not "
+                "write to it; load the file into a new catalog (another --catalog)"
+            )
         mode = self.mode
         if existing is None and mode == "append":
             raise CatalogNotFoundError(

@@ -354,19 +354,27 @@ def read_report_data(conn: psycopg.Connection[Any], ref: str | int) -> ReportDat
     feature_set = _one(
         conn,
         """
-        SELECT feature_set_id, name, spec_hash, catalog_id, spec, feature_names, table_name,
-               created_at, created_by
+        SELECT feature_set_id, name, spec_hash, catalog_id, catalog_name, spec, feature_names,
+               table_name, created_at, created_by
         FROM skyclass.feature_set WHERE feature_set_id = %s
         """,
         mv["feature_set_id"],
         "feature set",
     )
-    catalog = _one(
-        conn,
-        "SELECT * FROM skyclass.catalog WHERE catalog_id = %s",
-        feature_set["catalog_id"],
-        "catalog",
-    )
+    if feature_set["catalog_id"] is None:
+        # The catalog was dropped after training: the version keeps its name as provenance.
+        catalog: Mapping[str, Any] = {
+            "name": f"{feature_set['catalog_name']} (dropped)",
+            "schema_name": "-",
+            "table_name": "-",
+        }
+    else:
+        catalog = _one(
+            conn,
+            "SELECT * FROM skyclass.catalog WHERE catalog_id = %s",
+            feature_set["catalog_id"],
+            "catalog",
+        )
     loads = tuple(
         CatalogLoad(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5])
         for r in conn.execute(

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from skyclass.features.cli import parse_column_map
 from skyclass.train.errors import TrainError
 
 TREE_ESTIMATORS = ("hist_gradient_boosting", "random_forest", "extra_trees")
@@ -31,20 +32,47 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
-def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
-    """A feature set id from a spec file (built if needed) or the ``NAME[:HASH]`` given."""
+def _feature_set_ref(
+    arg: str, url: str, progress: bool, catalog: str | None, column_map: dict[str, str]
+) -> int | str:
+    """A feature build id from a spec file (built if needed) or the ``NAME[:HASH]`` given.
+
+    With ``catalog``, a name resolves to its build on that catalog only.
+    """
     path = Path(arg)
     if arg.endswith(".toml") or path.is_file():
         from skyclass.features.build import build_feature_set
 
-        built = build_feature_set(path, url=url, progress=progress)
+        built = build_feature_set(
+            path, catalog=catalog, column_map=column_map, url=url, progress=progress
+        )
         return int(built.feature_set_id)
+    if column_map:
+        raise click.UsageError("--map applies to a SPEC file, not to a built feature set")
+    if catalog is not None:
+        from skyclass.features.build import load_feature_set
+
+        name, _, prefix = arg.partition(":")
+        return int(load_feature_set(name, prefix or None, url, catalog=catalog).feature_set_id)
     return arg
 
 
 @click.command()
 @click.argument("feature_set", metavar="SPEC_OR_FEATURESET", required=False)
 @click.option("--model", "model_name", required=True, help="Model name (a new version is added).")
+@click.option(
+    "--catalog",
+    metavar="NAME",
+    help="Train on the build of the feature set on this catalog (a SPEC is built on it); "
+    "required when the name has builds on several catalogs.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SPEC_COLUMN=CATALOG_COLUMN",
+    help="With a SPEC file: read the spec's column from the catalog's column (repeatable).",
+)
 @click.option("--label", help="Label column of the feature set's own catalog (e.g. class).")
 @click.option("--label-catalog", help="Take labels from this catalog by cross-match instead.")
 @click.option("--label-column", help="Label column of --label-catalog.")
@@ -132,6 +160,8 @@ def _feature_set_ref(arg: str, url: str, progress: bool) -> int | str:
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a TTY).")
 def train(
     feature_set: str | None,
+    catalog: str | None,
+    maps: tuple[str, ...],
     model_name: str,
     label: str | None,
     label_catalog: str | None,
@@ -201,7 +231,7 @@ def train(
             source = ColumnLabels(label)
         else:
             raise click.UsageError("say where the labels are: --label COL (or --label-catalog)")
-        ref = _feature_set_ref(feature_set, url, show)
+        ref = _feature_set_ref(feature_set, url, show, catalog, parse_column_map(maps))
         snap = create_snapshot(
             ref,
             source,

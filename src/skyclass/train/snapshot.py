@@ -209,6 +209,13 @@ def load_feature_set_info(conn: psycopg.Connection[Any], ref: int | str) -> Feat
         ).fetchall()
         if prefix and len({r[2] for r in rows}) > 1:
             raise TrainError(f"feature set {ref!r} is ambiguous: give more of the hash")
+        if len({r[7] for r in rows}) > 1:
+            # Never pick another catalog's build silently: it could be evaluation data.
+            listing = ", ".join(f"{r[1]}:{r[2][:12]} on {r[7]}" for r in rows)
+            raise TrainError(
+                f"feature set {ref!r} is built on several catalogs ({listing}); name the "
+                "catalog (skyclass train --catalog NAME) or the version (NAME:HASHPREFIX)"
+            )
         row = rows[0] if rows else None
     else:
         raise TrainError(f"a feature set is named by id or name, not {ref!r}")
