@@ -134,7 +134,7 @@ def _cases() -> list[Case]:
             12,
             ("not a number: 'abc'",),
         ),
-        Case("csv-extra-cell", _extra_cell, None, 5, ("inconsistent",)),
+        Case("csv-extra-cell", _extra_cell, None, 5, ("line 6", "the header has 5")),
         Case("fits-truncated", _truncated_fits, None, None, ("truncated",)),
         Case("fits-no-table", _image_only, None, None, ("no table HDU",)),
         Case(

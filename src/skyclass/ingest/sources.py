@@ -8,11 +8,12 @@ so the rest of the ingest does not care where the rows came from. Memory:
   so TNULL is applied here from the column definitions (NaN is handled with
   the other float sentinels). A gzip-compressed FITS file cannot be mapped:
   astropy decompresses it into memory.
-- CSV is read with astropy's chunked fast reader (``chunk_generator``), so
-  memory is bounded by the chunk size. Column types are inferred per chunk;
-  the loader reconciles them (see :mod:`skyclass.ingest.prepare`). A quoted
-  field holding a line break can be split by a chunk boundary: such files
-  need a larger ``chunk_chars``.
+- CSV is read by skyclass's own strict reader (:mod:`skyclass.ingest.csvtext`)
+  in chunks bounded by :data:`CHUNK_BYTES`: every row has the header's cell
+  count, NUL bytes, open quotes, invalid UTF-8 and over-long lines are refused
+  with their line, and numbers follow one strict decimal grammar. Column
+  types are inferred per chunk; the loader reconciles them (see
+  :mod:`skyclass.ingest.prepare`).
 - VOTable and ECSV have no streaming reader in astropy: they are read whole
   and then cut into chunks.
 
@@ -23,8 +24,10 @@ the others are kept in :attr:`Source.notes`.
 
 from __future__ import annotations
 
+import gzip
 import re
 import warnings
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +39,13 @@ import numpy as np
 import numpy.typing as npt
 
 from skyclass.errors import IngestError
+from skyclass.ingest.csvtext import (
+    ByteLines,
+    CheckedLines,
+    NumberRangeError,
+    Records,
+    typed_column,
+)
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "fits": (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz"),
@@ -43,9 +53,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "csv": (".csv", ".csv.gz"),
     "ecsv": (".ecsv",),
 }
-
-# Cells that mean "no value" in CSV files; they become NULL, never text.
-CSV_NULL_MARKERS = ("", "NA", "N/A", "null", "NULL", "nan", "NaN", "--")
 
 # Target size of one chunk: big enough that per-chunk overheads vanish, small
 # enough that several chunks (being read, encoded and sent) fit in memory.
@@ -531,81 +538,108 @@ class EcsvSource(_TableSource):
 
 
 # -- CSV --------------------------------------------------------------------------
-_DATA_LINE = re.compile(r"data line (\d+)")
-
-
 class CsvSource(Source):
-    """A comma-separated file with a header row, read in chunks by astropy's fast reader.
+    """A comma-separated file with a header row, read strictly in chunks.
 
-    Types are inferred per chunk (int, float or text), so a later chunk may
-    disagree with the first; :attr:`columns` describes the first chunk.
+    Lines are read in bounded pieces and checked (:class:`CheckedLines`), rows
+    split by Python's ``csv`` module in strict mode with exactly the header's
+    cell count (:class:`Records`), and each chunk's columns typed int, float or
+    text under the strict number grammar (:func:`typed_column`). A chunk ends
+    when its rows times its widest line reach :data:`CHUNK_BYTES`, so a wide
+    row makes short chunks and memory stays bounded. Types are inferred per
+    chunk, so a later chunk may disagree with the first; :attr:`columns`
+    describes the first chunk. :attr:`n_rows` is the number of data rows read.
     """
 
     format = "csv"
     infers_types = True
 
-    def __init__(self, path: Path, chunk_chars: int | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__(path)
-        from astropy.io import ascii as astropy_ascii
-
-        self._rows_seen = 0
-        # A generator: nothing is read until the first next().
-        self._tables: Iterator[Any] = astropy_ascii.read(
-            str(path),
-            format="csv",
-            guess=False,
-            fast_reader={"chunk_size": chunk_chars or CHUNK_BYTES, "chunk_generator": True},
-            fill_values=[(marker, "0") for marker in CSV_NULL_MARKERS],
-        )
-        self._first: Any = self._next_table()
+        try:
+            self._file: ByteLines = (
+                gzip.GzipFile(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+            )
+        except OSError as exc:
+            raise self.error(f"cannot open the file ({exc.strerror or exc})") from None
+        try:
+            self._lines = CheckedLines(self._file, self._refuse)
+            self._records = Records(self._lines, self._refuse)
+            header = self._read(self._records.header)
+            if header is None:
+                raise self.error("the file holds no header and no rows")
+            self._names = self._column_names(header)
+            self._first = self._next_chunk()
+        except BaseException:
+            self.close()
+            raise
         if self._first is None:
-            raise self.error("the file holds no header and no rows")
-        for name in self._first.colnames:
-            col = self._first[name]
-            self.columns.append(SourceColumn(name=name, dtype=np.dtype(col.dtype), shape=()))
+            self.n_rows = 0
+        for name in self._names:
+            dtype = self._first.data[name].dtype if self._first else np.dtype(np.int64)
+            self.columns.append(SourceColumn(name=name, dtype=dtype, shape=()))
+
+    def _refuse(self, message: str, row: int | None) -> IngestError:
+        return self.error(message, row=row)
+
+    def _read(self, step: Any, *args: Any) -> Any:
+        try:
+            return step(*args)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self.error(f"the file cannot be read to its end ({exc})") from None
+
+    def _column_names(self, header: list[str]) -> list[str]:
+        names = [name.strip() for name in header]
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, start=1):
+            if not name:
+                raise self.error(
+                    f"column {position} of the header (line {self._records.start}) has no "
+                    "name; give every column a name"
+                )
+            if name in seen:
+                raise self.error(
+                    f"columns {seen[name]} and {position} of the header are both named "
+                    f"{name!r}; column names must be unique"
+                )
+            seen[name] = position
+        return names
+
+    def _next_chunk(self) -> Chunk | None:
+        start = self._records.rows
+        lines = self._lines
+        lines.reset_widest()
+        budget = CHUNK_BYTES
+        rows = self._read(self._records.data, lambda n: n * lines.widest >= budget)
+        if not rows:
+            return None
+        data: dict[str, npt.NDArray[Any]] = {}
+        masks: dict[str, npt.NDArray[np.bool_] | None] = {}
+        for name, cells in zip(self._names, zip(*rows, strict=True), strict=True):
+            try:
+                data[name], masks[name] = typed_column(cells)
+            except NumberRangeError as exc:
+                raise self.error(
+                    f"{exc.text.strip()} is beyond the range of a 64-bit float; write it "
+                    "as inf if that is meant, or leave the cell empty",
+                    column=name,
+                    row=start + exc.index + 1,
+                ) from None
+        return Chunk(start, len(rows), data, masks)
 
     def preview(self, name: str) -> npt.NDArray[Any] | None:
-        if self._first is None or name not in self._first.colnames:
+        if self._first is None or name not in self._first.data:
             return None
-        data, mask = _plain(self._first[name])
+        data, mask = self._first.data[name], self._first.masks[name]
         return data if mask is None else data[~mask]
 
-    def _next_table(self) -> Any:
-        # Warnings are caught around each step rather than inside the generator,
-        # whose suspended catch_warnings would leak into the caller's code.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                table = next(self._tables, None)
-            except UnicodeDecodeError as exc:
-                raise self.error(f"the file is not UTF-8 text ({exc.reason})") from None
-            except Exception as exc:
-                text = str(exc)
-                match = _DATA_LINE.search(text)
-                row = self._rows_seen + int(match.group(1)) + 1 if match else None
-                raise self.error(f"not a readable CSV file ({text})", row=row) from None
-        for w in caught:
-            note = f"astropy: {w.message}"
-            if note not in self.notes:
-                self.notes.append(note)
-        return table
-
     def chunks(self) -> Iterator[Chunk]:
-        table = self._first
+        chunk = self._first
         self._first = None
-        while table is not None:
-            data: dict[str, npt.NDArray[Any]] = {}
-            masks: dict[str, npt.NDArray[np.bool_] | None] = {}
-            for name in table.colnames:
-                data[name], masks[name] = _plain(table[name])
-            n = len(table)
-            if n:
-                yield Chunk(self._rows_seen, n, data, masks)
-            self._rows_seen += n
-            table = self._next_table()
-        self.n_rows = self._rows_seen
+        while chunk is not None:
+            yield chunk
+            chunk = self._next_chunk()
+        self.n_rows = self._records.rows
 
     def close(self) -> None:
-        close = getattr(self._tables, "close", None)
-        if close is not None:
-            close()
+        self._file.close()
