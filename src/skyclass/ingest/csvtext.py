@@ -1,11 +1,10 @@
 """Strict reading of delimited text: checked lines, exact rows and one number grammar.
 
 Nothing here touches the database. :class:`CheckedLines` reads a UTF-8 file
-line by line in bounded pieces (a byte-order mark is dropped; a NUL byte,
-invalid UTF-8 or a line longer than :data:`MAX_LINE_BYTES` is refused with its
-line number); :class:`Records` splits those lines into rows with Python's
-``csv`` module in strict mode, refusing a row whose cell count differs from the
-header's and a quote that does not close where CSV allows; :func:`typed_column`
+line by line and :class:`CsvRows` reads it in blocks of whole lines, both in
+bounded pieces (a byte-order mark is dropped; a NUL byte, invalid UTF-8 or a
+line longer than :data:`MAX_LINE_BYTES` is refused with its line number); rows
+must have the header's cell count and quotes must close where CSV allows; :func:`typed_column`
 turns one column of cells into an int64, float64 or text array under the
 number grammar of :func:`is_decimal_text`.
 """
@@ -13,6 +12,7 @@ number grammar of :func:`is_decimal_text`.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -38,6 +38,10 @@ class ByteLines(Protocol):
 
     def readline(self, size: int = ..., /) -> bytes:
         """At most ``size`` bytes, up to and including the next line end."""
+        ...
+
+    def read(self, size: int = ..., /) -> bytes:
+        """At most ``size`` bytes."""
         ...
 
     def close(self) -> None:
@@ -143,125 +147,189 @@ def _numbers(live: Sequence[str]) -> npt.NDArray[Any] | None:
 
 
 class CheckedLines:
-    """The lines of a UTF-8 text file, read in bounded pieces and checked one by one.
+    """The lines of a UTF-8 text file, read one by one in bounded pieces and checked.
 
     Iterating yields each line as ``str`` (with its line ending, as ``csv``
-    wants). :attr:`line` is the number of the last line read and
-    :attr:`widest` the longest line in bytes since :meth:`reset_widest`.
+    wants); :attr:`line` is the number of the last line read. Used for the
+    header and for rows that continue past a block (see :class:`CsvRows`).
+    """
+
+    def __init__(self, fh: ByteLines, refuse: Refuse, *, line: int = 0) -> None:
+        self._fh = fh
+        self._refuse = refuse
+        self.line = line
+
+    def __iter__(self) -> Iterator[str]:
+        while raw := self._fh.readline(MAX_LINE_BYTES + 1):
+            self.line += 1
+            if self.line == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            yield check_text(raw, self.line, self._refuse)[0]
+
+
+def check_text(data: bytes, first_line: int, refuse: Refuse) -> tuple[str, int]:
+    """``data`` (whole lines from ``first_line`` on) decoded, and its longest line in bytes.
+
+    Raises the error ``refuse`` builds, naming the line, for a NUL byte,
+    invalid UTF-8 or a line longer than :data:`MAX_LINE_BYTES`.
+    """
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    lengths = np.diff(ends, prepend=-1)
+    if not data.endswith(b"\n"):
+        lengths = np.append(lengths, len(data) - 1 - (ends[-1] if len(ends) else -1))
+    widest = int(lengths.max()) if len(lengths) else 0
+    if widest > MAX_LINE_BYTES:
+        line = first_line + int(np.argmax(lengths))
+        raise refuse(
+            f"line {line} is longer than {MAX_LINE_BYTES:,} bytes; a CSV row must fit in "
+            f"1 MiB and a quoted cell in {csv.field_size_limit():,} characters (split the "
+            "values, or use FITS)",
+            None,
+        )
+    at = data.find(b"\0")
+    if at >= 0:
+        line = first_line + data.count(b"\n", 0, at)
+        raise refuse(
+            f"line {line} holds a NUL byte; text files cannot hold NUL: remove it, or check "
+            "that the file really is CSV text",
+            None,
+        )
+    try:
+        return data.decode(), widest
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise refuse(
+            f"line {line} is not UTF-8 text ({exc.reason} at byte {column}); convert the "
+            "file to UTF-8",
+            None,
+        ) from None
+
+
+class CsvRows:
+    """The rows of a CSV file, each with exactly the header's number of cells, in blocks.
+
+    The file is read in blocks of whole lines, each checked at once
+    (:func:`check_text`). A block without quotes, carriage returns other than
+    CRLF line ends, or blank lines is split with ``str.split``; any other
+    block goes through Python's ``csv`` module in strict mode, which may read
+    on past the block to finish a quoted cell. Blank lines are skipped.
+    :attr:`rows` counts the data rows read and :attr:`line` the lines; every
+    refusal names the line its row starts on.
     """
 
     def __init__(self, fh: ByteLines, refuse: Refuse) -> None:
         self._fh = fh
         self._refuse = refuse
         self.line = 0
-        self.widest = 1
-
-    def reset_widest(self) -> None:
-        """Start measuring the widest line anew (at each chunk)."""
-        self.widest = 1
-
-    def __iter__(self) -> Iterator[str]:
-        readline = self._fh.readline
-        while raw := readline(MAX_LINE_BYTES + 1):
-            self.line += 1
-            if len(raw) > MAX_LINE_BYTES:
-                raise self._refuse(
-                    f"line {self.line} is longer than {MAX_LINE_BYTES:,} bytes; a CSV row must "
-                    "fit in 1 MiB and a cell in "
-                    f"{csv.field_size_limit():,} characters (split the values or use FITS)",
-                    None,
-                )
-            if self.line == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            if b"\0" in raw:
-                at = raw.index(b"\0") + 1
-                raise self._refuse(
-                    f"line {self.line} holds a NUL byte (at byte {at}); text "
-                    "files cannot hold NUL: remove it, or check the file is really CSV text",
-                    None,
-                )
-            try:
-                text = raw.decode()
-            except UnicodeDecodeError as exc:
-                raise self._refuse(
-                    f"line {self.line} is not UTF-8 text (byte {exc.start + 1}: {exc.reason}); "
-                    "convert the file to UTF-8",
-                    None,
-                ) from None
-            self.widest = max(self.widest, len(raw))
-            yield text
-
-
-class Records:
-    """The rows of delimited text, each with exactly the header's number of cells.
-
-    Blank lines are skipped. :attr:`rows` counts the data rows read; every
-    refusal names the line the faulty row starts on and its data row.
-    """
-
-    def __init__(
-        self, lines: CheckedLines, refuse: Refuse, *, delimiter: str = ",", **dialect: Any
-    ) -> None:
-        self.lines = lines
-        self._refuse = refuse
-        self._reader = csv.reader(lines, delimiter=delimiter, strict=True, **dialect)
-        self._end = 0  # the line the last row ended on
-        self.start = 0  # the line the last row started on
         self.rows = 0
         self.width = 0
+        self.names: list[str] = []
+        self._pending: list[list[str]] = []  # columns of rows read but not yet handed out
 
     def header(self) -> list[str] | None:
         """The first non-blank row (the column names), or ``None`` for an empty file."""
-        for record in self._rows():
+        lines = CheckedLines(self._fh, self._refuse)
+        reader = csv.reader(lines, strict=True)
+        for record in self._records(reader, 0):
+            self.line = lines.line
             self.width = len(record)
             return record
         return None
 
-    def _rows(self) -> Iterator[list[str]]:
-        reader = self._reader
+    def _records(self, reader: Any, first_line: int) -> Iterator[list[str]]:
+        end = first_line
         while True:
+            start = end + 1
             try:
                 record = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise self._quote_error(str(exc)) from None
-            self.start = self._end + 1
-            self._end = reader.line_num
-            if record:
-                yield record
+                raise self._quote_error(str(exc), start) from None
+            end = first_line + reader.line_num
+            if not record:
+                continue
+            if self.width and len(record) != self.width:
+                raise self._cell_count(len(record), start, self.rows + 1)
+            yield record
 
-    def _quote_error(self, reason: str) -> Exception:
-        start = self._end + 1
-        row = self.rows + 1 if self.width else None
-        if "field larger than field limit" in reason:
-            return self._refuse(
-                f"a cell of the row starting on line {start} is longer than "
-                f"{csv.field_size_limit():,} characters (is a quote left open?); "
-                "close the quote or shorten the cell",
-                row,
-            )
+    def _cell_count(self, cells: int, line: int, row: int) -> Exception:
         return self._refuse(
-            f"line {start}: a quote opened in this row does not close where CSV allows "
-            f"({reason}); a quoted cell must end with a quote followed by the delimiter or "
-            'the line end, and a quote inside it is written twice ("")',
+            f"line {line} has {cells} cells but the header has {self.width}; every row needs "
+            "exactly one cell per column (quote cells that hold a comma; an empty cell is NULL)",
             row,
         )
 
-    def data(self, stop: Callable[[int], bool]) -> list[list[str]]:
-        """The next data rows, until ``stop(number of rows so far)`` or the end of the file."""
-        out: list[list[str]] = []
+    def _quote_error(self, reason: str, line: int) -> Exception:
+        row = self.rows + 1 if self.width else None
+        if "field larger than field limit" in reason:
+            return self._refuse(
+                f"a cell of the row starting on line {line} is longer than "
+                f"{csv.field_size_limit():,} characters (is a quote left open?); close the "
+                "quote or shorten the cell",
+                row,
+            )
+        return self._refuse(
+            f"line {line}: a quote opened in this row does not close where CSV allows "
+            f"({reason}); a quoted cell must end with a quote followed by a comma or the "
+            'line end, and a quote inside it is written twice ("")',
+            row,
+        )
+
+    def block(self, size: int) -> tuple[list[Sequence[str]], int, int]:
+        """The columns of the rows in the next ``size`` bytes or so of whole lines.
+
+        Returns the columns (one sequence of cells per column), the number of
+        rows (0 at the end of the file) and the longest line in bytes.
+        """
+        data = self._fh.read(max(1, size))
+        if data and not data.endswith(b"\n"):
+            data += self._fh.readline(MAX_LINE_BYTES + 1)
+        if not data:
+            return [], 0, 0
+        first = self.line + 1
+        text, widest = check_text(data, first, self._refuse)
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if "\r" in text and text.count("\r") == text.count("\r\n"):
+            text = text.replace("\r\n", "\n")
+        body = text[:-1] if text.endswith("\n") else text
+        if '"' in body or "\r" in body or "\n\n" in body or body.startswith("\n"):
+            return self._slow_block(text, first, lines, widest)
+        per_line = _commas_per_line(data)
+        wrong = np.flatnonzero(per_line != self.width - 1)
+        if len(wrong):
+            bad = int(wrong[0])
+            raise self._cell_count(int(per_line[bad]) + 1, first + bad, self.rows + bad + 1)
         width = self.width
-        for record in self._rows():
-            if len(record) != width:
-                raise self._refuse(
-                    f"line {self.start} has {len(record)} cells but the header has {width}; every "
-                    "row needs exactly one cell per column (quote cells that hold the "
-                    "delimiter; an empty cell is NULL)",
-                    self.rows + 1,
-                )
-            out.append(record)
+        cells = body.replace("\n", ",").split(",")
+        self.line += lines
+        self.rows += lines
+        return [cells[j::width] for j in range(width)], lines, widest
+
+    def _slow_block(
+        self, text: str, first: int, lines: int, widest: int
+    ) -> tuple[list[Sequence[str]], int, int]:
+        parts = text.split("\n")
+        block_lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+        more = CheckedLines(self._fh, self._refuse, line=first - 1 + lines)
+        reader = csv.reader(itertools.chain(block_lines, more), strict=True)
+        rows: list[list[str]] = []
+        for record in self._records(reader, first - 1):
+            rows.append(record)
             self.rows += 1
-            if stop(len(out)):
+            if reader.line_num >= lines:
                 break
-        return out
+        self.line = max(first - 1 + reader.line_num, first - 1 + lines)
+        if not rows:
+            return [[] for _ in range(self.width)], 0, widest
+        return [list(c) for c in zip(*rows, strict=True)], len(rows), widest
+
+
+def _commas_per_line(data: bytes) -> npt.NDArray[np.intp]:
+    """The number of commas on each line of ``data`` (which holds no quote)."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(codes == 10)
+    if not data.endswith(b"\n"):
+        ends = np.append(ends, len(codes))
+    return np.diff(np.searchsorted(np.flatnonzero(codes == 44), ends), prepend=0)

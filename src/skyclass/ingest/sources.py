@@ -29,7 +29,7 @@ import re
 import warnings
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,9 +41,8 @@ import numpy.typing as npt
 from skyclass.errors import IngestError
 from skyclass.ingest.csvtext import (
     ByteLines,
-    CheckedLines,
+    CsvRows,
     NumberRangeError,
-    Records,
     typed_column,
 )
 
@@ -541,14 +540,15 @@ class EcsvSource(_TableSource):
 class CsvSource(Source):
     """A comma-separated file with a header row, read strictly in chunks.
 
-    Lines are read in bounded pieces and checked (:class:`CheckedLines`), rows
-    split by Python's ``csv`` module in strict mode with exactly the header's
-    cell count (:class:`Records`), and each chunk's columns typed int, float or
-    text under the strict number grammar (:func:`typed_column`). A chunk ends
-    when its rows times its widest line reach :data:`CHUNK_BYTES`, so a wide
-    row makes short chunks and memory stays bounded. Types are inferred per
-    chunk, so a later chunk may disagree with the first; :attr:`columns`
-    describes the first chunk. :attr:`n_rows` is the number of data rows read.
+    :class:`CsvRows` reads the file in blocks of about :data:`CHUNK_BYTES`
+    of whole lines, checked (NUL, UTF-8, line length) and split into rows of
+    exactly the header's cell count; :func:`typed_column` types each chunk's
+    columns int, float or text under the strict number grammar. A chunk holds
+    at most ``2 * CHUNK_BYTES`` bytes of rows counted at its widest line, so a
+    few wide rows make short chunks and memory stays bounded. Types are
+    inferred per chunk, so a later chunk may disagree with the first;
+    :attr:`columns` describes the first chunk. :attr:`n_rows` is the number
+    of data rows read, counted line by line.
     """
 
     format = "csv"
@@ -562,10 +562,10 @@ class CsvSource(Source):
             )
         except OSError as exc:
             raise self.error(f"cannot open the file ({exc.strerror or exc})") from None
+        self._queue: list[Chunk] = []
         try:
-            self._lines = CheckedLines(self._file, self._refuse)
-            self._records = Records(self._lines, self._refuse)
-            header = self._read(self._records.header)
+            self._rows = CsvRows(self._file, self._refuse)
+            header = self._read(self._rows.header)
             if header is None:
                 raise self.error("the file holds no header and no rows")
             self._names = self._column_names(header)
@@ -594,8 +594,8 @@ class CsvSource(Source):
         for position, name in enumerate(names, start=1):
             if not name:
                 raise self.error(
-                    f"column {position} of the header (line {self._records.start}) has no "
-                    "name; give every column a name"
+                    f"column {position} of the header (line {self._rows.line}) has no name; "
+                    "give every column a name"
                 )
             if name in seen:
                 raise self.error(
@@ -606,16 +606,25 @@ class CsvSource(Source):
         return names
 
     def _next_chunk(self) -> Chunk | None:
-        start = self._records.rows
-        lines = self._lines
-        lines.reset_widest()
-        budget = CHUNK_BYTES
-        rows = self._read(self._records.data, lambda n: n * lines.widest >= budget)
-        if not rows:
-            return None
+        while not self._queue:
+            start = self._rows.rows
+            columns, n, widest = self._read(self._rows.block, CHUNK_BYTES)
+            if n == 0:
+                if self._rows.line == 0 or not columns:
+                    return None
+                continue  # a block of blank lines
+            # Rows times the widest line bounds the unicode arrays of the text columns.
+            parts = -(-n * widest // (2 * CHUNK_BYTES))
+            step = -(-n // parts)
+            for first in range(0, n, step):
+                cells = [c[first : first + step] for c in columns]
+                self._queue.append(self._chunk(start + first, cells))
+        return self._queue.pop(0)
+
+    def _chunk(self, start: int, columns: list[Sequence[str]]) -> Chunk:
         data: dict[str, npt.NDArray[Any]] = {}
         masks: dict[str, npt.NDArray[np.bool_] | None] = {}
-        for name, cells in zip(self._names, zip(*rows, strict=True), strict=True):
+        for name, cells in zip(self._names, columns, strict=True):
             try:
                 data[name], masks[name] = typed_column(cells)
             except NumberRangeError as exc:
@@ -625,7 +634,7 @@ class CsvSource(Source):
                     column=name,
                     row=start + exc.index + 1,
                 ) from None
-        return Chunk(start, len(rows), data, masks)
+        return Chunk(start, len(columns[0]), data, masks)
 
     def preview(self, name: str) -> npt.NDArray[Any] | None:
         if self._first is None or name not in self._first.data:
@@ -639,7 +648,7 @@ class CsvSource(Source):
         while chunk is not None:
             yield chunk
             chunk = self._next_chunk()
-        self.n_rows = self._records.rows
+        self.n_rows = self._rows.rows
 
     def close(self) -> None:
         self._file.close()
