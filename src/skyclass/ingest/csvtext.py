@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -86,6 +87,11 @@ def integer_value(text: str) -> int | None:
         return None
 
 
+def infinite_word(text: str) -> bool:
+    """Whether ``text`` says infinity (``inf``, ``-Infinity``...), not a too-large number."""
+    return text.strip(" \t").lstrip("+-").lower() in _INFINITY_WORDS
+
+
 class NumberRangeError(ValueError):
     """A cell is a number outside the float64 range (``1e400``): ``index`` in its column."""
 
@@ -140,8 +146,7 @@ def _numbers(live: Sequence[str]) -> npt.NDArray[Any] | None:
     infinite = np.flatnonzero(np.isinf(values))
     for index in infinite:
         i = int(index)
-        word = live[i].strip(" \t").lstrip("+-").lower()
-        if word not in _INFINITY_WORDS:
+        if not infinite_word(live[i]):
             raise NumberRangeError(live[i], i)
     return values
 
@@ -255,27 +260,10 @@ class CsvRows:
             yield record
 
     def _cell_count(self, cells: int, line: int, row: int) -> Exception:
-        return self._refuse(
-            f"line {line} has {cells} cells but the header has {self.width}; every row needs "
-            "exactly one cell per column (quote cells that hold a comma; an empty cell is NULL)",
-            row,
-        )
+        return self._refuse(cell_count_message(cells, self.width, line), row)
 
     def _quote_error(self, reason: str, line: int) -> Exception:
-        row = self.rows + 1 if self.width else None
-        if "field larger than field limit" in reason:
-            return self._refuse(
-                f"a cell of the row starting on line {line} is longer than "
-                f"{csv.field_size_limit():,} characters (is a quote left open?); close the "
-                "quote or shorten the cell",
-                row,
-            )
-        return self._refuse(
-            f"line {line}: a quote opened in this row does not close where CSV allows "
-            f"({reason}); a quoted cell must end with a quote followed by a comma or the "
-            'line end, and a quote inside it is written twice ("")',
-            row,
-        )
+        return self._refuse(quote_message(reason, line), self.rows + 1 if self.width else None)
 
     def block(self, size: int) -> tuple[list[Sequence[str]], int, int]:
         """The columns of the rows in the next ``size`` bytes or so of whole lines.
@@ -333,3 +321,68 @@ def _commas_per_line(data: bytes) -> npt.NDArray[np.intp]:
     if not data.endswith(b"\n"):
         ends = np.append(ends, len(codes))
     return np.diff(np.searchsorted(np.flatnonzero(codes == 44), ends), prepend=0)
+
+
+def cell_count_message(cells: int, width: int, line: int) -> str:
+    """The refusal of a row of ``cells`` cells starting on ``line`` under a header of ``width``."""
+    return (
+        f"line {line} has {cells} cells but the header has {width}; every row needs exactly "
+        "one cell per column (quote cells that hold the delimiter; an empty cell is NULL)"
+    )
+
+
+def quote_message(reason: str, line: int) -> str:
+    """The refusal of a row starting on ``line`` that ``csv`` could not split (``reason``)."""
+    if "field larger than field limit" in reason:
+        return (
+            f"a cell of the row starting on line {line} is longer than "
+            f"{csv.field_size_limit():,} characters (is a quote left open?); close the quote "
+            "or shorten the cell"
+        )
+    return (
+        f"line {line}: a quote opened in this row does not close where CSV allows ({reason}); "
+        "a quoted cell must end with a quote followed by the delimiter or the line end, and a "
+        'quote inside it is written twice ("")'
+    )
+
+
+_ECSV_DELIMITER = re.compile(r"#\s*delimiter:\s*(['\"]?)(.)\1\s*$")
+
+
+def ecsv_records(lines: Sequence[str], refuse: Refuse) -> list[tuple[int, list[str]]]:
+    """The rows after an ECSV file's ``#`` header as (line number, cells), the names row first.
+
+    Split with ``csv`` in strict mode with the delimiter the header declares
+    (a space unless it says ``delimiter: ','``); blank and ``#`` lines are
+    skipped; every row must have as many cells as the names row.
+    """
+    delimiter = " "
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        match = _ECSV_DELIMITER.match(line.rstrip("\r\n"))
+        if match:
+            delimiter = match.group(2)
+    numbered = [(i, line) for i, line in enumerate(lines, start=1) if not line.startswith("#")]
+    reader = csv.reader(
+        (line for _, line in numbered),
+        delimiter=delimiter,
+        strict=True,
+        skipinitialspace=delimiter == " ",
+    )
+    out: list[tuple[int, list[str]]] = []
+    used = 0
+    while True:
+        start = numbered[used][0] if used < len(numbered) else len(lines)
+        try:
+            record = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as exc:
+            raise refuse(quote_message(str(exc), start), len(out) or None) from None
+        used = reader.line_num
+        if not record:
+            continue
+        if out and len(record) != len(out[0][1]):
+            raise refuse(cell_count_message(len(record), len(out[0][1]), start), len(out))
+        out.append((start, record))

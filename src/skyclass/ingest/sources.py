@@ -41,9 +41,16 @@ import numpy.typing as npt
 from skyclass.errors import IngestError
 from skyclass.ingest.csvtext import (
     ByteLines,
+    CheckedLines,
     CsvRows,
     NumberRangeError,
+    decimal_value,
+    ecsv_records,
+    integer_value,
     typed_column,
+)
+from skyclass.ingest.csvtext import (
+    infinite_word as _infinite_word,
 )
 
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -83,7 +90,7 @@ def detect_format(path: Path) -> str:
 def _looks_like_ecsv(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
-            return fh.read(16).startswith(b"# %ECSV")
+            return fh.read(32).removeprefix(b"\xef\xbb\xbf").startswith(b"# %ECSV")
     except OSError:
         return False
 
@@ -518,7 +525,16 @@ def _votable_cell(path: Path, line: int, column: int) -> tuple[int | None, int]:
 
 
 class EcsvSource(_TableSource):
-    """An ECSV file (typed CSV with a YAML header), read whole by astropy."""
+    """An ECSV file (typed CSV with a YAML header), checked, then read whole by astropy.
+
+    The lines are checked as a CSV file's are (:class:`CheckedLines`: NUL,
+    UTF-8, length; a byte-order mark is dropped) and split by
+    :func:`ecsv_records`, so a row with the wrong cell count or an open quote
+    is refused with its line; the number of rows astropy parses must equal the
+    number of rows split, and numeric cells must follow the strict number
+    grammar of :func:`is_decimal_text` (astropy's ``float()`` takes ``1_0``
+    and non-ASCII digits) and fit a float64.
+    """
 
     format = "ecsv"
 
@@ -526,14 +542,51 @@ class EcsvSource(_TableSource):
         super().__init__(path)
         from astropy.table import Table
 
+        def refuse(message: str, row: int | None) -> IngestError:
+            return self.error(message, row=row)
+
+        try:
+            with path.open("rb") as fh:
+                lines = list(CheckedLines(fh, refuse))
+        except OSError as exc:
+            raise self.error(f"cannot read the file ({exc.strerror or exc})") from None
+        records = ecsv_records(lines, refuse)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                table = Table.read(str(path), format="ascii.ecsv")
+                table = Table.read("".join(lines), format="ascii.ecsv")
             except Exception as exc:
-                raise self.error(f"not a readable ECSV file ({exc})") from None
+                text = " ".join(str(exc).split())
+                raise self.error(f"not a readable ECSV file ({text})") from None
         self.notes.extend(f"astropy: {w.message}" for w in caught)
+        if len(table) != max(0, len(records) - 1):
+            raise self.error(
+                f"astropy parsed {len(table)} rows but the file holds {len(records) - 1}; "
+                "check the quotes and delimiters of the data lines"
+            )
+        self._check_numbers(table, records)
         self._set_table(table, {})
+
+    def _check_numbers(self, table: Any, records: list[tuple[int, list[str]]]) -> None:
+        for j, name in enumerate(table.colnames):
+            kind = table[name].dtype.kind
+            if kind not in "iuf" or len(table[name].shape) > 1:
+                continue
+            parse = integer_value if kind in "iu" else decimal_value
+            for row, (_, cells) in enumerate(records[1:], start=1):
+                text = cells[j]
+                if text == "":
+                    continue
+                value = parse(text)
+                if value is None:
+                    raise self.error(f"not a number: {text!r}", column=name, row=row)
+                if isinstance(value, float) and np.isinf(value) and not _infinite_word(text):
+                    raise self.error(
+                        f"{text.strip()} is beyond the range of a 64-bit float; write it as inf "
+                        "if that is meant, or leave the cell empty",
+                        column=name,
+                        row=row,
+                    )
 
 
 # -- CSV --------------------------------------------------------------------------
