@@ -279,10 +279,12 @@ class CsvRows:
         first = self.line + 1
         text, widest = check_text(data, first, self._refuse)
         lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-        if "\r" in text and text.count("\r") == text.count("\r\n"):
-            text = text.replace("\r\n", "\n")
-        body = text[:-1] if text.endswith("\n") else text
-        if '"' in body or "\r" in body or "\n\n" in body or body.startswith("\n"):
+        crlf = "\r" in text
+        if '"' in text or (crlf and text.count("\r") != text.count("\r\n")):
+            return self._slow_block(text, first, lines, widest)
+        body = text.replace("\r\n", "\n") if crlf else text
+        body = body[:-1] if body.endswith("\n") else body
+        if "\n\n" in body or body.startswith("\n"):
             return self._slow_block(text, first, lines, widest)
         per_line = _commas_per_line(data)
         wrong = np.flatnonzero(per_line != self.width - 1)
@@ -333,6 +335,11 @@ def cell_count_message(cells: int, width: int, line: int) -> str:
 
 def quote_message(reason: str, line: int) -> str:
     """The refusal of a row starting on ``line`` that ``csv`` could not split (``reason``)."""
+    if "new-line character" in reason:
+        return (
+            f"line {line} holds a carriage return that does not end a line (old Mac line "
+            "ends?); convert the file to \\n or \\r\\n line ends"
+        )
     if "field larger than field limit" in reason:
         return (
             f"a cell of the row starting on line {line} is longer than "

@@ -550,6 +550,8 @@ class EcsvSource(_TableSource):
                 lines = list(CheckedLines(fh, refuse))
         except OSError as exc:
             raise self.error(f"cannot read the file ({exc.strerror or exc})") from None
+        if not lines:
+            raise self.error("the file is empty")
         records = ecsv_records(lines, refuse)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
