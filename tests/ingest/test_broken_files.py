@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -523,13 +524,25 @@ _OPTIONS = {
 _FLAGS = {"ra_column": "--ra", "id_column": "--id"}
 
 
+# Under SKYCLASS_RELIABILITY=full every file is also read in chunks of this many bytes
+# (about 16 rows each), so rows, quotes and refusals cross chunk boundaries.
+FULL = os.environ.get("SKYCLASS_RELIABILITY") == "full"
+SMALL_CHUNKS = 1024
+CHUNKINGS = [None, SMALL_CHUNKS] if FULL else [None]
+
+
+@pytest.mark.reliability
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c.name)
 def test_broken_file_is_refused_and_changes_nothing(
-    case: Case, corpus_db: str, tmp_path: Path
+    case: Case, corpus_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = case.make(tmp_path)
     before = snapshot(corpus_db)
-    for catalog, mode in (("broken", "create"), ("base", "replace")):
+    attempts = [("broken", "create", None), ("base", "replace", None)]
+    attempts += [("broken", "create", size) for size in CHUNKINGS if size is not None]
+    for catalog, mode, chunk_bytes in attempts:
+        if chunk_bytes is not None:
+            monkeypatch.setattr(ingest_sources, "CHUNK_BYTES", chunk_bytes)
         with pytest.raises(IngestError) as info:
             ingest_file(path, catalog, mode=mode, url=corpus_db, **_OPTIONS.get(case.name, {}))  # type: ignore[arg-type]
         message = str(info.value)
@@ -779,14 +792,21 @@ def _loaded(url: str, catalog: str, names: list[str]) -> Columns:
         return {n: list(v) for n, v in zip(names, zip(*rows.fetchall(), strict=True), strict=True)}
 
 
+@pytest.mark.reliability
+@pytest.mark.parametrize("chunk_bytes", CHUNKINGS, ids=lambda size: f"chunks-{size or 'default'}")
 @pytest.mark.parametrize("case", LEGAL, ids=lambda c: c.name)
 def test_legal_file_loads_exactly(
-    case: Legal, corpus_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: Legal,
+    chunk_bytes: int | None,
+    corpus_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if case.chunk_bytes is not None:
-        monkeypatch.setattr(ingest_sources, "CHUNK_BYTES", case.chunk_bytes)
+    size = chunk_bytes or case.chunk_bytes
+    if size is not None:
+        monkeypatch.setattr(ingest_sources, "CHUNK_BYTES", size)
     path, expected = case.make(tmp_path)
-    catalog = "legal_" + case.name.replace("-", "_")
+    catalog = f"legal_{case.name.replace('-', '_')}_{chunk_bytes or 0}"
     report = ingest_file(path, catalog, url=corpus_db)
     n = len(expected["id"])
     assert report.rows_accepted == n and report.rows_rejected == 0

@@ -113,21 +113,19 @@ def typed_column(
     for float64.
     """
     n = len(cells)
+    if _NULL_SET.isdisjoint(cells):  # the usual case, at C speed
+        numbers = _numbers(cells)
+        return (np.array(cells, dtype=str) if numbers is None else numbers), None
     nulls = np.fromiter(map(_NULL_SET.__contains__, cells), dtype=bool, count=n)
-    mask = nulls if nulls.any() else None
-    live: Sequence[str] = (
-        cells if mask is None else [c for c, m in zip(cells, nulls, strict=True) if not m]
-    )
+    live = [c for c, m in zip(cells, nulls, strict=True) if not m]
     if not live:
-        return np.zeros(n, dtype=np.int64), mask
+        return np.zeros(n, dtype=np.int64), nulls
     numbers = _numbers(live)
     if numbers is None:
-        return np.array(cells, dtype=str), mask
-    if mask is None:
-        return numbers, None
+        return np.array(cells, dtype=str), nulls
     out = np.zeros(n, dtype=numbers.dtype)
     out[~nulls] = numbers
-    return out, mask
+    return out, nulls
 
 
 def _numbers(live: Sequence[str]) -> npt.NDArray[Any] | None:
