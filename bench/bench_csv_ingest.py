@@ -17,9 +17,11 @@
   of interleaved rounds.
 
 ``--src DIR`` runs the ingest children with another checkout's ``src`` first
-on ``sys.path`` (for a before/after comparison of the same files).
+on ``sys.path`` (for a before/after comparison of the same files; add
+``--no-adversarial`` for a version that would take 9 GiB on the 10 MB cell).
 
-Usage: ``.venv/bin/python bench/bench_csv_ingest.py [--quick] [--src DIR] [--json FILE]``.
+Usage: ``.venv/bin/python bench/bench_csv_ingest.py [--quick] [--src DIR] [--no-adversarial]
+[--json FILE]``.
 """
 
 from __future__ import annotations
@@ -159,14 +161,20 @@ def read_speed(path: Path, repeats: int) -> dict[str, float]:
 
 
 def run(
-    url: str, *, sizes: tuple[int, ...], repeats: int, src: Path | None = None
+    url: str,
+    *,
+    sizes: tuple[int, ...],
+    repeats: int,
+    src: Path | None = None,
+    adversarial: bool = True,
 ) -> dict[str, Any]:
     """Measure memory for every file and reader speed on the largest; print and return them."""
     result: dict[str, Any] = {"memory": {}, "read_seconds": {}}
     with tempfile.TemporaryDirectory(prefix="skyclass-bench-csv-") as tmp:
         directory = Path(tmp)
         files = {"(imports only)": None} | normal_files(directory, sizes)
-        files |= adversarial_files(directory)
+        if adversarial:
+            files |= adversarial_files(directory)
         for i, (label, path) in enumerate(files.items()):
             catalog = f"bench_csv_{i}"
             say(f"  ingest {label} ...")
@@ -211,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="up to 100k rows, 1 round")
     parser.add_argument("--src", type=Path, default=None, help="run the ingest from this src")
+    parser.add_argument(
+        "--no-adversarial", action="store_true", help="normal files only (e.g. with --src)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(args_in)
     sizes = (10_000, 100_000) if args.quick else (100_000, 300_000, 1_000_000)
@@ -218,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     with bench_database() as url:
         info = machine_info(url)
         print_machine(info)
-        result = run(url, sizes=sizes, repeats=repeats, src=args.src)
+        result = run(
+            url, sizes=sizes, repeats=repeats, src=args.src, adversarial=not args.no_adversarial
+        )
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "csv_ingest": result}, indent=2))
 

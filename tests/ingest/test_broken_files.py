@@ -256,6 +256,13 @@ def _text_cases() -> list[Case]:
         ),
         Case("csv-quoted-cell-over-limit", _huge_quoted_cell, None, 3, ("line 4", "131,072")),
         Case(
+            "csv-unquoted-cell-over-limit",
+            _csv_edit("widecell", 5, lambda b: b.replace(b"src0004", b"w" * 200_000)),
+            None,
+            4,
+            ("line 5", "131,072"),
+        ),
+        Case(
             "csv-empty-column-name",
             _csv_edit("noname", 1, lambda b: b.replace(b"mag", b" ")),
             None,

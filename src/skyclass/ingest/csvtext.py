@@ -291,6 +291,16 @@ class CsvRows:
             raise self._cell_count(int(per_line[bad]) + 1, first + bad, self.rows + bad + 1)
         width = self.width
         cells = body.replace("\n", ",").split(",")
+        limit = csv.field_size_limit()
+        if widest > limit:  # only then can a cell be longer than a quoted one may be
+            lengths = np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))
+            if (lengths > limit).any():
+                row = int(np.argmax(lengths > limit)) // width
+                raise self._refuse(
+                    f"a cell on line {first + row} is longer than {limit:,} characters; "
+                    "shorten the cell",
+                    self.rows + row + 1,
+                )
         self.line += lines
         self.rows += lines
         return [cells[j::width] for j in range(width)], lines, widest
