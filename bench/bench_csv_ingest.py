@@ -1,8 +1,8 @@
 """CSV ingest: peak memory against file size (normal and adversarial files) and reader speed.
 
 - ``memory``: each file is ingested by :func:`skyclass.ingest.ingest_file` in
-  a child process of its own, whose peak resident set (``ru_maxrss`` from
-  ``wait4``) is reported beside the file size, the seconds and the outcome.
+  a child process of its own, whose peak resident set (``VmHWM``) is
+  reported beside the file size, the seconds and the outcome.
   Normal files: the synthetic SDSS-like catalog of :mod:`bench.common` at
   several sizes. Adversarial files: one 10 MB cell in a 10 MB file (the
   hostile test's case: 87 s and 9.4 GiB before the strict reader), an
@@ -103,7 +103,9 @@ def measure(path: Path | None, url: str, catalog: str, src: Path | None) -> dict
         result: dict[str, Any] = json.loads(text.splitlines()[-1])
     except (ValueError, IndexError):
         result = {"outcome": f"crashed (exit {proc.returncode}): {text[-300:]}", "seconds": None}
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    # The child's own high-water mark (VmHWM, reset by exec); wait4's ru_maxrss also
+    # counts the parent's pages at fork time, so it is only the fallback of a crash.
+    result["peak_rss_mib"] = result.get("vm_hwm_mib") or usage.ru_maxrss / 1024
     result["file_mb"] = path.stat().st_size / 1e6 if path else 0.0
     return result
 
@@ -114,7 +116,7 @@ def child(url: str, catalog: str, path: str) -> None:
     from skyclass.errors import SkyclassError
 
     if not path:
-        print(json.dumps({"outcome": "imports only", "seconds": 0.0}))
+        print(json.dumps({"outcome": "imports only", "seconds": 0.0, "vm_hwm_mib": _vm_hwm()}))
         return
     from skyclass.ingest import ingest_file
 
@@ -124,7 +126,19 @@ def child(url: str, catalog: str, path: str) -> None:
         outcome = f"loaded {report.rows_accepted:,} rows"
     except SkyclassError as exc:
         outcome = "refused: " + str(exc).split(": ", 1)[-1][:90]
-    print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started}))
+    seconds = time.perf_counter() - started
+    print(json.dumps({"outcome": outcome, "seconds": seconds, "vm_hwm_mib": _vm_hwm()}))
+
+
+def _vm_hwm() -> float | None:
+    """This process's peak resident set in MiB (``VmHWM`` of /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def read_speed(path: Path, repeats: int) -> dict[str, float]:
