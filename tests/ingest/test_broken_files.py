@@ -569,7 +569,9 @@ def test_broken_file_is_refused_and_changes_nothing(
         args += [_FLAGS[option], value]
     result = CliRunner().invoke(main, args, env={"SKYCLASS_DATABASE_URL": corpus_db})
     assert result.exit_code == 1, result.output
-    assert "error:" in result.output and path.name in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert path.name in lines[0] and "Traceback" not in result.output
     assert snapshot(corpus_db) == before
 
 

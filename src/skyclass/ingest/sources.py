@@ -161,8 +161,8 @@ class Source(ABC):
     def error(
         self, message: str, *, column: str | None = None, row: int | None = None
     ) -> IngestError:
-        """An :class:`IngestError` about this file."""
-        return IngestError(message, path=str(self.path), column=column, row=row)
+        """An :class:`IngestError` about this file, its message on one line."""
+        return IngestError(" ".join(message.split()), path=str(self.path), column=column, row=row)
 
     def _rows_per_chunk(self, row_bytes: int) -> int:
         return max(1, CHUNK_BYTES // max(row_bytes, 1))
