@@ -17,11 +17,13 @@
   of interleaved rounds.
 
 ``--src DIR`` runs the ingest children with another checkout's ``src`` first
-on ``sys.path`` (for a before/after comparison of the same files; add
-``--no-adversarial`` for a version that would take 9 GiB on the 10 MB cell).
+on ``sys.path`` (add ``--no-adversarial`` for a version that would take 9 GiB
+on the 10 MB cell). ``--compare-src DIR`` instead ingests the largest normal
+file alternately with this checkout and with ``DIR`` (``repeats`` rounds each,
+medians): the before/after cost of a change on the same file and load.
 
-Usage: ``.venv/bin/python bench/bench_csv_ingest.py [--quick] [--src DIR] [--no-adversarial]
-[--json FILE]``.
+Usage: ``.venv/bin/python bench/bench_csv_ingest.py [--quick] [--src DIR | --compare-src DIR]
+[--no-adversarial] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -222,6 +224,45 @@ def run(
     return result
 
 
+def compare(url: str, *, rows: int, repeats: int, other: Path) -> dict[str, Any]:
+    """Ingest one normal file of ``rows`` rows alternately with this src and ``other``."""
+    here = Path(__file__).resolve().parents[1] / "src"
+    runs: dict[str, list[dict[str, Any]]] = {"this checkout": [], str(other): []}
+    with tempfile.TemporaryDirectory(prefix="skyclass-bench-csv-") as tmp:
+        path = normal_files(Path(tmp), (rows,))[f"{rows:,} rows"]
+        for i in range(repeats):
+            order = [(here, "this checkout"), (other, str(other))]
+            for src, label in order if i % 2 == 0 else order[::-1]:
+                catalog = f"bench_csv_compare_{i}"
+                try:
+                    runs[label].append(measure(path, url, catalog, src))
+                finally:
+                    drop_catalog(url, catalog)
+                say(f"  round {i + 1}/{repeats} {label}: {runs[label][-1]['seconds']:.2f} s")
+    result = {
+        label: {
+            "seconds": median([r["seconds"] for r in values]),
+            "peak_rss_mib": median([r["peak_rss_mib"] for r in values]),
+        }
+        for label, values in runs.items()
+    }
+    say(
+        format_table(
+            ["src", "seconds (median)", "rows/s", "peak RSS MiB"],
+            [
+                [
+                    k,
+                    f"{v['seconds']:.2f}",
+                    f"{rows / v['seconds']:,.0f}",
+                    f"{v['peak_rss_mib']:.0f}",
+                ]
+                for k, v in result.items()
+            ],
+        )
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: run the CSV ingest benchmark on its own."""
     args_in = sys.argv[1:] if argv is None else argv
@@ -233,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="up to 100k rows, 1 round")
     parser.add_argument("--src", type=Path, default=None, help="run the ingest from this src")
+    parser.add_argument("--compare-src", type=Path, default=None, help="before/after on 1 file")
     parser.add_argument(
         "--no-adversarial", action="store_true", help="normal files only (e.g. with --src)"
     )
@@ -243,9 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     with bench_database() as url:
         info = machine_info(url)
         print_machine(info)
-        result = run(
-            url, sizes=sizes, repeats=repeats, src=args.src, adversarial=not args.no_adversarial
-        )
+        if args.compare_src is not None:
+            result = compare(url, rows=max(sizes), repeats=repeats, other=args.compare_src)
+        else:
+            result = run(
+                url, sizes=sizes, repeats=repeats, src=args.src, adversarial=not args.no_adversarial
+            )
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "csv_ingest": result}, indent=2))
 
