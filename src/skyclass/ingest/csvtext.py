@@ -3,10 +3,12 @@
 Nothing here touches the database. :class:`CheckedLines` reads a UTF-8 file
 line by line and :class:`CsvRows` reads it in blocks of whole lines, both in
 bounded pieces (a byte-order mark is dropped; a NUL byte, invalid UTF-8 or a
-line longer than :data:`MAX_LINE_BYTES` is refused with its line number); rows
-must have the header's cell count and quotes must close where CSV allows; :func:`typed_column`
+line longer than :data:`MAX_LINE_BYTES` is refused with its line number).
+Rows must have the header's cell count, quotes must close where CSV allows and
+a cell holds at most ``csv.field_size_limit()`` characters. :func:`typed_column`
 turns one column of cells into an int64, float64 or text array under the
-number grammar of :func:`is_decimal_text`.
+number grammar of :func:`is_decimal_text`; :func:`ecsv_records` splits the
+data lines of an ECSV file the same strict way.
 """
 
 from __future__ import annotations
@@ -190,8 +192,8 @@ def check_text(data: bytes, first_line: int, refuse: Refuse) -> tuple[str, int]:
         line = first_line + int(np.argmax(lengths))
         raise refuse(
             f"line {line} is longer than {MAX_LINE_BYTES:,} bytes; a CSV row must fit in "
-            f"1 MiB and a quoted cell in {csv.field_size_limit():,} characters (split the "
-            "values, or use FITS)",
+            f"1 MiB and a cell in {csv.field_size_limit():,} characters (split the values, "
+            "or use FITS)",
             None,
         )
     at = data.find(b"\0")
@@ -232,8 +234,6 @@ class CsvRows:
         self.line = 0
         self.rows = 0
         self.width = 0
-        self.names: list[str] = []
-        self._pending: list[list[str]] = []  # columns of rows read but not yet handed out
 
     def header(self) -> list[str] | None:
         """The first non-blank row (the column names), or ``None`` for an empty file."""
