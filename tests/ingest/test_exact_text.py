@@ -7,6 +7,7 @@ loaded with every value equal to what the file says.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from skyclass.cli import main
 from skyclass.errors import IngestError
 from skyclass.ingest import ingest_file
+from skyclass.ingest import sources as ingest_sources
 from tests.ingest.corpus import snapshot
 
 HEADER = b"id,ra,dec,name\n"
@@ -133,3 +135,21 @@ def test_cli_error_is_one_line_saying_what_to_do(db_url: str, tmp_path: Path) ->
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "n.csv" in lines[0] and "line 3" in lines[0] and "remove" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_rows_lost_between_reader_and_copy_refuse_the_load(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: a reader that drops its last chunk after counting its rows. The
+    # load compares the rows counted with the rows prepared and copied, so it refuses.
+    path = tmp_path / "lost.csv"
+    path.write_bytes(HEADER + b"".join(b"%d,%d,1,n\n" % (i, i) for i in range(1, 201)))
+    monkeypatch.setattr(ingest_sources, "CHUNK_BYTES", 300)
+    real_chunks = ingest_sources.CsvSource.chunks
+
+    def losing_chunks(self: ingest_sources.CsvSource) -> Iterator[ingest_sources.Chunk]:
+        chunks = list(real_chunks(self))
+        yield from chunks[:-1]
+
+    monkeypatch.setattr(ingest_sources.CsvSource, "chunks", losing_chunks)
+    _refused(path, db_url, "counted 200 data rows", "nothing was loaded")
