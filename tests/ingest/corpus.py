@@ -2,7 +2,7 @@
 
 Every writer takes the same column dict (``id``, ``ra``, ``dec``, ``mag``,
 ``name``) so one change (a bad value in a given row) can be written as CSV,
-FITS and VOTable alike. Values are given as Python objects; a ``str`` in a
+ECSV, FITS and VOTable alike. Values are given as Python objects; a ``str`` in a
 numeric column is written verbatim where the format allows it.
 """
 
@@ -121,15 +121,40 @@ def write_votable(
     return path
 
 
+_ECSV_TYPES = {"id": "int64", "ra": "float64", "dec": "float64", "mag": "float32", "name": "string"}
+
+
+def _ecsv_cell(value: Any) -> str:
+    if value is None:
+        return '""'
+    text = repr(value) if isinstance(value, float) else str(value)
+    if text == "" or any(c in text for c in ' "\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def write_ecsv(path: Path, columns: dict[str, list[Any]]) -> Path:
+    """Write ``columns`` as ECSV 1.0, space-delimited (values verbatim, quoted where needed)."""
+    names = list(columns)
+    lines = ["# %ECSV 1.0", "# ---", "# datatype:"]
+    lines += [f"# - {{name: {n}, datatype: {_ECSV_TYPES.get(n, 'string')}}}" for n in names]
+    lines += ["# schema: astropy-2.0", " ".join(names)]
+    for i in range(len(columns[names[0]])):
+        lines.append(" ".join(_ecsv_cell(columns[n][i]) for n in names))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 WRITERS: dict[str, tuple[str, Callable[[Path, dict[str, list[Any]]], Path]]] = {
     "csv": (".csv", write_csv),
     "fits": (".fits", write_fits),
     "votable": (".vot", write_votable),
+    "ecsv": (".ecsv", write_ecsv),
 }
 
 
 def write(directory: Path, stem: str, fmt: str, columns: dict[str, list[Any]]) -> Path:
-    """Write ``columns`` in format ``fmt`` (csv, fits, votable) to ``directory/stem.ext``."""
+    """Write ``columns`` in format ``fmt`` (csv, fits, votable, ecsv) to ``directory/stem.ext``."""
     ext, writer = WRITERS[fmt]
     return writer(directory / f"{stem}{ext}", columns)
 
@@ -157,3 +182,11 @@ def snapshot(url: str) -> dict[str, Any]:
                     f'FROM catalogs."{name}" t'
                 ).fetchone()
     return out
+
+
+def edit_line(path: Path, line: int, edit: Callable[[bytes], bytes]) -> Path:
+    """Replace 1-based ``line`` of ``path`` (without its line end) by ``edit(line)``."""
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = edit(lines[line - 1])
+    path.write_bytes(b"\n".join(lines))
+    return path

@@ -16,6 +16,7 @@ from typing import Literal
 
 from skyclass.errors import IngestError
 from skyclass.ingest.copy_binary import BIGINT, DOUBLE, TEXT, PgType, pg_type_for
+from skyclass.ingest.csvtext import integer_value
 from skyclass.ingest.sources import Source, SourceColumn
 
 RA_NAMES = ("ra", "raj2000", "ra_icrs", "alpha", "radeg")
@@ -259,9 +260,7 @@ def _integer_like(source: Source, col: SourceColumn) -> bool:
     # CSV reads integers beyond int64 as text: such a column is still an id column
     # (and is refused value by value), while names like "SN2020abc" are not.
     values = source.preview(col.name)
-    return values is not None and all(
-        re.fullmatch(r"\s*[+-]?\d+\s*", str(v)) for v in values[:1000]
-    )
+    return values is not None and all(integer_value(str(v)) is not None for v in values[:1000])
 
 
 def _option(role: str) -> str:

@@ -285,6 +285,7 @@ class _Load:
         self.notes: list[str] = list(plan.notes)
         self.rejects: list[Reject] = []
         self.rows_accepted = 0
+        self.rows_copied = 0  # as PostgreSQL counted them (COPY's command tags)
         self.preparer: ChunkPreparer | None = None
         self.q3c_schema = "public"
         self.sort_memory = sort_memory
@@ -553,6 +554,7 @@ class _Load:
         self.preparer = preparer
         self.presorted = False
         self.sent_order = None
+        self.rows_copied = 0
         columns = sql.SQL(", ").join(_ident(c.name) for c in self.plan.columns)
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, columns)
         bar = _progress_bar(self.progress, self.source.n_rows)
@@ -572,12 +574,27 @@ class _Load:
                 bar.close()
         self.rejects = list(preparer.rejects)
         self.rows_accepted = preparer.rows_accepted
+        self._check_counts(preparer)
         if self.rows_accepted == 0:
             if preparer.rows_read == 0:
                 raise self.source.error("the file holds no data rows")
             raise self.source.error(
                 f"all {preparer.rows_read} rows are invalid (see the first: row "
                 f"{self.rejects[0].row}, {self.rejects[0].column}: {self.rejects[0].reason})"
+            )
+
+    def _check_counts(self, preparer: ChunkPreparer) -> None:
+        """Refuse unless the rows read, prepared and copied agree (none lost or repeated)."""
+        counted = self.source.n_rows
+        if counted is not None and preparer.rows_read != counted:
+            raise self.source.error(
+                f"the reader counted {counted:,} data rows but {preparer.rows_read:,} were "
+                "prepared; nothing was loaded (please report this with the file)"
+            )
+        if self.rows_copied != preparer.rows_accepted:
+            raise self.source.error(
+                f"PostgreSQL stored {self.rows_copied:,} rows of the {preparer.rows_accepted:,} "
+                "sent; nothing was loaded (please report this with the file)"
             )
 
     @staticmethod
@@ -612,6 +629,7 @@ class _Load:
                     else:
                         pending = None
                     copy.write(COPY_TRAILER)
+                self.rows_copied += max(0, cur.rowcount)
                 if pending is None:
                     return
                 for change in pending.widenings:
@@ -677,15 +695,14 @@ class _Load:
                 c.fields[i] = _EMPTY_FIELD  # free each column once it is joined
         row_bytes = max(1, sum(_row_bytes(f) for f in fields) + 4 * len(fields) + 2)
         block = max(1, _SORTED_BLOCK_BYTES // row_bytes)
-        with (
-            conn.cursor() as cur,
-            cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy,
-        ):
-            copy.write(COPY_SIGNATURE)
-            for start in range(0, n, block):
-                rows = order[start : start + block]
-                copy.write(encode_rows([f.take(rows) for f in fields], len(rows)).data)
-            copy.write(COPY_TRAILER)
+        with conn.cursor() as cur:
+            with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+                copy.write(COPY_SIGNATURE)
+                for start in range(0, n, block):
+                    rows = order[start : start + block]
+                    copy.write(encode_rows([f.take(rows) for f in fields], len(rows)).data)
+                copy.write(COPY_TRAILER)
+            self.rows_copied += max(0, cur.rowcount)
         self.presorted = True
         self.sent_order = order
 

@@ -8,7 +8,6 @@ sentinels, masked and empty cells become NULL and are counted by reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from skyclass.ingest.copy_binary import (
     slow_array_field,
     text_field,
 )
+from skyclass.ingest.csvtext import decimal_value, integer_value
 from skyclass.ingest.sources import Chunk, Source
 
 DEFAULT_NULL_VALUES = (-9999.0, 99.0, -99.0)
@@ -40,7 +40,6 @@ INT64_MAX = 2**63 - 1
 # A CSV text column whose non-NULL values are at least this share numbers is a numeric
 # column with bad cells (an error), not a text column.
 NUMERIC_SHARE = 0.9
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _FLOAT_KINDS = {REAL.sql, DOUBLE.sql}
 _INT_KINDS = {"smallint", "integer", "bigint"}
 
@@ -198,7 +197,7 @@ class ChunkPreparer:
             parsed: list[int | None] = []
             for text in uniques:
                 s = text.decode() if isinstance(text, bytes) else str(text)
-                parsed.append(int(s) if _INTEGER_TEXT.fullmatch(s) else None)
+                parsed.append(integer_value(s))
             for index in np.flatnonzero(live):
                 i = int(index)
                 value = parsed[int(inverse[i])]
@@ -488,9 +487,8 @@ def _parse_numbers(raw: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float64], npt.
     ok = np.zeros(len(uniques), dtype=bool)
     for i, text in enumerate(uniques):
         s = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        try:
-            numbers[i] = float(s)
-            ok[i] = "_" not in s
-        except ValueError:
-            pass
+        value = decimal_value(s)
+        if value is not None:
+            numbers[i] = value
+            ok[i] = True
     return numbers[inverse], ok[inverse]

@@ -8,11 +8,12 @@ so the rest of the ingest does not care where the rows came from. Memory:
   so TNULL is applied here from the column definitions (NaN is handled with
   the other float sentinels). A gzip-compressed FITS file cannot be mapped:
   astropy decompresses it into memory.
-- CSV is read with astropy's chunked fast reader (``chunk_generator``), so
-  memory is bounded by the chunk size. Column types are inferred per chunk;
-  the loader reconciles them (see :mod:`skyclass.ingest.prepare`). A quoted
-  field holding a line break can be split by a chunk boundary: such files
-  need a larger ``chunk_chars``.
+- CSV is read by skyclass's own strict reader (:mod:`skyclass.ingest.csvtext`)
+  in chunks bounded by :data:`CHUNK_BYTES`: every row has the header's cell
+  count, NUL bytes, open quotes, invalid UTF-8 and over-long lines are refused
+  with their line, and numbers follow one strict decimal grammar. Column
+  types are inferred per chunk; the loader reconciles them (see
+  :mod:`skyclass.ingest.prepare`).
 - VOTable and ECSV have no streaming reader in astropy: they are read whole
   and then cut into chunks.
 
@@ -23,10 +24,12 @@ the others are kept in :attr:`Source.notes`.
 
 from __future__ import annotations
 
+import gzip
 import re
 import warnings
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +39,19 @@ import numpy as np
 import numpy.typing as npt
 
 from skyclass.errors import IngestError
+from skyclass.ingest.csvtext import (
+    ByteLines,
+    CheckedLines,
+    CsvRows,
+    NumberRangeError,
+    decimal_value,
+    ecsv_records,
+    integer_value,
+    typed_column,
+)
+from skyclass.ingest.csvtext import (
+    infinite_word as _infinite_word,
+)
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "fits": (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz"),
@@ -43,9 +59,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "csv": (".csv", ".csv.gz"),
     "ecsv": (".ecsv",),
 }
-
-# Cells that mean "no value" in CSV files; they become NULL, never text.
-CSV_NULL_MARKERS = ("", "NA", "N/A", "null", "NULL", "nan", "NaN", "--")
 
 # Target size of one chunk: big enough that per-chunk overheads vanish, small
 # enough that several chunks (being read, encoded and sent) fit in memory.
@@ -77,7 +90,7 @@ def detect_format(path: Path) -> str:
 def _looks_like_ecsv(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
-            return fh.read(16).startswith(b"# %ECSV")
+            return fh.read(32).removeprefix(b"\xef\xbb\xbf").startswith(b"# %ECSV")
     except OSError:
         return False
 
@@ -148,8 +161,8 @@ class Source(ABC):
     def error(
         self, message: str, *, column: str | None = None, row: int | None = None
     ) -> IngestError:
-        """An :class:`IngestError` about this file."""
-        return IngestError(message, path=str(self.path), column=column, row=row)
+        """An :class:`IngestError` about this file, its message on one line."""
+        return IngestError(" ".join(message.split()), path=str(self.path), column=column, row=row)
 
     def _rows_per_chunk(self, row_bytes: int) -> int:
         return max(1, CHUNK_BYTES // max(row_bytes, 1))
@@ -512,7 +525,16 @@ def _votable_cell(path: Path, line: int, column: int) -> tuple[int | None, int]:
 
 
 class EcsvSource(_TableSource):
-    """An ECSV file (typed CSV with a YAML header), read whole by astropy."""
+    """An ECSV file (typed CSV with a YAML header), checked, then read whole by astropy.
+
+    The lines are checked as a CSV file's are (:class:`CheckedLines`: NUL,
+    UTF-8, length; a byte-order mark is dropped) and split by
+    :func:`ecsv_records`, so a row with the wrong cell count or an open quote
+    is refused with its line; the number of rows astropy parses must equal the
+    number of rows split, and numeric cells must follow the strict number
+    grammar of :func:`is_decimal_text` (astropy's ``float()`` takes ``1_0``
+    and non-ASCII digits) and fit a float64.
+    """
 
     format = "ecsv"
 
@@ -520,92 +542,168 @@ class EcsvSource(_TableSource):
         super().__init__(path)
         from astropy.table import Table
 
+        def refuse(message: str, row: int | None) -> IngestError:
+            return self.error(message, row=row)
+
+        try:
+            with path.open("rb") as fh:
+                lines = list(CheckedLines(fh, refuse))
+        except OSError as exc:
+            raise self.error(f"cannot read the file ({exc.strerror or exc})") from None
+        if not lines:
+            raise self.error("the file is empty")
+        records = ecsv_records(lines, refuse)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                table = Table.read(str(path), format="ascii.ecsv")
+                table = Table.read("".join(lines), format="ascii.ecsv")
             except Exception as exc:
-                raise self.error(f"not a readable ECSV file ({exc})") from None
+                text = " ".join(str(exc).split())
+                raise self.error(f"not a readable ECSV file ({text})") from None
         self.notes.extend(f"astropy: {w.message}" for w in caught)
+        if len(table) != max(0, len(records) - 1):
+            raise self.error(
+                f"astropy parsed {len(table)} rows but the file holds {len(records) - 1}; "
+                "check the quotes and delimiters of the data lines"
+            )
+        self._check_numbers(table, records)
         self._set_table(table, {})
+
+    def _check_numbers(self, table: Any, records: list[tuple[int, list[str]]]) -> None:
+        for j, name in enumerate(table.colnames):
+            kind = table[name].dtype.kind
+            if kind not in "iuf" or len(table[name].shape) > 1:
+                continue
+            parse = integer_value if kind in "iu" else decimal_value
+            for row, (_, cells) in enumerate(records[1:], start=1):
+                text = cells[j]
+                if text == "":
+                    continue
+                value = parse(text)
+                if value is None:
+                    raise self.error(f"not a number: {text!r}", column=name, row=row)
+                if isinstance(value, float) and np.isinf(value) and not _infinite_word(text):
+                    raise self.error(
+                        f"{text.strip()} is beyond the range of a 64-bit float; write it as inf "
+                        "if that is meant, or leave the cell empty",
+                        column=name,
+                        row=row,
+                    )
 
 
 # -- CSV --------------------------------------------------------------------------
-_DATA_LINE = re.compile(r"data line (\d+)")
-
-
 class CsvSource(Source):
-    """A comma-separated file with a header row, read in chunks by astropy's fast reader.
+    """A comma-separated file with a header row, read strictly in chunks.
 
-    Types are inferred per chunk (int, float or text), so a later chunk may
-    disagree with the first; :attr:`columns` describes the first chunk.
+    :class:`CsvRows` reads the file in blocks of about :data:`CHUNK_BYTES`
+    of whole lines, checked (NUL, UTF-8, line length) and split into rows of
+    exactly the header's cell count; :func:`typed_column` types each chunk's
+    columns int, float or text under the strict number grammar. A chunk holds
+    at most ``2 * CHUNK_BYTES`` bytes of rows counted at its widest line, so a
+    few wide rows make short chunks and memory stays bounded. Types are
+    inferred per chunk, so a later chunk may disagree with the first;
+    :attr:`columns` describes the first chunk. :attr:`n_rows` is the number
+    of data rows read, counted line by line.
     """
 
     format = "csv"
     infers_types = True
 
-    def __init__(self, path: Path, chunk_chars: int | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__(path)
-        from astropy.io import ascii as astropy_ascii
-
-        self._rows_seen = 0
-        # A generator: nothing is read until the first next().
-        self._tables: Iterator[Any] = astropy_ascii.read(
-            str(path),
-            format="csv",
-            guess=False,
-            fast_reader={"chunk_size": chunk_chars or CHUNK_BYTES, "chunk_generator": True},
-            fill_values=[(marker, "0") for marker in CSV_NULL_MARKERS],
-        )
-        self._first: Any = self._next_table()
+        try:
+            self._file: ByteLines = (
+                gzip.GzipFile(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+            )
+        except OSError as exc:
+            raise self.error(f"cannot open the file ({exc.strerror or exc})") from None
+        self._queue: list[Chunk] = []
+        try:
+            self._rows = CsvRows(self._file, self._refuse)
+            header = self._read(self._rows.header)
+            if header is None:
+                raise self.error("the file holds no header and no rows")
+            self._names = self._column_names(header)
+            self._first = self._next_chunk()
+        except BaseException:
+            self.close()
+            raise
         if self._first is None:
-            raise self.error("the file holds no header and no rows")
-        for name in self._first.colnames:
-            col = self._first[name]
-            self.columns.append(SourceColumn(name=name, dtype=np.dtype(col.dtype), shape=()))
+            self.n_rows = 0
+        for name in self._names:
+            dtype = self._first.data[name].dtype if self._first else np.dtype(np.int64)
+            self.columns.append(SourceColumn(name=name, dtype=dtype, shape=()))
+
+    def _refuse(self, message: str, row: int | None) -> IngestError:
+        return self.error(message, row=row)
+
+    def _read(self, step: Any, *args: Any) -> Any:
+        try:
+            return step(*args)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self.error(f"the file cannot be read to its end ({exc})") from None
+
+    def _column_names(self, header: list[str]) -> list[str]:
+        names = [name.strip() for name in header]
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, start=1):
+            if not name:
+                raise self.error(
+                    f"column {position} of the header (line {self._rows.line}) has no name; "
+                    "give every column a name"
+                )
+            if name in seen:
+                raise self.error(
+                    f"columns {seen[name]} and {position} of the header are both named "
+                    f"{name!r}; column names must be unique"
+                )
+            seen[name] = position
+        return names
+
+    def _next_chunk(self) -> Chunk | None:
+        while not self._queue:
+            start = self._rows.rows
+            columns, n, widest = self._read(self._rows.block, CHUNK_BYTES)
+            if n == 0:
+                if self._rows.line == 0 or not columns:
+                    return None
+                continue  # a block of blank lines
+            # Rows times the widest line bounds the unicode arrays of the text columns.
+            parts = -(-n * widest // (2 * CHUNK_BYTES))
+            step = -(-n // parts)
+            for first in range(0, n, step):
+                cells = [c[first : first + step] for c in columns]
+                self._queue.append(self._chunk(start + first, cells))
+        return self._queue.pop(0)
+
+    def _chunk(self, start: int, columns: list[Sequence[str]]) -> Chunk:
+        data: dict[str, npt.NDArray[Any]] = {}
+        masks: dict[str, npt.NDArray[np.bool_] | None] = {}
+        for name, cells in zip(self._names, columns, strict=True):
+            try:
+                data[name], masks[name] = typed_column(cells)
+            except NumberRangeError as exc:
+                raise self.error(
+                    f"{exc.text.strip()} is beyond the range of a 64-bit float; write it "
+                    "as inf if that is meant, or leave the cell empty",
+                    column=name,
+                    row=start + exc.index + 1,
+                ) from None
+        return Chunk(start, len(columns[0]), data, masks)
 
     def preview(self, name: str) -> npt.NDArray[Any] | None:
-        if self._first is None or name not in self._first.colnames:
+        if self._first is None or name not in self._first.data:
             return None
-        data, mask = _plain(self._first[name])
+        data, mask = self._first.data[name], self._first.masks[name]
         return data if mask is None else data[~mask]
 
-    def _next_table(self) -> Any:
-        # Warnings are caught around each step rather than inside the generator,
-        # whose suspended catch_warnings would leak into the caller's code.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                table = next(self._tables, None)
-            except UnicodeDecodeError as exc:
-                raise self.error(f"the file is not UTF-8 text ({exc.reason})") from None
-            except Exception as exc:
-                text = str(exc)
-                match = _DATA_LINE.search(text)
-                row = self._rows_seen + int(match.group(1)) + 1 if match else None
-                raise self.error(f"not a readable CSV file ({text})", row=row) from None
-        for w in caught:
-            note = f"astropy: {w.message}"
-            if note not in self.notes:
-                self.notes.append(note)
-        return table
-
     def chunks(self) -> Iterator[Chunk]:
-        table = self._first
+        chunk = self._first
         self._first = None
-        while table is not None:
-            data: dict[str, npt.NDArray[Any]] = {}
-            masks: dict[str, npt.NDArray[np.bool_] | None] = {}
-            for name in table.colnames:
-                data[name], masks[name] = _plain(table[name])
-            n = len(table)
-            if n:
-                yield Chunk(self._rows_seen, n, data, masks)
-            self._rows_seen += n
-            table = self._next_table()
-        self.n_rows = self._rows_seen
+        while chunk is not None:
+            yield chunk
+            chunk = self._next_chunk()
+        self.n_rows = self._rows.rows
 
     def close(self) -> None:
-        close = getattr(self._tables, "close", None)
-        if close is not None:
-            close()
+        self._file.close()
