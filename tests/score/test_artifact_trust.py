@@ -219,13 +219,15 @@ def test_a_schema_before_0008_still_scores_superuser_artifacts(
     registrar is then created_by): superuser artifacts load, others do not."""
     url = jobs_database(server_url)
     try:
-        downgrade(url, "0007")
+        # Registered at head (the test registry writes today's tables), then taken back.
         with psycopg.connect(url, autocommit=True) as conn:
             version = register(conn)
+            other = register(conn, model="other")
+        downgrade(url, "0007")
+        with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute("SELECT skyclass.predict(%s, %s::real[])", (version, ROW)).fetchone()
             assert row is not None and len(row[0]) == 3
             # A row that names a non-superuser as its creator is refused there too.
-            other = register(conn, model="other")
             conn.execute("SET session_replication_role = replica")
             conn.execute(
                 "UPDATE skyclass.model_artifact SET created_by = 'skyclass_model_admin' "

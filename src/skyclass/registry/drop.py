@@ -219,9 +219,8 @@ def _drop_dependents(
     conn: psycopg.Connection[Any], catalog_id: int, deps: CatalogDependents
 ) -> None:
     running = conn.execute(
-        "SELECT r.run_id, skyclass.scoring_lock_holder("
-        "skyclass.scoring_lock_key(r.model_version_id, r.catalog_id)) FROM skyclass.scoring_run "
-        "AS r WHERE r.catalog_id = %s AND r.status = 'running'",
+        "SELECT r.run_id, skyclass.scoring_job_holder(r.model_version_id, r.catalog_id) "
+        "FROM skyclass.scoring_run AS r WHERE r.catalog_id = %s AND r.status = 'running'",
         (catalog_id,),
     ).fetchall()
     live = [(run, pid) for run, pid in running if pid is not None]
@@ -235,6 +234,8 @@ def _drop_dependents(
         _unschedule(conn, catalog_id, deps)
     for table in _prediction_tables(conn, catalog_id):
         drop_table(conn, PREDICTION_SCHEMA, table, what=f"catalog {deps.catalog!r}")
+    # The job leases of the catalog (free: a live holder was refused above).
+    conn.execute("DELETE FROM skyclass.scoring_lease WHERE catalog_id = %s", (catalog_id,))
     versions = _column(
         conn,
         "DELETE FROM skyclass.scoring_run WHERE catalog_id = %s RETURNING model_version_id",
