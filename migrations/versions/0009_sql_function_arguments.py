@@ -77,7 +77,7 @@ BEGIN
     -- Take the table's ACCESS SHARE lock now (kept to the end of the transaction): a reader
     -- waits here for an ingest --replace to commit, and the caller's next statement, with a
     -- new snapshot, reads the whole new table.
-    EXECUTE format('SELECT FROM %s LIMIT 0', target);
+    EXECUTE format('SELECT FROM %s WHERE false', target);
     RETURN target;
 END
 $$;
