@@ -2,6 +2,7 @@
 #   make demo   install everything, start the embedded database, run the demo
 #   make test   install everything, then lint, type-check and run the test suite
 #   make bench  run the benchmarks (figures go to docs/benchmarks.md)
+#   make reliability  the reliability suite at full counts (docs/reliability.md)
 #   make docs   regenerate docs/cli.md from the commands' --help
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ PIP    := set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-ve
 # pip warns about every configured local index directory that does not exist; drop those lines
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: setup system browser python demo test lint pytest bench docs clean
+.PHONY: setup system browser python demo test lint pytest bench docs clean reliability
 
 setup: system python extension
 
@@ -54,6 +55,10 @@ test: setup browser lint pytest
 # Headless Chromium renders the HTML report in the test suite.
 browser:
 	@bash .ci/install-system.sh --with-browser
+
+# The tests marked reliability at their full counts (a small count runs in make test).
+reliability: setup
+	@SKYCLASS_RELIABILITY=full $(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 bench: setup
 	@$(BIN)/python bench/run_all.py

@@ -20,11 +20,15 @@ is built from an unchecked argument):
   ones gave lo68 > hi68, NaN ones all-NaN results); masses finite,
   non-negative and summing to 1 within 0.001 (they are still renormalised).
   Arrays may start at any index.
-* ``plan_scoring_chunks``: the run must exist, be running, unplanned, and its
-  tables must exist (a missing run built ``FROM  AS f``, SQLSTATE 42601).
+* ``plan_scoring_chunks``: the run must exist, be running, unplanned, with its
+  target table made by ``plan_scoring_run``, and its tables must exist (a missing run built ``FROM  AS f``, SQLSTATE 42601).
 * ``create_chunk_table``: the chunk must exist in a partition run (a NULL
   chunk built ``CREATE TABLE`` without a name, SQLSTATE 42601).
-* ``complete_scoring_chunk``: ``n_rows`` is a non-negative count.
+* ``complete_scoring_chunk``: ``n_rows`` is a non-negative count, and the run has
+  its target table.
+* ``score_chunk``: the run must have its target table (a run whose chunks were
+  planned without ``plan_scoring_run`` created a table ``_<chunk>`` in the
+  search path and then built ``ALTER TABLE  ATTACH``, SQLSTATE 42601).
 * ``fail_scoring_run``: a NULL status is refused like any other bad one.
 * ``deploy``: a NULL model version is refused (22023, not 23503).
 
@@ -257,16 +261,16 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     -- The table names come from the run row; check them before building SQL with them.
+    IF to_regclass(nullif(r.target_table, '')) IS NULL THEN
+        RAISE EXCEPTION 'scoring run % has no target table yet', run
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'plan a run with skyclass.plan_scoring_run, which calls this function';
+    END IF;
     IF to_regclass(r.feature_table) IS NULL THEN
         RAISE EXCEPTION 'feature table % of scoring run % does not exist', quote_literal(r.feature_table), run
             USING ERRCODE = 'undefined_table', HINT = 'rebuild the feature set and start a new run';
     END IF;
     IF r.write_kind = 'insert' THEN
-        IF to_regclass(nullif(r.target_table, '')) IS NULL THEN
-            RAISE EXCEPTION 'target table % of scoring run % does not exist', quote_literal(r.target_table), run
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'plan the run with skyclass.plan_scoring_run';
-        END IF;
         anti := format(' AND NOT EXISTS (SELECT 1 FROM %s AS q WHERE q.object_id = f.object_id)',
                        r.target_table);
     END IF;
@@ -368,6 +372,11 @@ BEGIN
         RAISE EXCEPTION 'chunk % of scoring run % is already done', chunk, run
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    IF to_regclass(nullif(r.target_table, '')) IS NULL THEN
+        RAISE EXCEPTION 'scoring run % has no target table', run
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'plan the run with skyclass.plan_scoring_run first';
+    END IF;
     IF r.write_kind = 'partition' THEN
         tbl := r.target_table || '_' || chunk;
         IF to_regclass(tbl) IS NULL THEN
@@ -415,7 +424,61 @@ $$;
 COMMENT ON FUNCTION skyclass.complete_scoring_chunk(bigint, integer, bigint) IS
     'Mark a chunk done in the transaction that wrote its predictions (attaching its chunk table '
     'for partition runs). Shared by the in-database scorer and the client-side fallback. '
-    'Unknown chunk: SQLSTATE 42704; done already or no chunk table: 55000; bad n_rows: 22023.';
+    'Unknown chunk: SQLSTATE 42704; done already, run not planned or no chunk table: 55000; '
+    'bad n_rows: 22023.';
+"""
+
+SCORE_CHUNK = """
+CREATE OR REPLACE FUNCTION skyclass.score_chunk(run bigint, chunk integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    r skyclass.scoring_run;
+    q text;
+    n bigint;
+BEGIN
+    IF to_regprocedure('skyclass.predict(bigint, real[])') IS NULL THEN
+        RAISE EXCEPTION 'the skyclass extension is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'run the job with `skyclass score` (it falls back to client-side scoring), '
+                         'or install the extension (docs/extension.md)';
+    END IF;
+    SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run;
+    q := skyclass.scoring_chunk_query(run, chunk);
+    -- A run that plan_scoring_run has not planned has no target table: writing its chunk
+    -- would create a table named after nothing.
+    IF to_regclass(nullif(r.target_table, '')) IS NULL THEN
+        RAISE EXCEPTION 'scoring run % has no target table', run
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'plan the run with skyclass.plan_scoring_run first';
+    END IF;
+    -- JIT compiles every chunk's expressions again and costs more than it saves here.
+    SET LOCAL jit = off;
+    -- A chunk's commit need not wait for its WAL flush: WAL is replayed in order, so a crash
+    -- loses the last chunks together with their completion marks (the resume redoes them),
+    -- never one without the other; finish_scoring_run commits synchronously, so a run reported
+    -- succeeded is durable with every chunk before it.
+    SET LOCAL synchronous_commit = off;
+    IF r.write_kind = 'partition' AND current_setting('max_parallel_workers_per_gather')::integer > 0 THEN
+        -- One session alone (CALL skyclass.rescore, pg_cron): CREATE TABLE AS may use parallel
+        -- workers, INSERT ... SELECT never does in PostgreSQL 15.
+        EXECUTE format('CREATE TABLE %s AS %s', r.target_table || '_' || chunk, q);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSIF r.write_kind = 'partition' THEN
+        -- Several sessions fill the cores: insert into a table made with its constraints, which
+        -- spares the scans that constraining a CREATE TABLE AS result costs.
+        EXECUTE format('INSERT INTO %s %s', skyclass.create_chunk_table(run, chunk), q);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSE
+        EXECUTE format('INSERT INTO %s %s ON CONFLICT DO NOTHING', r.target_table, q);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    PERFORM skyclass.complete_scoring_chunk(run, chunk, n);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION skyclass.score_chunk(bigint, integer) IS
+    'Score one claimed chunk with skyclass.predict and complete it (same transaction). Unknown '
+    'run or chunk: SQLSTATE 42704; a run not planned by plan_scoring_run: 55000.';
 """
 
 FAIL_SCORING_RUN = """
@@ -699,6 +762,51 @@ COMMENT ON FUNCTION skyclass.complete_scoring_chunk(bigint, integer, bigint) IS
     'for partition runs). Shared by the in-database scorer and the client-side fallback.';
 """
 
+SCORE_CHUNK_0004 = """
+CREATE OR REPLACE FUNCTION skyclass.score_chunk(run bigint, chunk integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    r skyclass.scoring_run;
+    q text;
+    n bigint;
+BEGIN
+    IF to_regprocedure('skyclass.predict(bigint, real[])') IS NULL THEN
+        RAISE EXCEPTION 'the skyclass extension is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'run the job with `skyclass score` (it falls back to client-side scoring), '
+                         'or install the extension (docs/extension.md)';
+    END IF;
+    SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run;
+    q := skyclass.scoring_chunk_query(run, chunk);
+    -- JIT compiles every chunk's expressions again and costs more than it saves here.
+    SET LOCAL jit = off;
+    -- A chunk's commit need not wait for its WAL flush: WAL is replayed in order, so a crash
+    -- loses the last chunks together with their completion marks (the resume redoes them),
+    -- never one without the other; finish_scoring_run commits synchronously, so a run reported
+    -- succeeded is durable with every chunk before it.
+    SET LOCAL synchronous_commit = off;
+    IF r.write_kind = 'partition' AND current_setting('max_parallel_workers_per_gather')::integer > 0 THEN
+        -- One session alone (CALL skyclass.rescore, pg_cron): CREATE TABLE AS may use parallel
+        -- workers, INSERT ... SELECT never does in PostgreSQL 15.
+        EXECUTE format('CREATE TABLE %s AS %s', r.target_table || '_' || chunk, q);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSIF r.write_kind = 'partition' THEN
+        -- Several sessions fill the cores: insert into a table made with its constraints, which
+        -- spares the scans that constraining a CREATE TABLE AS result costs.
+        EXECUTE format('INSERT INTO %s %s', skyclass.create_chunk_table(run, chunk), q);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSE
+        EXECUTE format('INSERT INTO %s %s ON CONFLICT DO NOTHING', r.target_table, q);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    PERFORM skyclass.complete_scoring_chunk(run, chunk, n);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION skyclass.score_chunk(bigint, integer) IS
+    'Score one claimed chunk with skyclass.predict and complete it (same transaction).';
+"""
+
 FAIL_SCORING_RUN_0004 = """
 CREATE OR REPLACE FUNCTION skyclass.fail_scoring_run(run bigint, message text, new_status text DEFAULT 'failed')
 RETURNS void
@@ -760,6 +868,7 @@ def upgrade() -> None:
         PLAN_SCORING_CHUNKS,
         CREATE_CHUNK_TABLE,
         COMPLETE_SCORING_CHUNK,
+        SCORE_CHUNK,
         FAIL_SCORING_RUN,
         DEPLOY,
     ):
@@ -772,6 +881,7 @@ def downgrade() -> None:
         PLAN_SCORING_CHUNKS_0004,
         CREATE_CHUNK_TABLE_0004,
         COMPLETE_SCORING_CHUNK_0004,
+        SCORE_CHUNK_0004,
         FAIL_SCORING_RUN_0004,
         DEPLOY_0004,
     ):
