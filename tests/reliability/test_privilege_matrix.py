@@ -34,7 +34,8 @@ ALLOWED, DENIED = "allowed", "denied"
 CATALOG = "test_catalog"
 NO_GRANTS = "no_grants"  # stands for a fresh role created with no grants
 
-# Each action as SQL ({v}: a compiled model version, {c}: the catalog's id). Writes that
+# Each action as SQL ({v}: a compiled model version, {c}: the catalog's id, {t}: the oid of
+# its table). Writes that
 # need a whole valid row insert nothing (SELECT ... WHERE false): privileges are checked
 # before any row is.
 ACTIONS: dict[str, str] = {
@@ -44,6 +45,11 @@ ACTIONS: dict[str, str] = {
     ),
     "read catalogs": "SELECT count(*) FROM catalogs.test_catalog",
     "read the catalog registry": "SELECT count(*) FROM skyclass.catalog",
+    # The C sweep reads the tables it is given (by OID: no name lookup) as the caller.
+    "read catalogs through crossmatch_sweep": (
+        "SELECT count(*) FROM skyclass.crossmatch_sweep({t}::oid::regclass, {t}::oid::regclass, "
+        "1, true)"
+    ),
     "write predictions": (
         "INSERT INTO skyclass.prediction (model_version_id) SELECT {v} WHERE false"
     ),
@@ -74,6 +80,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "read published views": A,
         "read catalogs": A,
         "read the catalog registry": A,
+        "read catalogs through crossmatch_sweep": A,
         "write predictions": D,
         "insert an artifact": D,
         "read artifact bytes": D,
@@ -91,6 +98,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "read published views": D,
         "read catalogs": D,
         "read the catalog registry": D,
+        "read catalogs through crossmatch_sweep": D,
         "write predictions": D,
         "insert an artifact": A,  # trust: likely superuser only
         "read artifact bytes": A,  # trust
@@ -129,14 +137,15 @@ def matrix_db(
                 "SELECT catalog_id FROM skyclass.catalog WHERE name = %s", (CATALOG,)
             ).fetchone()
             owner = conn.execute("SELECT current_user").fetchone()
-        assert row is not None and owner is not None
+            table = conn.execute("SELECT 'catalogs.test_catalog'::regclass::oid").fetchone()
+        assert row is not None and owner is not None and table is not None
         roles = {
             "owner": str(owner[0]),
             "skyclass_reader": "skyclass_reader",
             "skyclass_model_admin": "skyclass_model_admin",
             NO_GRANTS: fresh,
         }
-        yield url, roles, {"v": version, "c": int(row[0])}
+        yield url, roles, {"v": version, "c": int(row[0]), "t": int(table[0])}
     finally:
         drop_database(server_url, url)
         with psycopg.connect(server_url, autocommit=True) as conn:
