@@ -22,7 +22,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from skyclass.ingest import ingest_file
 from tests.query.conftest import enable_sweep
-from tests.reliability.tier import count
+from tests.reliability.tier import FULL, count
 from tests.support.registry import register_test_model
 
 pytestmark = pytest.mark.reliability
@@ -235,6 +235,8 @@ def test_replace_is_atomic_for_every_reader(
                     wrong.append((name, row[0]))
         writer.join()
     assert not failures, failures
+    if FULL:
+        print(f"\n{N_REPLACES} replaces of {N_ROWS} rows, reader calls: {calls}")
     # The readers ran all along the replaces, not just before or after them.
     assert min(calls.values()) >= N_REPLACES // 2, calls
     assert not wrong, f"wrong results in {sum(calls.values())} calls: {wrong[:10]}"
