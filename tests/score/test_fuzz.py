@@ -304,10 +304,6 @@ def _predict(name: str) -> Callable[[random.Random, World], Call]:
     return call
 
 
-def _catalogs(w: World) -> list[str]:
-    return [w.catalog, w.catalog]
-
-
 C_STATES = frozenset({"22023", "22004", "42704", "55000", "22003", "2202E", "22P02", "54000"})
 RUN_STATES = frozenset({"22023", "42704", "55000", "42P01", "42P07", "23505", "55P03"})
 TRIGGER = frozenset({"0A000"})  # trigger functions can only be called as triggers
@@ -341,7 +337,7 @@ SPECS: dict[str, Spec] = {
         lambda rng, w: (
             "SELECT * FROM skyclass.cone_search(%s, %s::float8, %s::float8, %s::float8)",
             [
-                _text(rng, _catalogs(w)),
+                _text(rng, [w.catalog]),
                 _float(rng, 0, 360),
                 _float(rng, -90, 90),
                 _float(rng, 0, 10),
@@ -354,8 +350,8 @@ SPECS: dict[str, Spec] = {
         lambda rng, w: (
             "SELECT * FROM skyclass.crossmatch(%s, %s, %s::float8, %s, %s)",
             [
-                _text(rng, _catalogs(w)),
-                _text(rng, _catalogs(w)),
+                _text(rng, [w.catalog]),
+                _text(rng, [w.catalog]),
                 _float(rng, 0, 3600),
                 _bool(rng),
                 _text(rng, ["auto", "cells", "index", "sweep"]),
@@ -368,8 +364,8 @@ SPECS: dict[str, Spec] = {
         lambda rng, w: (
             "SELECT * FROM skyclass._crossmatch_sql(%s, %s, %s::float8, %s, %s)",
             [
-                _text(rng, _catalogs(w)),
-                _text(rng, _catalogs(w)),
+                _text(rng, [w.catalog]),
+                _text(rng, [w.catalog]),
                 _float(rng, 0, 3600),
                 _bool(rng),
                 _text(rng, ["auto", "cells", "index"]),
@@ -401,7 +397,7 @@ SPECS: dict[str, Spec] = {
         _check_match,
     ),
     "skyclass._catalog_table(text)": Spec(
-        lambda rng, w: ("SELECT skyclass._catalog_table(%s)", [_text(rng, _catalogs(w))]),
+        lambda rng, w: ("SELECT skyclass._catalog_table(%s)", [_text(rng, [w.catalog])]),
         frozenset({"22023", "42P01"}),
         _check_prefix("catalogs."),
     ),
