@@ -29,6 +29,9 @@ is built from an unchecked argument):
 * ``score_chunk``: the run must have its target table (a run whose chunks were
   planned without ``plan_scoring_run`` created a table ``_<chunk>`` in the
   search path and then built ``ALTER TABLE  ATTACH``, SQLSTATE 42601).
+* ``finish_scoring_run``: the run must be planned (a run never planned analysed the
+  whole database, detached and dropped the published partition, then built
+  ``ATTACH PARTITION  FOR VALUES``, SQLSTATE 42601, which rolled it all back).
 * ``fail_scoring_run``: a NULL status is refused like any other bad one.
 * ``deploy``: a NULL model version is refused (22023, not 23503).
 
@@ -481,6 +484,93 @@ COMMENT ON FUNCTION skyclass.score_chunk(bigint, integer) IS
     'run or chunk: SQLSTATE 42704; a run not planned by plan_scoring_run: 55000.';
 """
 
+FINISH_SCORING_RUN = """
+CREATE OR REPLACE FUNCTION skyclass.finish_scoring_run(run bigint) RETURNS skyclass.scoring_run
+LANGUAGE plpgsql AS $$
+DECLARE
+    r        skyclass.scoring_run;
+    key      bigint;
+    left_    integer;
+    old      text;
+    parent   text;
+    timeout  text := current_setting('lock_timeout');
+    attempt  integer := 0;
+    done     boolean := false;
+BEGIN
+    SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run FOR UPDATE;
+    IF r.run_id IS NULL THEN
+        RAISE EXCEPTION 'scoring run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    IF r.status <> 'running' THEN
+        RAISE EXCEPTION 'scoring run % is %, not running', run, r.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- A run that plan_scoring_run has not planned has no chunks and no target table: swapping
+    -- it in would drop the published partition and attach nothing.
+    IF r.chunks_total = 0 OR to_regclass(nullif(r.target_table, '')) IS NULL THEN
+        RAISE EXCEPTION 'scoring run % is not planned (no chunks or no target table)', run
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'plan it with skyclass.plan_scoring_run and score its chunks first';
+    END IF;
+    key := skyclass.scoring_lock_key(r.model_version_id, r.catalog_id);
+    IF skyclass.scoring_lock_holder(key) IS DISTINCT FROM pg_backend_pid() THEN
+        RAISE EXCEPTION 'this session does not hold the lock of scoring run %', run
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT count(*) INTO left_ FROM skyclass.scoring_chunk AS c WHERE c.run_id = run AND c.done_at IS NULL;
+    IF left_ > 0 THEN
+        RAISE EXCEPTION 'scoring run % still has % unfinished chunks', run, left_
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF r.write_kind = 'partition' THEN
+        -- Statistics for the planner before readers see the rows; a small sample is enough for
+        -- these columns (3 labels, probabilities, ids) and costs a tenth of the default one.
+        SET LOCAL default_statistics_target = 10;
+        EXECUTE format('ANALYZE %s', r.target_table);
+        parent := format('predictions.%I', 'mv_' || r.model_version_id);
+        -- Swap the new catalog partition in: readers see the old rows or the new ones, never a
+        -- mix. DETACH needs an exclusive lock on the version's partition; wait for it in short
+        -- tries so that new readers do not queue behind us for long.
+        WHILE NOT done LOOP
+            BEGIN
+                SET LOCAL lock_timeout = '2s';
+                old := skyclass.prediction_partition(r.model_version_id, r.catalog_id);
+                IF old IS NOT NULL THEN
+                    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, old);
+                    EXECUTE format('DROP TABLE %s', old);
+                END IF;
+                EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%s)',
+                               parent, r.target_table, r.catalog_id);
+                done := true;
+            EXCEPTION WHEN lock_not_available THEN
+                attempt := attempt + 1;
+                IF attempt >= 30 THEN
+                    RAISE;
+                END IF;
+                PERFORM pg_sleep(0.1 * attempt);
+            END;
+        END LOOP;
+        PERFORM set_config('lock_timeout', timeout, true);
+    END IF;
+    UPDATE skyclass.scoring_run AS s
+       SET status = 'succeeded', finished_at = clock_timestamp(), error = NULL,
+           chunks_done = (SELECT count(*) FROM skyclass.scoring_chunk AS c WHERE c.run_id = run),
+           rows_scored = (SELECT coalesce(sum(c.rows), 0) FROM skyclass.scoring_chunk AS c WHERE c.run_id = run),
+           objects_without_features = (SELECT coalesce(sum(c.objects_without_features), 0)
+                                         FROM skyclass.scoring_chunk AS c WHERE c.run_id = run)
+     WHERE s.run_id = run
+    RETURNING * INTO r;
+    PERFORM skyclass.release_scoring_lock(run);
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION skyclass.finish_scoring_run(bigint) IS
+    'Complete a run whose chunks are all done: swap its catalog partition in (replacing the '
+    'previous one of that version and catalog in one transaction), mark it succeeded, release '
+    'the lock. Unknown run: SQLSTATE 42704; not running, not planned, chunks left or lock '
+    'held elsewhere: 55000.';
+"""
+
 FAIL_SCORING_RUN = """
 CREATE OR REPLACE FUNCTION skyclass.fail_scoring_run(run bigint, message text, new_status text DEFAULT 'failed')
 RETURNS void
@@ -807,6 +897,85 @@ COMMENT ON FUNCTION skyclass.score_chunk(bigint, integer) IS
     'Score one claimed chunk with skyclass.predict and complete it (same transaction).';
 """
 
+FINISH_SCORING_RUN_0004 = """
+CREATE OR REPLACE FUNCTION skyclass.finish_scoring_run(run bigint) RETURNS skyclass.scoring_run
+LANGUAGE plpgsql AS $$
+DECLARE
+    r        skyclass.scoring_run;
+    key      bigint;
+    left_    integer;
+    old      text;
+    parent   text;
+    timeout  text := current_setting('lock_timeout');
+    attempt  integer := 0;
+    done     boolean := false;
+BEGIN
+    SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run FOR UPDATE;
+    IF r.run_id IS NULL THEN
+        RAISE EXCEPTION 'scoring run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    IF r.status <> 'running' THEN
+        RAISE EXCEPTION 'scoring run % is %, not running', run, r.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    key := skyclass.scoring_lock_key(r.model_version_id, r.catalog_id);
+    IF skyclass.scoring_lock_holder(key) IS DISTINCT FROM pg_backend_pid() THEN
+        RAISE EXCEPTION 'this session does not hold the lock of scoring run %', run
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT count(*) INTO left_ FROM skyclass.scoring_chunk AS c WHERE c.run_id = run AND c.done_at IS NULL;
+    IF left_ > 0 THEN
+        RAISE EXCEPTION 'scoring run % still has % unfinished chunks', run, left_
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF r.write_kind = 'partition' THEN
+        -- Statistics for the planner before readers see the rows; a small sample is enough for
+        -- these columns (3 labels, probabilities, ids) and costs a tenth of the default one.
+        SET LOCAL default_statistics_target = 10;
+        EXECUTE format('ANALYZE %s', r.target_table);
+        parent := format('predictions.%I', 'mv_' || r.model_version_id);
+        -- Swap the new catalog partition in: readers see the old rows or the new ones, never a
+        -- mix. DETACH needs an exclusive lock on the version's partition; wait for it in short
+        -- tries so that new readers do not queue behind us for long.
+        WHILE NOT done LOOP
+            BEGIN
+                SET LOCAL lock_timeout = '2s';
+                old := skyclass.prediction_partition(r.model_version_id, r.catalog_id);
+                IF old IS NOT NULL THEN
+                    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, old);
+                    EXECUTE format('DROP TABLE %s', old);
+                END IF;
+                EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%s)',
+                               parent, r.target_table, r.catalog_id);
+                done := true;
+            EXCEPTION WHEN lock_not_available THEN
+                attempt := attempt + 1;
+                IF attempt >= 30 THEN
+                    RAISE;
+                END IF;
+                PERFORM pg_sleep(0.1 * attempt);
+            END;
+        END LOOP;
+        PERFORM set_config('lock_timeout', timeout, true);
+    END IF;
+    UPDATE skyclass.scoring_run AS s
+       SET status = 'succeeded', finished_at = clock_timestamp(), error = NULL,
+           chunks_done = (SELECT count(*) FROM skyclass.scoring_chunk AS c WHERE c.run_id = run),
+           rows_scored = (SELECT coalesce(sum(c.rows), 0) FROM skyclass.scoring_chunk AS c WHERE c.run_id = run),
+           objects_without_features = (SELECT coalesce(sum(c.objects_without_features), 0)
+                                         FROM skyclass.scoring_chunk AS c WHERE c.run_id = run)
+     WHERE s.run_id = run
+    RETURNING * INTO r;
+    PERFORM skyclass.release_scoring_lock(run);
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION skyclass.finish_scoring_run(bigint) IS
+    'Complete a run whose chunks are all done: swap its catalog partition in (replacing the '
+    'previous one of that version and catalog in one transaction), mark it succeeded, release '
+    'the lock.';
+"""
+
 FAIL_SCORING_RUN_0004 = """
 CREATE OR REPLACE FUNCTION skyclass.fail_scoring_run(run bigint, message text, new_status text DEFAULT 'failed')
 RETURNS void
@@ -869,6 +1038,7 @@ def upgrade() -> None:
         CREATE_CHUNK_TABLE,
         COMPLETE_SCORING_CHUNK,
         SCORE_CHUNK,
+        FINISH_SCORING_RUN,
         FAIL_SCORING_RUN,
         DEPLOY,
     ):
@@ -882,6 +1052,7 @@ def downgrade() -> None:
         CREATE_CHUNK_TABLE_0004,
         COMPLETE_SCORING_CHUNK_0004,
         SCORE_CHUNK_0004,
+        FINISH_SCORING_RUN_0004,
         FAIL_SCORING_RUN_0004,
         DEPLOY_0004,
     ):

@@ -729,3 +729,34 @@ def test_huge_feature_arrays_are_refused_by_length(scoring_url: str, world: Worl
             conn.execute(
                 "SELECT skyclass.predict(%s, array_fill(1::real, ARRAY[1000, 1000]))", (version,)
             )
+
+
+def test_an_unplanned_run_is_neither_scored_nor_finished(scoring_url: str, world: World) -> None:
+    """Found by the fuzz: such runs built ``ATTACH PARTITION  FOR VALUES`` (42601)."""
+    with psycopg.connect(scoring_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT skyclass.start_scoring_run(%s, %s, resume => false)",
+            (str(world.versions[0]), world.catalog),
+        ).fetchone()
+        assert row is not None
+        run = row[0]
+        try:
+            for call in (
+                "SELECT skyclass.finish_scoring_run(%s)",
+                "SELECT skyclass.plan_scoring_chunks(%s)",
+            ):
+                with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                    conn.execute(call, (run,))
+            # Chunks planned without plan_scoring_run still leave no target table to write.
+            conn.execute(
+                "INSERT INTO skyclass.scoring_chunk (run_id, chunk_no, first_object_id, "
+                "last_object_id, planned_rows) VALUES (%s, 0, 1, 10, 10)",
+                (run,),
+            )
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                conn.execute("SELECT skyclass.score_chunk(%s, 0)", (run,))
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                conn.execute("SELECT skyclass.complete_scoring_chunk(%s, 0, 0)", (run,))
+            assert conn.execute("SELECT to_regclass('_0')").fetchone() == (None,)
+        finally:
+            conn.execute("SELECT skyclass.fail_scoring_run(%s, 'test over')", (run,))
