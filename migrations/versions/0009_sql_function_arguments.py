@@ -21,7 +21,8 @@ is built from an unchecked argument):
   non-negative and summing to 1 within 0.001 (they are still renormalised).
   Arrays may start at any index.
 * ``plan_scoring_chunks``: the run must exist, be running, unplanned, with its
-  target table made by ``plan_scoring_run``, and its tables must exist (a missing run built ``FROM  AS f``, SQLSTATE 42601).
+  target table made by ``plan_scoring_run``, and its tables must exist (a
+  missing run built ``FROM  AS f``, SQLSTATE 42601).
 * ``create_chunk_table``: the chunk must exist in a partition run (a NULL
   chunk built ``CREATE TABLE`` without a name, SQLSTATE 42601).
 * ``complete_scoring_chunk``: ``n_rows`` is a non-negative count, and the run has
@@ -35,7 +36,9 @@ is built from an unchecked argument):
 * ``fail_scoring_run``: a NULL status is refused like any other bad one.
 * ``deploy``: a NULL model version is refused (22023, not 23503).
 
-Downgrade restores the functions of 0002, 0004 and 0006 as they were.
+Downgrade restores the functions as 0002 and 0004 made them and the readers'
+``STABLE`` label (this file keeps copies of those texts: it reads no other
+migration).
 
 Revision ID: 0009
 Revises: 0007
