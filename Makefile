@@ -2,6 +2,7 @@
 #   make demo   install everything, start the embedded database, run the demo
 #   make test   install everything, then lint, type-check and run the test suite
 #   make bench  run the benchmarks (figures go to docs/benchmarks.md)
+#   make reliability  the reliability suite at full counts (docs/reliability.md)
 #   make docs   regenerate docs/cli.md from the commands' --help
 PYTHON ?= python3
 VENV   := .venv
@@ -58,6 +59,7 @@ reliability: setup
 # Headless Chromium renders the HTML report in the test suite.
 browser:
 	@bash .ci/install-system.sh --with-browser
+
 
 bench: setup
 	@$(BIN)/python bench/run_all.py

@@ -26,7 +26,7 @@ Downgrade refuses while registered catalogs, mapped builds or builds of dropped
 catalogs exist (they cannot be represented before this revision).
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

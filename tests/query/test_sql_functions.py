@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg import errors, sql
@@ -178,10 +179,12 @@ def test_functions_are_declared_as_documented(db: psycopg.Connection) -> None:
         " AND p.proname IN ('cone_search', 'crossmatch', 'angular_distance')"
         " ORDER BY 1"
     ).fetchall()
+    # The readers of catalog tables are VOLATILE (migration 0009): each of their statements
+    # takes a new snapshot, so one that waited for an ingest --replace reads the new table.
     assert rows == [
         ("angular_distance", "i", "s", True, True),
-        ("cone_search", "s", "s", True, True),
-        ("crossmatch", "s", "s", True, True),
+        ("cone_search", "v", "s", True, True),
+        ("crossmatch", "v", "s", True, True),
     ]
 
 
@@ -199,3 +202,92 @@ def test_radius_zero_finds_every_object_at_its_own_position(
     row = db.execute(query, (catalog,)).fetchone()
     assert row is not None
     assert row[0] > 0 and row[1] == 0
+
+
+# -- pdf_summary -------------------------------------------------------------------------------
+PDF = "SELECT (skyclass.pdf_summary(%s::real[], %s::float8[])).*"
+
+
+@pytest.mark.parametrize(
+    ("pdf", "edges", "message"),
+    [
+        # The case: decreasing edges gave z_lo68 0.84 > z_hi68 0.16.
+        ([0.5, 0.5], [1.0, 0.5, 0.0], "strictly increasing"),
+        ([0.5, 0.5], [0.0, 0.5, 0.5], "strictly increasing"),  # equal edges: division by zero
+        ([0.5, 0.5], [0.0, float("nan"), 1.0], "finite"),
+        ([0.5, 0.5], [0.0, 0.5, float("inf")], "finite"),
+        ([0.5, 0.5], [-1e39, 0.5, 1.0], "finite real"),
+        ([0.5, 0.5], [0.0, None, 1.0], "finite"),
+        ([0.5, -0.5], [0.0, 0.5, 1.0], "non-negative"),
+        ([0.5, float("nan")], [0.0, 0.5, 1.0], "non-negative"),
+        ([0.5, float("inf")], [0.0, 0.5, 1.0], "non-negative"),
+        ([0.5, None], [0.0, 0.5, 1.0], "non-negative"),
+        ([0.5, 0.6], [0.0, 0.5, 1.0], "sum to 1"),
+        ([0.0, 0.0], [0.0, 0.5, 1.0], "sum to 1"),
+        ([2.0, 2.0], [0.0, 0.5, 1.0], "sum to 1"),
+        ([1.0], [0.0, 1.0], "needs 2 edges"),
+        ([0.5, 0.5], [0.0, 1.0], "needs 3 edges"),
+        ([[0.5, 0.5]], [0.0, 0.5, 1.0], "one-dimensional"),
+    ],
+)
+def test_pdf_summary_refuses_invalid_pdfs(
+    db: psycopg.Connection, pdf: list[object], edges: list[float | None], message: str
+) -> None:
+    with pytest.raises(errors.InvalidParameterValue, match=message):
+        db.execute(PDF, (pdf, edges))
+
+
+def test_pdf_summary_of_valid_pdfs_keeps_its_intervals_in_order(db: psycopg.Connection) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(2, 40))
+        masses = rng.dirichlet(np.full(n, rng.choice([0.05, 1.0, 20.0]))).astype(np.float32)
+        masses[rng.random(n) < 0.2] = 0  # empty bins
+        if masses.sum() == 0:
+            masses[0] = 1
+        masses = (masses / masses.sum()).astype(np.float32)
+        edges = np.cumsum(rng.uniform(1e-6, 2.0, n + 1)) - rng.uniform(0, 10)
+        row = db.execute(PDF, (masses.tolist(), edges.tolist())).fetchone()
+        assert row is not None
+        mean, median, mode, lo68, hi68, lo95, hi95 = row
+        low, high = np.float32(edges[0]), np.float32(edges[-1])
+        assert low <= lo95 <= lo68 <= median <= hi68 <= hi95 <= high, (masses, edges, row)
+        assert low <= mean <= high and low <= mode <= high
+
+
+def test_pdf_summary_any_lower_bound_and_nulls(db: psycopg.Connection) -> None:
+    one_based = db.execute(PDF, ([0.25, 0.75], [0.0, 1.0, 2.0])).fetchone()
+    shifted = db.execute(
+        "SELECT (skyclass.pdf_summary('[0:1]={0.25,0.75}'::real[], '[5:7]={0,1,2}'::float8[])).*"
+    ).fetchone()
+    assert one_based == shifted
+    assert one_based is not None and one_based[1] == pytest.approx(4 / 3, abs=1e-6)
+    # STRICT: a NULL argument gives NULL (every output).
+    assert db.execute(PDF, (None, [0.0, 1.0, 2.0])).fetchone() == (None,) * 7
+
+
+# -- the job engine's functions ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "state"),
+    [
+        # Built "FROM  AS f" from a missing run: SQLSTATE 42601 before migration 0009.
+        ("SELECT skyclass.plan_scoring_chunks(-1)", "42704"),
+        ("SELECT skyclass.plan_scoring_chunks(NULL)", "22023"),
+        # Built "CREATE TABLE " from a NULL chunk: 42601 before.
+        ("SELECT skyclass.create_chunk_table(1, NULL)", "22023"),
+        ("SELECT skyclass.create_chunk_table(-1, 0)", "42704"),
+        ("SELECT skyclass.complete_scoring_chunk(1, 0, -5)", "22023"),
+        ("SELECT skyclass.complete_scoring_chunk(1, 0, NULL)", "22023"),
+        ("SELECT skyclass.complete_scoring_chunk(-1, 0, 5)", "42704"),
+        ("SELECT skyclass.fail_scoring_run(1, 'x', NULL)", "22023"),
+        ("SELECT skyclass.fail_scoring_run(1, 'x', 'succeeded')", "22023"),
+        ("SELECT skyclass.deploy('d', NULL)", "22023"),
+        ("SELECT skyclass.deploy(NULL, 1)", "22023"),
+    ],
+)
+def test_job_functions_refuse_invalid_arguments(
+    db: psycopg.Connection, call: str, state: str
+) -> None:
+    with pytest.raises(psycopg.Error) as caught:
+        db.execute(call)
+    assert caught.value.sqlstate == state, caught.value

@@ -1,39 +1,48 @@
-"""Thousands of random calls of every skyclass SQL function: a value or an error, never a crash.
+"""Random calls of every function in schema skyclass: a value or an error, never a crash.
 
-Arguments: NULL, NaN, +-inf, signed zeros, subnormals, float4 overflow, empty,
-wrong-length, 2-D, NULL-holding, non-1 lower bound and 10^6-element arrays,
-unknown, negative and extreme model versions, and a registered version that
-is not compiled. Afterwards the postmaster has
-not restarted and its log shows no backend killed by a signal.
+Every function and procedure of schema ``skyclass`` (read from ``pg_proc``, so
+a new one cannot escape: the test fails when one has no spec here) is called
+with random arguments: NULL, NaN, +-inf, signed zeros, subnormals, float4
+overflow, empty, wrong-length, 2-D, NULL-holding and non-1 lower bound arrays,
+unknown, negative and extreme ids, hostile names, and real ones (compiled
+model versions, one registered without an artifact, a catalog with objects,
+deployments and scoring runs the calls themselves start). Each call returns a
+value that satisfies its function's invariants (probabilities in [0, 1]
+summing to 1, ``lo95 <= lo68 <= median <= hi68 <= hi95``, distances within
+the radius, ...) or raises an error with one of the SQLSTATEs its spec lists:
+never a syntax error (42601) or an internal error (XX000). Afterwards the
+postmaster has not restarted and its log shows no backend killed by a signal.
+
+The default run makes ``N_CALLS`` calls; ``SKYCLASS_RELIABILITY=full`` (``make
+reliability``) makes ``N_CALLS_FULL`` and prints the outcomes per SQLSTATE.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
 from skyclass.db.cluster import EmbeddedCluster
+from tests.reliability.tier import FULL, count
 from tests.score.conftest import Registered, postmaster_log, register_cases
 from tests.score.models import N_FEATURES, case
-from tests.support.registry import register_test_model
+from tests.support.registry import DEFAULT_CATALOG, add_test_objects, register_test_model
 
-N_CALLS = 3000
+pytestmark = pytest.mark.reliability
+
+N_CALLS = 4000
+N_CALLS_FULL = 22000
 SEED = 4242
-FUNCTIONS = ("predict", "predict_top_label", "predict_top_probability", "model_info")
-# SQLSTATEs the functions (and the argument casts) may raise for bad arguments.
-EXPECTED_STATES = {
-    "22023",  # invalid_parameter_value: wrong length, 2-D
-    "22004",  # null_value_not_allowed: NULL element
-    "42704",  # undefined_object: unknown model version
-    "55000",  # object_not_in_prerequisite_state: model version not compiled
-    "22003",  # numeric_value_out_of_range: float8 -> real overflow in the cast
-    "2202E",  # array_subscript_error: malformed array literal bounds
-    "22P02",  # invalid_text_representation: malformed array literal
-}
+NEVER = {"42601", "XX000", "XX001", "XX002"}  # syntax error, internal errors, corruption
 SPECIAL_VALUES = (
     math.nan,
     math.inf,
@@ -49,9 +58,51 @@ SPECIAL_VALUES = (
     22.5,
     -9999.0,
 )
+HOSTILE_TEXT = (
+    None,
+    "",
+    "x'; DROP TABLE skyclass.catalog; --",
+    '"',
+    "$$",
+    "a" * 200,
+    "../etc",
+    "$(touch /tmp/skyclass-fuzz)",
+    "NULL",
+    "sgq:1",
+    "Upper",
+)
+BIG = 2**63 - 1
 
 
-def _value(rng: random.Random) -> float | None:
+@dataclass
+class World:
+    """What the database holds for the calls to name: real ids next to made-up ones."""
+
+    versions: list[int]  # compiled model versions
+    uncompiled: int
+    classes: dict[int, tuple[str, ...]]
+    models: list[str]
+    catalog: str = DEFAULT_CATALOG
+    catalog_table: str = f"catalogs.{DEFAULT_CATALOG}"
+    feature_table: str = ""
+    runs: list[int] = field(default_factory=list)
+    deployments: list[str] = field(default_factory=lambda: ["fuzz_a", "fuzz_b"])
+
+
+Call = tuple[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to call one function at random, what it may raise, and what its result must be."""
+
+    call: Callable[[random.Random, World], Call]
+    states: frozenset[str] = frozenset()
+    check: Callable[[list[tuple[Any, ...]], list[Any], World], None] | None = None
+
+
+# -- argument generators ---------------------------------------------------------------------
+def _real(rng: random.Random) -> float | None:
     roll = rng.random()
     if roll < 0.3:
         return rng.choice(SPECIAL_VALUES)
@@ -60,84 +111,557 @@ def _value(rng: random.Random) -> float | None:
     return rng.uniform(-40.0, 40.0)
 
 
-def _features(rng: random.Random) -> tuple[str, Any]:
-    """A features argument: (SQL placeholder with cast, value)."""
+def _features(rng: random.Random) -> tuple[str, list[Any]]:
+    """A features argument: (SQL with cast, parameters)."""
     roll = rng.random()
     if roll < 0.05:
-        return "%s::real[]", None
+        return "%s::real[]", [None]
     if roll < 0.10:
-        return "%s::real[]", []
+        return "%s::real[]", [[]]
     if roll < 0.20:
         n = rng.choice([1, N_FEATURES - 1, N_FEATURES + 1, 2 * N_FEATURES, 100])
-        return "%s::real[]", [_value(rng) for _ in range(n)]
-    if roll < 0.27:
-        rows = rng.choice([1, 3, N_FEATURES])
-        cols = rng.choice([1, 3, N_FEATURES])
-        return "%s::real[]", [[_value(rng) for _ in range(cols)] for _ in range(rows)]
-    if roll < 0.30:
+        return "%s::real[]", [[_real(rng) for _ in range(n)]]
+    if roll < 0.25:
+        rows, cols = rng.choice([1, 3, N_FEATURES]), rng.choice([1, 3, N_FEATURES])
+        return "%s::real[]", [[[_real(rng) for _ in range(cols)] for _ in range(rows)]]
+    if roll < 0.28:
         low = rng.choice([-5, 0, 2, 1000])
         body = ",".join(rng.choice(["1", "NaN", "-Infinity", "2.5e3"]) for _ in range(N_FEATURES))
-        return f"'[{low}:{low + N_FEATURES - 1}]={{{body}}}'::real[]", None
-    # The right length, with a few odd values (NULLs included sometimes).
+        return f"'[{low}:{low + N_FEATURES - 1}]={{{body}}}'::real[]", []
+    if roll < 0.29:
+        return "array_fill('NaN'::real, ARRAY[%s])", [rng.choice([10**5, 10**6])]
     values: list[float | None] = [rng.uniform(10.0, 30.0) for _ in range(N_FEATURES)]
     for _ in range(rng.randint(0, 4)):
-        values[rng.randrange(N_FEATURES)] = _value(rng)
-    return "%s::real[]", values
+        values[rng.randrange(N_FEATURES)] = _real(rng)
+    return "%s::real[]", [values]
 
 
-def _version(rng: random.Random, good: list[int], uncompiled: int) -> Any:
+def _version(rng: random.Random, w: World) -> int | None:
     roll = rng.random()
     if roll < 0.7:
-        return rng.choice(good)
+        return rng.choice(w.versions)
     if roll < 0.75:
-        return uncompiled
-    unknown = [None, -1, 0, -(2**63), 2**63 - 1, uncompiled + 1, rng.randint(-(10**9), 10**9)]
-    return rng.choice(unknown)
+        return w.uncompiled
+    return rng.choice(
+        [None, -1, 0, -(2**63), BIG, w.uncompiled + 1000, rng.randint(-(10**9), 10**9)]
+    )
 
 
-def _call(
-    conn: psycopg.Connection[Any], rng: random.Random, good: list[int], uncompiled: int
-) -> str:
-    """One random call; returns 'ok', 'null' or the SQLSTATE it raised."""
-    function = rng.choice(FUNCTIONS)
-    version = _version(rng, good, uncompiled)
-    if function == "model_info":
-        query, params = "SELECT (skyclass.model_info(%s::bigint)).*", [version]
-    else:
-        placeholder, features = _features(rng)
-        # A literal array (odd lower bounds) has no placeholder of its own.
-        params = [version, features] if "%s" in placeholder else [version]
-        query = f"SELECT skyclass.{function}(%s::bigint, {placeholder})"
-    try:
-        row = conn.execute(query, params).fetchone()
-    except psycopg.Error as exc:
-        assert exc.sqlstate is not None, f"{query} {params!r}: error without SQLSTATE: {exc}"
-        assert exc.sqlstate in EXPECTED_STATES, f"{query}: unexpected {exc.sqlstate}: {exc}"
-        return exc.sqlstate
-    assert row is not None
-    if row[0] is None:
-        return "null"
-    if function == "predict":
-        assert all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in row[0])
-        assert abs(sum(row[0]) - 1.0) < 1e-5
-    elif function == "predict_top_probability":
-        assert 0.0 < row[0] <= 1.0
-    return "ok"
+def _int(rng: random.Random, real: Sequence[int] = ()) -> int | None:
+    if real and rng.random() < 0.6:
+        return rng.choice(list(real))
+    return rng.choice([None, -1, 0, 1, 2, 3, -(2**31), 2**31 - 1, rng.randint(-100, 10**6)])
+
+
+def _bigint(rng: random.Random, real: Sequence[int] = ()) -> int | None:
+    if real and rng.random() < 0.6:
+        return rng.choice(list(real))
+    return rng.choice([None, -1, 0, 1, -(2**63), BIG, rng.randint(-(10**12), 10**12)])
+
+
+def _text(rng: random.Random, real: Sequence[str] = ()) -> str | None:
+    if real and rng.random() < 0.6:
+        return rng.choice(list(real))
+    return rng.choice(HOSTILE_TEXT)
+
+
+def _float(rng: random.Random, low: float, high: float) -> float | None:
+    if rng.random() < 0.3:
+        return rng.choice([math.nan, math.inf, -math.inf, None, -0.0, 1e300, -1.0, low, high])
+    return rng.uniform(low, high)
+
+
+def _bool(rng: random.Random) -> bool | None:
+    return rng.choice([True, False, None])
+
+
+def _pdf(rng: random.Random) -> Call:
+    """A PDF: often valid (Dirichlet masses on increasing edges), else broken one way."""
+    n = rng.choice([0, 1, 2, 3, 5, 20, 60])
+    masses: list[Any] = list(
+        np.random.default_rng(rng.randrange(2**32)).dirichlet(np.ones(max(n, 1)))
+    )
+    masses = [float(np.float32(m)) for m in masses[:n]]
+    edges: list[Any] = sorted(rng.uniform(-5, 10) for _ in range(n + 1))
+    roll = rng.random()
+    if roll < 0.1:
+        edges = edges[::-1]  # decreasing
+    elif roll < 0.15 and n > 1:
+        edges[1] = edges[0]  # equal edges
+    elif roll < 0.25 and edges:
+        edges[rng.randrange(len(edges))] = rng.choice((*SPECIAL_VALUES, None))
+    elif roll < 0.35 and masses:
+        masses[rng.randrange(len(masses))] = _real(rng)
+    elif roll < 0.4 and masses:
+        masses = [m * rng.choice([0.0, 0.5, 2.0, 1.01]) for m in masses]
+    elif roll < 0.45:
+        edges = edges[:-1]
+    elif roll < 0.48:
+        return "SELECT (skyclass.pdf_summary(%s::real[], %s::float8[])).*", [[masses], edges]
+    elif roll < 0.5:
+        return "SELECT (skyclass.pdf_summary(%s::real[], %s::float8[])).*", [None, edges]
+    elif roll < 0.53 and n >= 2:
+        low = rng.randint(-3, 3)
+        body = ",".join(repr(m) for m in masses)
+        return (
+            f"SELECT (skyclass.pdf_summary('[{low}:{low + n - 1}]={{{body}}}'::real[],"
+            " %s::float8[])).*",
+            [edges],
+        )
+    return "SELECT (skyclass.pdf_summary(%s::real[], %s::float8[])).*", [masses, edges]
+
+
+# -- invariants ------------------------------------------------------------------------------
+def _check_predict(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    p = rows[0][0]
+    if p is None:
+        return
+    assert len(p) == len(w.classes[params[0]])
+    assert all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in p), p
+    assert abs(sum(p) - 1.0) < 1e-5, p
+
+
+def _check_top_label(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    assert rows[0][0] is None or rows[0][0] in w.classes[params[0]]
+
+
+def _check_top_probability(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    p = rows[0][0]
+    assert p is None or 1.0 / len(w.classes[params[0]]) - 1e-6 <= p <= 1.0, p
+
+
+def _check_model_info(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    n_features, n_classes, classes = rows[0][:3]
+    if n_features is not None:
+        assert n_features == N_FEATURES
+        assert n_classes == len(classes) == len(w.classes[params[0]])
+
+
+def _check_pdf(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    mean, median, mode, lo68, hi68, lo95, hi95 = rows[0]
+    if mean is None:
+        assert rows[0] == (None,) * 7
+        return
+    edges = params[-1]
+    low, high = np.float32(edges[0]), np.float32(edges[-1])
+    assert low <= lo95 <= lo68 <= median <= hi68 <= hi95 <= high, (rows[0], params)
+    assert low <= mean <= high and low <= mode <= high, (rows[0], params)
+
+
+def _check_distance(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    d = rows[0][0]
+    if any(p is None for p in params):
+        assert d is None
+    elif all(math.isfinite(p) for p in params):
+        assert 0.0 <= d <= 180.0, (d, params)
+
+
+def _check_cone(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    radius = params[3]
+    distances = [r[3] for r in rows]
+    assert distances == sorted(distances)
+    assert len({r[0] for r in rows}) == len(rows)
+    assert all(0 <= d <= radius * 3600 * (1 + 1e-9) for d in distances)
+
+
+def _check_match(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    radius, best_only = params[2], params[3]
+    assert all(0 <= r[2] <= radius * (1 + 1e-9) for r in rows), params
+    if best_only:
+        assert len({r[0] for r in rows}) == len(rows) and all(r[3] == 1 for r in rows)
+    ranks: dict[int, list[int]] = {}
+    for r in rows:
+        ranks.setdefault(r[0], []).append(r[3])
+    assert all(sorted(v) == list(range(1, len(v) + 1)) for v in ranks.values())
+
+
+def _check_lock_key(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    assert (rows[0][0] is None) == (None in params)
+
+
+def _check_class_changes(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    assert all(r[2] != r[4] for r in rows)
+
+
+def _check_prefix(prefix: str) -> Callable[[list[tuple[Any, ...]], list[Any], World], None]:
+    def check(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+        assert rows[0][0] is None or str(rows[0][0]).startswith(prefix), rows
+
+    return check
+
+
+def _check_existing_version(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    v = rows[0][0]
+    assert v is None or v in w.versions or v == w.uncompiled, v
+
+
+# -- the specs, one per function of schema skyclass ------------------------------------------
+def _predict(name: str) -> Callable[[random.Random, World], Call]:
+    def call(rng: random.Random, w: World) -> Call:
+        sql, params = _features(rng)
+        return f"SELECT skyclass.{name}(%s::bigint, {sql})", [_version(rng, w), *params]
+
+    return call
+
+
+C_STATES = frozenset({"22023", "22004", "42704", "55000", "22003", "2202E", "22P02", "54000"})
+RUN_STATES = frozenset({"22023", "42704", "55000", "42P01", "42P07", "23505", "55P03"})
+TRIGGER = frozenset({"0A000"})  # trigger functions can only be called as triggers
+
+SPECS: dict[str, Spec] = {
+    "skyclass.predict(bigint,real[])": Spec(_predict("predict"), C_STATES, _check_predict),
+    "skyclass.predict_top_label(bigint,real[])": Spec(
+        _predict("predict_top_label"), C_STATES, _check_top_label
+    ),
+    "skyclass.predict_top_probability(bigint,real[])": Spec(
+        _predict("predict_top_probability"), C_STATES, _check_top_probability
+    ),
+    "skyclass.model_info(bigint)": Spec(
+        lambda rng, w: ("SELECT (skyclass.model_info(%s::bigint)).*", [_version(rng, w)]),
+        C_STATES,
+        _check_model_info,
+    ),
+    "skyclass.pdf_summary(real[],double precision[])": Spec(
+        lambda rng, w: _pdf(rng), frozenset({"22023", "22003", "2202E", "22P02"}), _check_pdf
+    ),
+    "skyclass.angular_distance(double precision,double precision,double precision,double precision)": Spec(  # noqa: E501
+        lambda rng, w: (
+            "SELECT skyclass.angular_distance(%s::float8, %s::float8, %s::float8, %s::float8)",
+            [_float(rng, -400, 400) for _ in range(4)],
+        ),
+        # PostgreSQL's sin() and cos() refuse infinite angles: 22003; NaN gives NaN.
+        frozenset({"22003"}),
+        _check_distance,
+    ),
+    "skyclass.cone_search(text,double precision,double precision,double precision)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.cone_search(%s, %s::float8, %s::float8, %s::float8)",
+            [
+                _text(rng, [w.catalog]),
+                _float(rng, 0, 360),
+                _float(rng, -90, 90),
+                _float(rng, 0, 10),
+            ],
+        ),
+        frozenset({"22023", "42P01"}),
+        _check_cone,
+    ),
+    "skyclass.crossmatch(text,text,double precision,boolean,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.crossmatch(%s, %s, %s::float8, %s, %s)",
+            [
+                _text(rng, [w.catalog]),
+                _text(rng, [w.catalog]),
+                _float(rng, 0, 3600),
+                _bool(rng),
+                _text(rng, ["auto", "cells", "index", "sweep"]),
+            ],
+        ),
+        frozenset({"22023", "42P01"}),
+        _check_match,
+    ),
+    "skyclass._crossmatch_sql(text,text,double precision,boolean,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass._crossmatch_sql(%s, %s, %s::float8, %s, %s)",
+            [
+                _text(rng, [w.catalog]),
+                _text(rng, [w.catalog]),
+                _float(rng, 0, 3600),
+                _bool(rng),
+                _text(rng, ["auto", "cells", "index"]),
+            ],
+        ),
+        frozenset({"22023", "42P01"}),
+        _check_match,
+    ),
+    "skyclass.crossmatch_sweep(regclass,regclass,double precision,boolean)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.crossmatch_sweep(%s::regclass, %s::regclass, %s::float8, %s)",
+            [
+                _text(
+                    rng,
+                    [
+                        w.catalog_table,
+                        w.catalog_table,
+                        w.feature_table,
+                        "pg_class",
+                        "skyclass.prediction",
+                    ],
+                ),
+                _text(rng, [w.catalog_table, "skyclass.catalog"]),
+                _float(rng, 0, 3600),
+                _bool(rng),
+            ],
+        ),
+        frozenset({"22023", "42P01", "42703", "42804", "22P02", "42602", "42501", "53000"}),
+        _check_match,
+    ),
+    "skyclass._catalog_table(text)": Spec(
+        lambda rng, w: ("SELECT skyclass._catalog_table(%s)", [_text(rng, [w.catalog])]),
+        frozenset({"22023", "42P01"}),
+        _check_prefix("catalogs."),
+    ),
+    "skyclass._q3c_schema()": Spec(
+        lambda rng, w: ("SELECT skyclass._q3c_schema()", []), frozenset(), None
+    ),
+    "skyclass.deploy(text,bigint,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.deploy(%s, %s::bigint, %s)",
+            [_text(rng, w.deployments), _version(rng, w), _text(rng)],
+        ),
+        frozenset({"22023", "23503", "23514"}),
+        None,
+    ),
+    "skyclass.deployed_version(text,timestamp with time zone)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.deployed_version(%s, %s::timestamptz)",
+            [
+                _text(rng, w.deployments),
+                rng.choice([None, "now", "-infinity", "infinity", "2026-01-01"]),
+            ],
+        ),
+        frozenset(),
+        _check_existing_version,
+    ),
+    "skyclass.resolve_scoring_target(text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.resolve_scoring_target(%s)",
+            [
+                _text(
+                    rng, w.deployments + [str(v) for v in w.versions] + [f"{m}:1" for m in w.models]
+                )
+            ],
+        ),
+        frozenset({"42704"}),
+        _check_existing_version,
+    ),
+    "skyclass.scoring_feature_set(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.scoring_feature_set(%s::bigint, %s::integer)",
+            [_version(rng, w), _int(rng, [1, 2])],
+        ),
+        frozenset({"42704"}),
+        None,
+    ),
+    "skyclass.prediction_partition(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.prediction_partition(%s::bigint, %s::integer)",
+            [_version(rng, w), _int(rng, [1])],
+        ),
+        frozenset(),
+        _check_prefix("predictions."),
+    ),
+    "skyclass.scoring_lock_key(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.scoring_lock_key(%s::bigint, %s::integer)",
+            [_bigint(rng, w.versions), _int(rng, [1])],
+        ),
+        frozenset(),
+        _check_lock_key,
+    ),
+    "skyclass.scoring_lock_holder(bigint)": Spec(
+        lambda rng, w: ("SELECT skyclass.scoring_lock_holder(%s::bigint)", [_bigint(rng)]),
+        frozenset(),
+        None,
+    ),
+    "skyclass.start_scoring_run(text,text,boolean,integer,text,text,text,boolean,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.start_scoring_run(%s, %s, %s, %s::integer, %s, %s, %s, %s, "
+            "%s::integer)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _bool(rng),
+                _int(rng, [1, 50, 1000]),
+                _text(rng, ["database", "client"]),
+                _text(rng, ["manual", "schedule"]),
+                _text(rng),
+                _bool(rng),
+                _int(rng, [1, 2]),
+            ],
+        ),
+        RUN_STATES | {"23502", "23514", "42P17"},
+        None,
+    ),
+    "skyclass.plan_scoring_run(bigint)": Spec(
+        lambda rng, w: ("SELECT skyclass.plan_scoring_run(%s::bigint)", [_bigint(rng, w.runs)]),
+        RUN_STATES,
+        None,
+    ),
+    "skyclass.plan_scoring_chunks(bigint)": Spec(
+        lambda rng, w: ("SELECT skyclass.plan_scoring_chunks(%s::bigint)", [_bigint(rng, w.runs)]),
+        RUN_STATES,
+        None,
+    ),
+    "skyclass.claim_scoring_chunk(bigint)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.claim_scoring_chunk(%s::bigint)",
+            [_bigint(rng, w.runs)],
+        ),
+        frozenset(),
+        None,
+    ),
+    "skyclass.chunk_check(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.chunk_check(%s::bigint, %s::integer)",
+            [_bigint(rng, w.runs), _int(rng, [0, 1])],
+        ),
+        frozenset(),
+        _check_prefix("CHECK ("),
+    ),
+    "skyclass.scoring_chunk_query(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.scoring_chunk_query(%s::bigint, %s::integer)",
+            [_bigint(rng, w.runs), _int(rng, [0, 1])],
+        ),
+        RUN_STATES,
+        _check_prefix("SELECT "),
+    ),
+    "skyclass.create_chunk_table(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.create_chunk_table(%s::bigint, %s::integer)",
+            [_bigint(rng, w.runs), _int(rng, [0, 1])],
+        ),
+        RUN_STATES,
+        _check_prefix("predictions."),
+    ),
+    "skyclass.complete_scoring_chunk(bigint,integer,bigint)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.complete_scoring_chunk(%s::bigint, %s::integer, %s::bigint)",
+            [_bigint(rng, w.runs), _int(rng, [0, 1]), _bigint(rng)],
+        ),
+        RUN_STATES | {"22003"},
+        None,
+    ),
+    "skyclass.score_chunk(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.score_chunk(%s::bigint, %s::integer)",
+            [_bigint(rng, w.runs), _int(rng, [0, 1])],
+        ),
+        RUN_STATES | C_STATES | {"23514"},
+        None,
+    ),
+    "skyclass.release_scoring_lock(bigint)": Spec(
+        lambda rng, w: ("SELECT skyclass.release_scoring_lock(%s::bigint)", [_bigint(rng, w.runs)]),
+        frozenset(),
+        None,
+    ),
+    "skyclass.fail_scoring_run(bigint,text,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.fail_scoring_run(%s::bigint, %s, %s)",
+            [_bigint(rng, w.runs), _text(rng), _text(rng, ["failed", "interrupted"])],
+        ),
+        frozenset({"22023"}),
+        None,
+    ),
+    "skyclass.finish_scoring_run(bigint)": Spec(
+        lambda rng, w: (
+            "SELECT (skyclass.finish_scoring_run(%s::bigint)).status",
+            [_bigint(rng, w.runs)],
+        ),
+        RUN_STATES,
+        None,
+    ),
+    "skyclass.score_chunks(bigint)": Spec(
+        lambda rng, w: ("CALL skyclass.score_chunks(%s::bigint)", [_bigint(rng, w.runs)]),
+        RUN_STATES | C_STATES | {"23514"},
+        None,
+    ),
+    "skyclass.rescore(text,text,boolean,integer,text)": Spec(
+        lambda rng, w: (
+            "CALL skyclass.rescore(%s, %s, %s, %s::integer, %s)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _bool(rng),
+                _int(rng, [50, 1000]),
+                _text(rng),
+            ],
+        ),
+        RUN_STATES | C_STATES | {"23502", "23514", "42P17"},
+        None,
+    ),
+    "skyclass.class_changes(bigint,bigint,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.class_changes(%s::bigint, %s::bigint, %s)",
+            [_version(rng, w), _version(rng, w), _text(rng, [w.catalog])],
+        ),
+        frozenset(),
+        _check_class_changes,
+    ),
+}
+for _trigger in ("refuse_update", "refuse_change", "deployment_guard", "deployment_log"):
+    SPECS[f"skyclass.{_trigger}()"] = Spec(
+        lambda rng, w, name=_trigger: (f"SELECT skyclass.{name}()", []), TRIGGER, None
+    )
+
+
+# -- the run ------------------------------------------------------------------------------------
+def _functions(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p "
+        "WHERE p.pronamespace = 'skyclass'::regnamespace"
+    ).fetchall()
+    return {str(r[0]).replace(", ", ",") for r in rows}
 
 
 @pytest.fixture(scope="module")
-def fuzz_versions(scoring_url: str) -> Registered:
-    return register_cases(scoring_url, ("hgb_binary", "rf_multiclass", "et_multiclass"))
-
-
-@pytest.fixture(scope="module")
-def uncompiled(scoring_url: str, fuzz_versions: Registered) -> int:
-    """The newest model version of the database, registered without an artifact."""
+def world(scoring_url: str) -> World:
+    """Compiled versions of two models, an uncompiled one, and 300 objects to score."""
+    fuzz_versions: Registered = register_cases(scoring_url, ("hgb_binary", "rf_multiclass"))
+    versions = [v for methods in fuzz_versions.versions.values() for v in methods.values()]
     c = case("rf_multiclass")
     with psycopg.connect(scoring_url, autocommit=True) as conn:
-        return register_test_model(
+        uncompiled = register_test_model(
             conn, c.estimator, classes=c.classes, n_features=N_FEATURES, model="rf_multiclass"
         )
+        x = np.random.default_rng(3).uniform(10, 30, (300, N_FEATURES)).astype(np.float32)
+        add_test_objects(conn, versions[0], x)
+        classes = {
+            int(r[0]): tuple(r[1])
+            for r in conn.execute("SELECT model_version_id, classes FROM skyclass.model_version")
+        }
+        row = conn.execute(
+            "SELECT 'features.' || f.table_name FROM skyclass.model_version AS v "
+            "JOIN skyclass.feature_set AS f USING (feature_set_id) WHERE v.model_version_id = %s",
+            (versions[0],),
+        ).fetchone()
+        assert row is not None
+    return World(
+        versions=versions,
+        uncompiled=uncompiled,
+        classes=classes,
+        models=sorted(fuzz_versions.versions),
+        feature_table=str(row[0]),
+    )
+
+
+def test_every_function_of_schema_skyclass_has_a_fuzz_spec(scoring_url: str) -> None:
+    with psycopg.connect(scoring_url) as conn:
+        functions = _functions(conn)
+    assert functions - set(SPECS) == set(), "functions without a fuzz spec"
+    assert set(SPECS) - functions == set(), "fuzz specs of functions that do not exist"
+
+
+def _one_call(
+    conn: psycopg.Connection, rng: random.Random, w: World, name: str, spec: Spec
+) -> tuple[str, str | None]:
+    """One random call of ``name``: its outcome ('ok' or the SQLSTATE) and what was wrong."""
+    query, params = spec.call(rng, w)
+    try:
+        cursor = conn.execute(query, params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+    except psycopg.Error as exc:
+        state = exc.sqlstate or "no SQLSTATE"
+        if state in NEVER or state not in spec.states:
+            return state, f"{name}: {query} {params!r}: unexpected {state}: {exc}"
+        return state, None
+    if spec.check is not None and rows:
+        try:
+            spec.check(rows, params, w)
+        except AssertionError as exc:
+            return "invariant violated", f"{name}: {query} {params!r} -> {rows[:3]}: {exc}"
+    return "ok", None
 
 
 def _start_time(url: str) -> Any:
@@ -147,39 +671,92 @@ def _start_time(url: str) -> Any:
     return row[0]
 
 
-def test_random_calls_return_or_raise_with_sqlstate(
-    scoring_url: str,
-    fuzz_versions: Registered,
-    uncompiled: int,
-    pg_cluster: EmbeddedCluster | None,
+def test_random_calls_of_every_function_return_or_raise_with_sqlstate(
+    scoring_url: str, world: World, pg_cluster: EmbeddedCluster | None
 ) -> None:
-    good = [v for methods in fuzz_versions.versions.values() for v in methods.values()]
+    n_calls = count(N_CALLS, N_CALLS_FULL)
     started = _start_time(scoring_url)
     log_before = len(postmaster_log(pg_cluster))
     rng = random.Random(SEED)
-    outcomes: dict[str, int] = {}
+    names = sorted(SPECS)
+    outcomes: Counter[str] = Counter()
+    per_function: dict[str, Counter[str]] = {name: Counter() for name in names}
+    problems: list[str] = []
+    clock = time.perf_counter()
     with psycopg.connect(scoring_url, autocommit=True) as conn:
-        for _ in range(N_CALLS):
-            outcome = _call(conn, rng, good, uncompiled)
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        # Huge arrays: a million elements must be refused by length, quickly and safely.
-        for function in FUNCTIONS[:3]:
-            with pytest.raises(psycopg.errors.InvalidParameterValue, match="not 1000000"):
-                conn.execute(
-                    f"SELECT skyclass.{function}(%s, array_fill('NaN'::real, ARRAY[1000000]))",
-                    (good[0],),
-                )
-        with pytest.raises(psycopg.errors.InvalidParameterValue, match="2-dimensional"):
-            conn.execute(
-                "SELECT skyclass.predict(%s, array_fill(1::real, ARRAY[1000, 1000]))", (good[0],)
-            )
-    # Every kind of outcome happened, so the fuzzer reached each path.
-    assert outcomes["ok"] > 500
-    for state in ("22023", "22004", "42704", "55000"):
-        assert outcomes.get(state, 0) > 20, outcomes
-    assert outcomes.get("null", 0) > 20
+        conn.execute("SET statement_timeout = '20s'")
+        for i in range(n_calls):
+            # Every function in turn, then at random: each one gets its share.
+            name = names[i] if i < len(names) else rng.choice(names)
+            outcome, problem = _one_call(conn, rng, world, name, SPECS[name])
+            if problem is not None:
+                problems.append(problem)
+            outcomes[outcome] += 1
+            per_function[name][outcome] += 1
+            if name.startswith("skyclass.start_scoring_run") and outcome == "ok":
+                world.runs = [
+                    int(r[0]) for r in conn.execute("SELECT run_id FROM skyclass.scoring_run")
+                ]
+    seconds = time.perf_counter() - clock
+    if FULL:
+        print(f"\n{n_calls} calls in {seconds:.0f} s: {dict(outcomes.most_common())}")
+        for name in names:
+            print(f"  {name}: {dict(per_function[name].most_common())}")
+    assert not problems, f"{len(problems)} wrong outcomes:\n" + "\n".join(problems[:15])
+    # The fuzzer reached the real paths, not just the refusals.
+    assert outcomes["ok"] > n_calls // 4, outcomes
+    for state in ("22023", "42704", "55000", "22004"):
+        assert outcomes[state] > 0, outcomes
+    assert all(sum(c.values()) > 0 for c in per_function.values())
+    assert world.runs, "no scoring run was started"
 
     assert _start_time(scoring_url) == started, "the postmaster restarted"
     new_log = postmaster_log(pg_cluster)[log_before:]
     assert "terminated by signal" not in new_log
     assert "server process" not in new_log or "was terminated" not in new_log
+
+
+def test_huge_feature_arrays_are_refused_by_length(scoring_url: str, world: World) -> None:
+    version = world.versions[0]
+    with psycopg.connect(scoring_url, autocommit=True) as conn:
+        for function in ("predict", "predict_top_label", "predict_top_probability"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="not 1000000"):
+                conn.execute(
+                    f"SELECT skyclass.{function}(%s, array_fill('NaN'::real, ARRAY[1000000]))",
+                    (version,),
+                )
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="2-dimensional"):
+            conn.execute(
+                "SELECT skyclass.predict(%s, array_fill(1::real, ARRAY[1000, 1000]))", (version,)
+            )
+
+
+def test_an_unplanned_run_is_neither_scored_nor_finished(scoring_url: str, world: World) -> None:
+    """Found by the fuzz: such runs built ``ATTACH PARTITION  FOR VALUES`` (42601)."""
+    with psycopg.connect(scoring_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT skyclass.start_scoring_run(%s, %s, resume => false)",
+            (str(world.versions[0]), world.catalog),
+        ).fetchone()
+        assert row is not None
+        run = row[0]
+        try:
+            for call in (
+                "SELECT skyclass.finish_scoring_run(%s)",
+                "SELECT skyclass.plan_scoring_chunks(%s)",
+            ):
+                with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                    conn.execute(call, (run,))
+            # Chunks planned without plan_scoring_run still leave no target table to write.
+            conn.execute(
+                "INSERT INTO skyclass.scoring_chunk (run_id, chunk_no, first_object_id, "
+                "last_object_id, planned_rows) VALUES (%s, 0, 1, 10, 10)",
+                (run,),
+            )
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                conn.execute("SELECT skyclass.score_chunk(%s, 0)", (run,))
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                conn.execute("SELECT skyclass.complete_scoring_chunk(%s, 0, 0)", (run,))
+            assert conn.execute("SELECT to_regclass('_0')").fetchone() == (None,)
+        finally:
+            conn.execute("SELECT skyclass.fail_scoring_run(%s, 'test over')", (run,))
