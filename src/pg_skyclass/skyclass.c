@@ -22,6 +22,7 @@
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "funcapi.h"
 #include "storage/fd.h"
 #include "utils/array.h"
@@ -49,6 +50,7 @@ typedef struct ArtifactEntry
 typedef struct VersionEntry
 {
 	int64		model_version_id;	/* hash key */
+	Oid			checked_user;	/* the role whose read of the version was last checked */
 	int64		artifact_id;
 	int32		version_features;	/* model_version.n_features */
 	int32		n_features;
@@ -442,6 +444,7 @@ load_version(int64 id)
 	tmp.proba = MemoryContextAllocZero(vcxt, sizeof(double) * tmp.n_classes);
 
 	/* Complete: move it into the cache. */
+	tmp.checked_user = GetUserId();
 	init_caches();
 	entry = hash_search(version_cache, &id, HASH_ENTER, &found);
 	Assert(!found);
@@ -665,6 +668,32 @@ ensure_library(VersionEntry *v)
 }
 
 /*
+ * A model loaded by one role stays in the session's cache; when another role
+ * (SET ROLE, SECURITY DEFINER) asks for it, run the version's read again with
+ * that role's privileges, so the cache never lends a model to a role that may
+ * not read it (42501 from the executor, as on a first load).
+ */
+static void
+check_version_access(int64 id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = Int64GetDatum(id);
+	ret = SPI_execute_with_args(VERSION_QUERY, 1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model version " INT64_FORMAT " does not exist", id)));
+	SPI_finish();
+}
+
+/*
  * The cached model version for this call site; flinfo->fn_extra remembers
  * the last one so a scan with a constant model version skips the hash.
  */
@@ -672,13 +701,19 @@ static VersionEntry *
 version_for_call(FunctionCallInfo fcinfo, int64 id)
 {
 	VersionEntry *v = (VersionEntry *) fcinfo->flinfo->fn_extra;
+	Oid			user = GetUserId();
 
-	if (v != NULL && v->model_version_id == id)
+	if (v != NULL && v->model_version_id == id && v->checked_user == user)
 		return v;
 	init_caches();
 	v = hash_search(version_cache, &id, HASH_FIND, NULL);
 	if (v == NULL)
 		v = load_version(id);
+	else if (v->checked_user != user)
+	{
+		check_version_access(id);
+		v->checked_user = user;
+	}
 	fcinfo->flinfo->fn_extra = v;
 	return v;
 }

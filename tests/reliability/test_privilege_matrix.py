@@ -8,8 +8,9 @@ other error fails the test: the action's SQL itself must be right, which the
 control row (the database owner, a superuser) proves.
 
 The same table is in docs/reliability.md ("Privileges"); change both together.
-Cells marked ``# trust`` follow who may insert artifacts and how the job lock
-is held, which the trust work changes.
+Only superusers insert artifacts (native code, revision 0008), and a job is
+held through its row of ``skyclass.scoring_lease``, which no role below may
+update.
 
 The "another OS user" row (it cannot connect to the embedded cluster at all)
 is tested with the cluster, in tests/db.
@@ -60,9 +61,10 @@ ACTIONS: dict[str, str] = {
     "call predict": "SELECT skyclass.predict({v}, array_fill(1::real, ARRAY[9]))",
     "start a scoring job": "SELECT skyclass.start_scoring_run('{v}', 'test_catalog')",
     "claim a chunk": "SELECT * FROM skyclass.claim_scoring_chunk(1)",
-    # Computed without schema skyclass, as any role can.
-    "take a job's lock": (
-        "SELECT pg_try_advisory_lock(hashtextextended('skyclass.rescore:' || {v} || ':' || {c}, 0))"
+    # A job is held through its lease row (revision 0008), which only its owner may update.
+    "take a job's lease": (
+        "UPDATE skyclass.scoring_lease SET holder_pid = pg_backend_pid() "
+        "WHERE model_version_id = {v} AND catalog_id = {c}"
     ),
     "create objects in schema skyclass": "CREATE TABLE skyclass.mine (x int)",
     "create objects in schema catalogs": "CREATE TABLE catalogs.mine (x int)",
@@ -87,7 +89,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "call predict": D,
         "start a scoring job": D,
         "claim a chunk": D,
-        "take a job's lock": A,  # trust: any role can block a job by taking its lock key
+        "take a job's lease": D,
         "create objects in schema skyclass": D,
         "create objects in schema catalogs": D,
         "deploy": D,
@@ -100,22 +102,19 @@ EXPECTED: dict[str, dict[str, str]] = {
         "read the catalog registry": D,
         "read catalogs through crossmatch_sweep": D,
         "write predictions": D,
-        "insert an artifact": A,  # trust: likely superuser only
-        "read artifact bytes": A,  # trust
-        "call predict": A,  # trust: it may read model_version and model_artifact
+        "insert an artifact": D,  # superusers only: an artifact is native code (0008)
+        "read artifact bytes": A,
+        "call predict": A,  # it may read model_version and model_artifact
         "start a scoring job": D,
         "claim a chunk": D,
-        "take a job's lock": A,  # trust
+        "take a job's lease": D,
         "create objects in schema skyclass": D,
         "create objects in schema catalogs": D,
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
     },
-    NO_GRANTS: {
-        **{action: D for action in ACTIONS},
-        "take a job's lock": A,  # trust
-    },
+    NO_GRANTS: {action: D for action in ACTIONS},
 }
 # fmt: on
 
@@ -183,11 +182,6 @@ def test_every_role_may_do_exactly_what_the_matrix_says(
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the C extension keeps a loaded model for the session and does not check the "
-    "privileges of a later role (reported; the extension is the trust work's)",
-)
 def test_a_model_loaded_by_one_role_is_not_usable_by_another_in_the_session(
     matrix_db: tuple[str, dict[str, str], dict[str, int]],
 ) -> None:

@@ -19,6 +19,7 @@ reliability``) makes ``N_CALLS_FULL`` and prints the outcomes per SQLSTATE.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -283,6 +284,52 @@ def _check_class_changes(rows: list[tuple[Any, ...]], params: list[Any], w: Worl
     assert all(r[2] != r[4] for r in rows)
 
 
+def _check_holder(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    # NULL, or the pid of a live backend (the fuzz's own session holds the runs it starts).
+    (pid,) = rows[0]
+    assert len(rows) == 1 and (pid is None or pid > 0), rows
+    if None in params:
+        assert pid is None
+
+
+def _check_not_alive(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    # Random pids and start times name no live backend (NULL in, NULL out: STRICT-like).
+    assert rows in ([(False,)], [(None,)]), rows
+    if params[0] is None:
+        assert rows[0][0] in (False, None)
+
+
+def _spec_json(rng: random.Random) -> str | None:
+    """A canonical-looking feature spec as JSON, or something hostile."""
+    names = ["u_g", "g_r", "r", "x'; DROP TABLE t; --", ""]
+    features = [
+        {"name": rng.choice(names), "expr": rng.choice(["u - g", "g - r", "r", "$$"])}
+        for _ in range(rng.randint(0, 4))
+    ]
+    return rng.choice(
+        [
+            None,
+            json.dumps({"features": features}),
+            json.dumps({"features": features}),
+            json.dumps({"features": "u_g"}),
+            json.dumps([1, 2]),
+            "null",
+            "{}",
+            "not json",
+        ]
+    )
+
+
+def _check_differences(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    (text,) = rows[0]
+    if None in params:
+        assert text is None
+        return
+    assert isinstance(text, str) and text
+    if params[0] == params[1]:
+        assert text == "same features", text
+
+
 def _check_prefix(prefix: str) -> Callable[[list[tuple[Any, ...]], list[Any], World], None]:
     def check(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
         assert rows[0][0] is None or str(rows[0][0]).startswith(prefix), rows
@@ -543,7 +590,7 @@ SPECS: dict[str, Spec] = {
     ),
     "skyclass.release_scoring_lock(bigint)": Spec(
         lambda rng, w: ("SELECT skyclass.release_scoring_lock(%s::bigint)", [_bigint(rng, w.runs)]),
-        frozenset(),
+        frozenset({"22023"}),
         None,
     ),
     "skyclass.fail_scoring_run(bigint,text,text)": Spec(
@@ -589,8 +636,39 @@ SPECS: dict[str, Spec] = {
         frozenset(),
         _check_class_changes,
     ),
+    "skyclass.scoring_job_holder(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.scoring_job_holder(%s::bigint, %s::integer)",
+            [_bigint(rng, w.versions), _int(rng, [1])],
+        ),
+        frozenset(),
+        _check_holder,
+    ),
+    "skyclass.scoring_backend_alive(integer,timestamp with time zone)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.scoring_backend_alive(%s::integer, %s::timestamptz)",
+            [_int(rng, [0, 1]), rng.choice([None, "2026-01-01", "infinity", "-infinity"])],
+        ),
+        frozenset(),
+        _check_not_alive,
+    ),
+    "skyclass.feature_differences(jsonb,jsonb)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.feature_differences(%s::jsonb, %s::jsonb)",
+            [_spec_json(rng), _spec_json(rng)],
+        ),
+        frozenset({"22023", "22P02"}),
+        _check_differences,
+    ),
 }
-for _trigger in ("refuse_update", "refuse_change", "deployment_guard", "deployment_log"):
+for _trigger in (
+    "refuse_update",
+    "refuse_change",
+    "deployment_guard",
+    "deployment_log",
+    "model_artifact_register",
+    "feature_set_guard",
+):
     SPECS[f"skyclass.{_trigger}()"] = Spec(
         lambda rng, w, name=_trigger: (f"SELECT skyclass.{name}()", []), TRIGGER, None
     )
