@@ -282,6 +282,32 @@ model_reference(int64 id, int32 model_id, int32 version)
 }
 
 /*
+ * Connect to SPI and read the row of model version `id` with the current
+ * role's privileges (42501 from the executor when it may not read it; 42704
+ * when there is none).  The row is left in SPI_tuptable; the caller must
+ * SPI_finish().
+ */
+static void
+read_version_row(int64 id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = Int64GetDatum(id);
+	ret = SPI_execute_with_args(VERSION_QUERY, 1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model version " INT64_FORMAT " does not exist", id),
+				 errhint("Registered model versions are listed in skyclass.model_version.")));
+}
+
+/*
  * Read model version `id` into a new VersionEntry.  Everything is allocated
  * in a context that hangs off the caller's context until the entry is
  * complete, so an error half way leaks nothing; a version without an
@@ -290,8 +316,6 @@ model_reference(int64 id, int32 model_id, int32 version)
 static VersionEntry *
 load_version(int64 id)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
 	VersionEntry tmp;
 	VersionEntry *entry;
 	MemoryContext vcxt;
@@ -300,7 +324,6 @@ load_version(int64 id)
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		artifact_datum;
-	int			ret;
 	int			transform;
 	ArrayType  *arr;
 	Datum	   *elems;
@@ -318,17 +341,7 @@ load_version(int64 id)
 								 ALLOCSET_SMALL_SIZES);
 	tmp.cxt = vcxt;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	args[0] = Int64GetDatum(id);
-	ret = SPI_execute_with_args(VERSION_QUERY, 1, argtypes, args, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model version " INT64_FORMAT " does not exist", id),
-				 errhint("Registered model versions are listed in skyclass.model_version.")));
+	read_version_row(id);
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
@@ -676,20 +689,7 @@ ensure_library(VersionEntry *v)
 static void
 check_version_access(int64 id)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
-	int			ret;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	args[0] = Int64GetDatum(id);
-	ret = SPI_execute_with_args(VERSION_QUERY, 1, argtypes, args, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model version " INT64_FORMAT " does not exist", id)));
+	read_version_row(id);
 	SPI_finish();
 }
 
