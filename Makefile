@@ -43,8 +43,8 @@ demo: setup
 	@$(BIN)/skyclass demo
 
 lint: python
-	@$(BIN)/ruff check src tests bench migrations
-	@$(BIN)/ruff format --check src tests bench migrations
+	@$(BIN)/ruff check src tests bench
+	@$(BIN)/ruff format --check src tests bench
 	@$(BIN)/mypy
 
 pytest: setup

@@ -1,6 +1,6 @@
 """The skyclass registry schema as SQLAlchemy metadata.
 
-The migrations in ``migrations/versions`` create exactly these tables; a test
+The migrations in ``skyclass/db/migrations/versions`` create exactly these tables; a test
 runs Alembic's autogenerate comparison to catch drift between the two. Catalog
 tables themselves live in schema :data:`CATALOG_SCHEMA`, one table per
 catalog, created by the ingest step, or one view per registered catalog over
