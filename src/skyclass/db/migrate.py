@@ -17,6 +17,8 @@ from alembic.script import ScriptDirectory
 from skyclass.errors import DatabaseError, MissingExtensionError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The current text of every SQL function, one file per area (docs/architecture.md).
+HEAD_SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,11 @@ def head_revision() -> str:
     if head is None:
         raise DatabaseError("no migrations found")
     return head
+
+
+def head_sql_files() -> list[Path]:
+    """The head SQL files in the order they are read (``NN_area.sql``)."""
+    files = sorted(HEAD_SQL_DIR.glob("*.sql"))
+    if not files:
+        raise DatabaseError(f"head SQL files not found in {HEAD_SQL_DIR}")
+    return files
