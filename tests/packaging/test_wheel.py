@@ -11,6 +11,7 @@ compile → score.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,13 @@ import pytest
 
 from skyclass.db.migrate import head_revision
 from tests.conftest import drop_database, new_database
+from tests.docs.test_compose import copy_sources, instructions
 from tests.train.pipeline_data import sdss_slice
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 1200
+FILES = ("pyproject.toml", "constraints.txt", "README.md", "docs/benchmarks.md")
+IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.o", "*.so", "*.bc")
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
@@ -47,8 +51,22 @@ def test_wheel_installs_migrates_and_scores_outside_the_checkout(
     fresh_url: str, shared_data: Path, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # Build from a copy of what the Docker image copies (docker/skyclass.Dockerfile), so
+    # neither a stale build/ of the checkout nor a file outside that list can slip in.
+    copied = [
+        source
+        for word, arguments in instructions(ROOT / "docker" / "skyclass.Dockerfile")
+        if word == "COPY"
+        for source in copy_sources(arguments) or []
+    ]
+    assert sorted(copied) == sorted([*FILES, "src"])
+    source = tmp_path / "source"
+    for name in FILES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", symlinks=True, ignore=IGNORE)
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+    _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(wheels)],
          tmp_path, env)  # fmt: skip
     (wheel,) = wheels.glob("skyclass-*.whl")
 
