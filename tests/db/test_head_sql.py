@@ -103,3 +103,14 @@ def test_a_changed_comment_is_caught(db_url: str, head_texts: list[str]) -> None
         "skyclass.class_changes(bigint,bigint,text): "
         "the head file's comment differs from the migrations'"
     ]
+
+
+def test_a_function_only_the_files_have_is_caught(db_url: str, head_texts: list[str]) -> None:
+    extra = (
+        "CREATE OR REPLACE FUNCTION skyclass.not_migrated() RETURNS integer "
+        "LANGUAGE sql AS 'SELECT 1';\n"
+        "COMMENT ON FUNCTION skyclass.not_migrated() IS 'only in a head file';\n"
+    )
+    assert head_differences(db_url, [*head_texts, extra]) == [
+        "skyclass.not_migrated(): in a head file but not made by the migrations"
+    ]
