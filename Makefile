@@ -22,15 +22,20 @@ system:
 
 python: $(STAMP)
 
-# The skyclass C extension (src/pg_skyclass), built and installed with the
+# The skyclass C extension: one folder, src/pg_skyclass (C sources, skyclass.control,
+# SQL scripts in sql/, pg_regress suite in test/), built and installed with the
 # server's pg_config; installing writes into the server's lib dir (sudo unless root).
+# WERROR=1 (set by `make test`) rebuilds every object with -Werror.
 PG_MAJOR  ?= 15
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config) pg_config)
+EXTENSION_DIR := src/pg_skyclass
+SUDO      ?= $(if $(filter 0,$(shell id -u)),,sudo)
+EXT_FLAGS  = -s --no-print-directory -C $(EXTENSION_DIR) PG_CONFIG=$(PG_CONFIG)
 .PHONY: extension
 extension: system
-	@$(MAKE) -s --no-print-directory -C src/pg_skyclass PG_CONFIG=$(PG_CONFIG)
-	@$(if $(filter 0,$(shell id -u)),,sudo) $(MAKE) -s --no-print-directory -C src/pg_skyclass install PG_CONFIG=$(PG_CONFIG)
-	@echo "extension: skyclass installed into $$($(PG_CONFIG) --pkglibdir)"
+	@$(MAKE) $(EXT_FLAGS) $(if $(WERROR),WERROR=1 -B)
+	@$(SUDO) $(MAKE) $(EXT_FLAGS) install
+	@echo "extension: skyclass installed into $$($(PG_CONFIG) --pkglibdir)$(if $(WERROR), (built with -Werror))"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,13 +48,15 @@ demo: setup
 	@$(BIN)/skyclass demo
 
 lint: python
-	@$(BIN)/ruff check src tests bench migrations
-	@$(BIN)/ruff format --check src tests bench migrations
+	@$(BIN)/ruff check src tests bench
+	@$(BIN)/ruff format --check src tests bench
 	@$(BIN)/mypy
 
 pytest: setup
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
+# The extension is rebuilt with -Werror: a warning fails the suite.
+test: WERROR = 1
 test: setup browser lint pytest
 
 # The standing reliability tests at their full counts (docs/reliability.md).

@@ -6,10 +6,9 @@
 FROM postgres:17-bookworm
 COPY .ci/install-system.sh /opt/skyclass/.ci/install-system.sh
 RUN PG_MAJOR=17 bash /opt/skyclass/.ci/install-system.sh
-# Only the extension's sources: the build context is the whole repository (with its
+# Only the extension's folder (sources, control file, SQL scripts): the build context is the whole repository (with its
 # virtualenv), and objects left in a developer's tree were built for another server
 # version, hence the `clean` before building for 17.
-COPY sql /opt/skyclass/sql
 COPY src/pg_skyclass /opt/skyclass/src/pg_skyclass
 RUN make -C /opt/skyclass/src/pg_skyclass PG_CONFIG=/usr/lib/postgresql/17/bin/pg_config clean \
  && make -C /opt/skyclass/src/pg_skyclass PG_CONFIG=/usr/lib/postgresql/17/bin/pg_config install

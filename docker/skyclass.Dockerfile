@@ -9,7 +9,9 @@ RUN apt-get update -qq \
 WORKDIR /opt/skyclass
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
-COPY migrations ./migrations
-RUN pip install --no-cache-dir -c constraints.txt -e .   # editable: migrations/ stays beside src/
+# src/skyclass/report/data/benchmarks.md links to it; the wheel holds a copy.
+COPY docs/benchmarks.md ./docs/benchmarks.md
+# A normal install: migrations, SQL and demo data ship inside the package.
+RUN pip install --no-cache-dir -c constraints.txt .
 ENTRYPOINT ["skyclass"]
 CMD ["demo"]

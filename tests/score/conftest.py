@@ -46,7 +46,7 @@ def _extension_sources() -> list[Path]:
         EXTENSION_DIR / "Makefile",
         EXTENSION_DIR / "install-atomic.sh",
         EXTENSION_DIR / "skyclass.control",
-        *(REPO / "sql").glob("skyclass--*.sql"),
+        *(EXTENSION_DIR / "sql").glob("skyclass--*.sql"),
     ]
 
 
@@ -56,7 +56,7 @@ def _installed_files() -> list[Path]:
     return [
         libdir / "skyclass.so",
         extdir / "skyclass.control",
-        *(extdir / p.name for p in (REPO / "sql").glob("skyclass--*.sql")),
+        *(extdir / p.name for p in (EXTENSION_DIR / "sql").glob("skyclass--*.sql")),
     ]
 
 

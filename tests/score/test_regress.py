@@ -1,4 +1,4 @@
-"""Run the extension's pg_regress suite (tests/regress) against the test server.
+"""Run the extension's pg_regress suite (src/pg_skyclass/test) against the test server.
 
 The regression SQL needs real compiled models: this module registers them and
 writes the fixture tables ``regress_model`` and ``regress_expected`` first.
@@ -15,11 +15,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.score.conftest import REPO, _pg_config_value, prepare_scoring_database, register_cases
+from tests.score.conftest import (
+    EXTENSION_DIR,
+    _pg_config_value,
+    prepare_scoring_database,
+    register_cases,
+)
 from tests.score.models import N_FEATURES, case, sdss17
 from tests.support.registry import register_test_model
 
-REGRESS_DIR = REPO / "tests" / "regress"
+REGRESS_DIR = EXTENSION_DIR / "test"
 N_ROWS = 200
 # fixture name -> (case, calibration method)
 FIXTURE_MODELS = {

@@ -16,8 +16,9 @@ from alembic.script import ScriptDirectory
 
 from skyclass.errors import DatabaseError, MissingExtensionError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The current text of every SQL function, one file per area (docs/architecture.md).
+HEAD_SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ EXTENSIONS = (
 
 
 def alembic_config(url: str) -> Config:
-    """Alembic configuration for ``url`` using the repository's ``migrations/``."""
+    """Alembic configuration for ``url`` using the migrations shipped in the package."""
     if not (MIGRATIONS_DIR / "env.py").exists():
         raise DatabaseError(f"migrations not found in {MIGRATIONS_DIR}")
     config = Config()
@@ -106,7 +107,7 @@ def current_revision(url: str) -> str | None:
 
 
 def head_revision() -> str:
-    """The newest revision in ``migrations/``."""
+    """The newest revision of the shipped migrations."""
     script = ScriptDirectory.from_config(alembic_config(""))
     head = script.get_current_head()
     if head is None:
@@ -114,30 +115,9 @@ def head_revision() -> str:
     return head
 
 
-def frozen_sql(revision_file: str, constant: str) -> str:
-    """The SQL text ``constant`` of a released migration, read from its file.
-
-    A later revision that changes one function rebuilds it from the released
-    text (and its downgrade restores that text) instead of keeping a copy.
-    """
-    import importlib.util
-
-    path = MIGRATIONS_DIR / "versions" / revision_file
-    spec = importlib.util.spec_from_file_location(f"skyclass_migration_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise DatabaseError(f"cannot load migration {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    text = getattr(module, constant)
-    if not isinstance(text, str):
-        raise DatabaseError(f"{path.name} has no SQL text {constant}")
-    return text
-
-
-def sql_statement(text: str, start: str, end: str = "\n$$;\n") -> str:
-    """The part of SQL ``text`` from ``start`` up to and including the first ``end`` after it."""
-    first = text.find(start)
-    last = text.find(end, first) if first >= 0 else -1
-    if first < 0 or last < 0:
-        raise DatabaseError(f"statement {start!r} not found in the migration text")
-    return text[first : last + len(end)]
+def head_sql_files() -> list[Path]:
+    """The head SQL files in the order they are read (``NN_area.sql``)."""
+    files = sorted(HEAD_SQL_DIR.glob("*.sql"))
+    if not files:
+        raise DatabaseError(f"head SQL files not found in {HEAD_SQL_DIR}")
+    return files

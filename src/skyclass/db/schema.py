@@ -1,10 +1,15 @@
 """The skyclass registry schema as SQLAlchemy metadata.
 
-The migrations in ``migrations/versions`` create exactly these tables; a test
-runs Alembic's autogenerate comparison to catch drift between the two. Catalog
-tables themselves live in schema :data:`CATALOG_SCHEMA`, one table per
-catalog, created by the ingest step, or one view per registered catalog over
-a table of its own schema (:mod:`skyclass.registry.register`).
+The migrations in ``skyclass/db/migrations/versions`` create exactly these tables,
+every table of schema ``skyclass`` (those of 0001 with SQLAlchemy, the others in raw
+SQL); ``tests/db/test_migrations.py`` runs Alembic's autogenerate comparison of
+tables, columns, types, nullability, comments, keys, unique constraints and indexes
+to catch drift between the two. ``prediction`` is declared as the partitioned parent
+it is; its partitions live in schema ``predictions`` (made by scoring jobs) and are
+outside the comparison, as are views and CHECK constraints (Alembic compares
+neither). Catalog tables themselves live in schema :data:`CATALOG_SCHEMA`, one
+table per catalog, created by the ingest step, or one view per registered
+catalog over a table of its own schema (:mod:`skyclass.registry.register`).
 """
 
 from __future__ import annotations
@@ -138,4 +143,695 @@ ingest_reject = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("value", sa.Text),
     comment="Rows skipped by an ingest run with --on-invalid skip, and why.",
+)
+
+# ---------------------------------------------------------------------------------------
+# Tables created in raw SQL by migrations 0003 and later (model registry, deployments,
+# scoring jobs and predictions, leases, registered catalogs, feature definitions).
+# ---------------------------------------------------------------------------------------
+
+training_snapshot = sa.Table(
+    "training_snapshot",
+    metadata,
+    sa.Column("snapshot_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("feature_set_id", sa.Integer, nullable=False),
+    sa.Column("table_name", sa.Text, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("label_source", pg.JSONB, nullable=False),
+    sa.Column("classes", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("bin_edges", pg.ARRAY(pg.DOUBLE_PRECISION)),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+    sa.Column("n_folds", sa.Integer, nullable=False),
+    sa.Column("calibration_fraction", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("class_counts", pg.JSONB, nullable=False),
+    sa.Column("leakage_forced", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("snapshot_id", name="training_snapshot_pkey"),
+    sa.ForeignKeyConstraint(
+        ["feature_set_id"],
+        ["skyclass.feature_set.feature_set_id"],
+        name="training_snapshot_feature_set_id_fkey",
+    ),
+    comment=(
+        "Frozen training sets: snapshots.<table_name> holds object_id, label, fold "
+        "(-1 = calibration split) and features."
+    ),
+)
+
+
+training_run = sa.Table(
+    "training_run",
+    metadata,
+    sa.Column("training_run_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("model_id", sa.Integer, nullable=False),
+    sa.Column("snapshot_id", sa.BigInteger, nullable=False),
+    sa.Column("settings", pg.JSONB, nullable=False),
+    sa.Column("library_versions", pg.JSONB, nullable=False),
+    sa.Column("git_commit", sa.Text),
+    sa.Column("os_user", sa.Text, nullable=False),
+    sa.Column("db_user", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "finished_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.PrimaryKeyConstraint("training_run_id", name="training_run_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_id"], ["skyclass.model.model_id"], name="training_run_model_id_fkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["snapshot_id"],
+        ["skyclass.training_snapshot.snapshot_id"],
+        name="training_run_snapshot_id_fkey",
+    ),
+    comment=(
+        "One `skyclass train`: the snapshot, settings, library versions, git commit, who and when."
+    ),
+)
+
+
+evaluation = sa.Table(
+    "evaluation",
+    metadata,
+    sa.Column("evaluation_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("training_run_id", sa.BigInteger, nullable=False),
+    sa.Column("estimator", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("params", pg.JSONB, nullable=False),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("fit_seconds", pg.DOUBLE_PRECISION),
+    sa.Column("confusion", pg.JSONB),
+    sa.PrimaryKeyConstraint("evaluation_id", name="evaluation_pkey"),
+    sa.ForeignKeyConstraint(
+        ["training_run_id"],
+        ["skyclass.training_run.training_run_id"],
+        name="evaluation_training_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint(
+        "training_run_id", "estimator", name="evaluation_training_run_id_estimator_key"
+    ),
+    comment=(
+        "K-fold cross-validation of one estimator (a baseline or a candidate) in a training run."
+    ),
+)
+
+
+metric = sa.Table(
+    "metric",
+    metadata,
+    sa.Column("evaluation_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("class_name", sa.Text, nullable=False, server_default=sa.text("''::text")),
+    sa.Column("stage", sa.Text, nullable=False, server_default=sa.text("'raw'::text")),
+    sa.Column("mean", pg.DOUBLE_PRECISION),
+    sa.Column("std", pg.DOUBLE_PRECISION),
+    sa.Column("fold_values", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("extra", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.PrimaryKeyConstraint("evaluation_id", "name", "class_name", "stage", name="metric_pkey"),
+    sa.ForeignKeyConstraint(
+        ["evaluation_id"],
+        ["skyclass.evaluation.evaluation_id"],
+        name="metric_evaluation_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Metrics as mean ± std over folds; class_name '' means overall; NULL mean = "
+        "undefined (e.g. purity of a never-predicted class)."
+    ),
+)
+
+
+evaluation_curve = sa.Table(
+    "evaluation_curve",
+    metadata,
+    sa.Column("evaluation_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("class_name", sa.Text, nullable=False, server_default=sa.text("''::text")),
+    sa.Column("stage", sa.Text, nullable=False, server_default=sa.text("'raw'::text")),
+    sa.Column("data", pg.JSONB, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "evaluation_id", "name", "class_name", "stage", name="evaluation_curve_pkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["evaluation_id"],
+        ["skyclass.evaluation.evaluation_id"],
+        name="evaluation_curve_evaluation_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Plot data from out-of-fold predictions: ROC points, reliability bins, PIT "
+        "histogram, z_phot vs z_spec sample."
+    ),
+)
+
+
+feature_importance = sa.Table(
+    "feature_importance",
+    metadata,
+    sa.Column("evaluation_id", sa.BigInteger, nullable=False),
+    sa.Column("feature", sa.Text, nullable=False),
+    sa.Column("method", sa.Text, nullable=False, server_default=sa.text("'permutation'::text")),
+    sa.Column("mean", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("std", pg.DOUBLE_PRECISION, nullable=False),
+    sa.PrimaryKeyConstraint("evaluation_id", "feature", "method", name="feature_importance_pkey"),
+    sa.ForeignKeyConstraint(
+        ["evaluation_id"],
+        ["skyclass.evaluation.evaluation_id"],
+        name="feature_importance_evaluation_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment="Per-feature importance (permutation: drop in the score).",
+)
+
+
+ablation = sa.Table(
+    "ablation",
+    metadata,
+    sa.Column("training_run_id", sa.BigInteger, nullable=False),
+    sa.Column("estimator", sa.Text, nullable=False),
+    sa.Column("dropped_group", sa.Text, nullable=False),
+    sa.Column("dropped_features", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("metric", sa.Text, nullable=False),
+    sa.Column("delta_mean", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("delta_std", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("fold_deltas", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.PrimaryKeyConstraint(
+        "training_run_id", "estimator", "dropped_group", "metric", name="ablation_pkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["training_run_id"],
+        ["skyclass.training_run.training_run_id"],
+        name="ablation_training_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Metric change (ablated minus full, paired over folds) when a feature group is dropped."
+    ),
+)
+
+
+model_version = sa.Table(
+    "model_version",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("model_id", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("training_run_id", sa.BigInteger, nullable=False),
+    sa.Column("evaluation_id", sa.BigInteger, nullable=False),
+    sa.Column("snapshot_id", sa.BigInteger, nullable=False),
+    sa.Column("feature_set_id", sa.Integer, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("estimator", sa.Text, nullable=False),
+    sa.Column("params", pg.JSONB, nullable=False),
+    sa.Column("n_features", sa.Integer, nullable=False),
+    sa.Column("classes", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("bin_edges", pg.ARRAY(pg.DOUBLE_PRECISION)),
+    sa.Column("checkpoint", pg.BYTEA, nullable=False),
+    sa.Column("calibration_kind", sa.Text, nullable=False, server_default=sa.text("'none'::text")),
+    sa.Column(
+        "calibration_params",
+        pg.ARRAY(pg.DOUBLE_PRECISION),
+        nullable=False,
+        server_default=sa.text("'{}'::double precision[]"),
+    ),
+    sa.Column(
+        "calibration_offsets",
+        pg.ARRAY(sa.Integer),
+        nullable=False,
+        server_default=sa.text("'{}'::integer[]"),
+    ),
+    sa.Column(
+        "calibration_eps",
+        pg.DOUBLE_PRECISION,
+        nullable=False,
+        server_default=sa.text("0.000000000001"),
+    ),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("model_version_id", name="model_version_pkey"),
+    sa.ForeignKeyConstraint(
+        ["evaluation_id"],
+        ["skyclass.evaluation.evaluation_id"],
+        name="model_version_evaluation_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["feature_set_id"],
+        ["skyclass.feature_set.feature_set_id"],
+        name="model_version_feature_set_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["model_id"], ["skyclass.model.model_id"], name="model_version_model_id_fkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["snapshot_id"],
+        ["skyclass.training_snapshot.snapshot_id"],
+        name="model_version_snapshot_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["training_run_id"],
+        ["skyclass.training_run.training_run_id"],
+        name="model_version_training_run_id_fkey",
+    ),
+    sa.UniqueConstraint("model_id", "version", name="model_version_model_id_version_key"),
+    sa.Index("ix_model_version_evaluation_id", "evaluation_id"),
+    comment=(
+        "Immutable model versions: estimator, snapshot, feature set, classes or bins,"
+        " Treelite checkpoint, calibration map."
+    ),
+)
+
+
+scoring_run = sa.Table(
+    "scoring_run",
+    metadata,
+    sa.Column("run_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("feature_set_id", sa.Integer, nullable=False),
+    sa.Column("deployment", sa.Text),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("write_kind", sa.Text, nullable=False),
+    sa.Column("scorer", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'running'::text")),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("chunks_total", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("chunks_done", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_scored", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("objects_without_features", sa.BigInteger),
+    sa.Column("catalog_table", sa.Text, nullable=False),
+    sa.Column("feature_table", sa.Text, nullable=False),
+    sa.Column("target_table", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("workers", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column(
+        "started_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.text("clock_timestamp()"),
+    ),
+    sa.Column("resumed_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+    sa.Column("db_user", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column(
+        "backend_pid", sa.Integer, nullable=False, server_default=sa.text("pg_backend_pid()")
+    ),
+    sa.Column("triggered_by", sa.Text, nullable=False),
+    sa.Column("schedule_name", sa.Text),
+    sa.PrimaryKeyConstraint("run_id", name="scoring_run_pkey"),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"], ["skyclass.catalog.catalog_id"], name="scoring_run_catalog_id_fkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["feature_set_id"],
+        ["skyclass.feature_set.feature_set_id"],
+        name="scoring_run_feature_set_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="scoring_run_model_version_id_fkey",
+    ),
+    sa.Index("ix_scoring_run_job", "model_version_id", "catalog_id", "run_id"),
+    sa.Index(
+        "ix_scoring_run_schedule",
+        "schedule_name",
+        "run_id",
+        postgresql_where=sa.text("schedule_name IS NOT NULL"),
+    ),
+    comment=(
+        "One rescoring job of a model version over a catalog: mode, progress, "
+        "outcome, who, which backend. An interrupted or failed run is resumed "
+        "(attempts + 1) by the next start of the same job; one job runs at a time "
+        "(skyclass.scoring_lease)."
+    ),
+)
+
+
+scoring_chunk = sa.Table(
+    "scoring_chunk",
+    metadata,
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("chunk_no", sa.Integer, nullable=False),
+    sa.Column("first_object_id", sa.BigInteger, nullable=False),
+    sa.Column("last_object_id", sa.BigInteger, nullable=False),
+    sa.Column("planned_rows", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("objects_without_features", sa.BigInteger),
+    sa.Column("done_at", sa.DateTime(timezone=True)),
+    sa.PrimaryKeyConstraint("run_id", "chunk_no", name="scoring_chunk_pkey"),
+    sa.ForeignKeyConstraint(
+        ["run_id"],
+        ["skyclass.scoring_run.run_id"],
+        name="scoring_chunk_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "The work queue of a scoring run: object_id ranges; done_at is set in the "
+        "same transaction that writes the chunk's predictions, so a killed job never "
+        "leaves gaps or duplicates."
+    ),
+)
+
+
+scoring_lease = sa.Table(
+    "scoring_lease",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.BigInteger),
+    sa.Column("holder_pid", sa.Integer),
+    sa.Column("holder_started", sa.DateTime(timezone=True)),
+    sa.Column("holder_user", sa.Text),
+    sa.Column("taken_at", sa.DateTime(timezone=True)),
+    sa.PrimaryKeyConstraint("model_version_id", "catalog_id", name="scoring_lease_pkey"),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"], ["skyclass.catalog.catalog_id"], name="scoring_lease_catalog_id_fkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="scoring_lease_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["run_id"],
+        ["skyclass.scoring_run.run_id"],
+        name="scoring_lease_run_id_fkey",
+        ondelete="SET NULL",
+    ),
+    comment=(
+        "Single flight of scoring jobs: one row per model version and catalog naming "
+        "the backend (pid and start time) that runs the job. Taken by "
+        "skyclass.start_scoring_run, released by finish/fail, stale once that backend"
+        " is gone. Only roles that may UPDATE it start jobs."
+    ),
+)
+
+
+scoring_schedule = sa.Table(
+    "scoring_schedule",
+    metadata,
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("cron", sa.Text, nullable=False),
+    sa.Column("only_new", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    sa.Column("chunk_size", sa.Integer, nullable=False, server_default=sa.text("50000")),
+    sa.Column("cron_database", sa.Text, nullable=False),
+    sa.Column("cron_jobname", sa.Text, nullable=False),
+    sa.Column("cron_jobid", sa.BigInteger, nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("name", name="scoring_schedule_pkey"),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"], ["skyclass.catalog.catalog_id"], name="scoring_schedule_catalog_id_fkey"
+    ),
+    comment=(
+        "Rescoring schedules registered with pg_cron by skyclass schedule add (cron "
+        "job name and id)."
+    ),
+)
+
+
+prediction = sa.Table(
+    "prediction",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("top_probability", sa.REAL, nullable=False),
+    sa.Column("z_mean", sa.REAL, comment="Photo-z: mean of the PDF (bin centres)"),
+    sa.Column("z_median", sa.REAL, comment="Photo-z: median (CDF linear inside bins)"),
+    sa.Column("z_mode", sa.REAL, comment="Photo-z: centre of the densest bin"),
+    sa.Column("z_lo68", sa.REAL, comment="Photo-z: lower bound of the central 68% interval"),
+    sa.Column("z_hi68", sa.REAL, comment="Photo-z: upper bound of the central 68% interval"),
+    sa.Column("z_lo95", sa.REAL, comment="Photo-z: lower bound of the central 95% interval"),
+    sa.Column("z_hi95", sa.REAL, comment="Photo-z: upper bound of the central 95% interval"),
+    sa.Column(
+        "scored_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("top_label", sa.Text, nullable=False),
+    sa.Column(
+        "probabilities",
+        pg.ARRAY(sa.REAL),
+        nullable=False,
+        comment=(
+            "Calibrated class probabilities, or PDF bin masses, in model_version.classes order"
+        ),
+    ),
+    sa.PrimaryKeyConstraint("model_version_id", "catalog_id", "object_id", name="prediction_pkey"),
+    comment=(
+        "One prediction per object, catalog and model version: calibrated "
+        "probabilities (or PDF bin masses) in the order of model_version.classes, the"
+        " top label and its probability, photo-z point estimates (NULL for "
+        "classifiers), and the run that wrote it. Versions never overwrite each "
+        "other; a full re-score of a version replaces its catalog partition "
+        "atomically."
+    ),
+)
+
+
+deployment = sa.Table(
+    "deployment",
+    metadata,
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("model_id", sa.Integer, nullable=False),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("updated_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("name", name="deployment_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_id"], ["skyclass.model.model_id"], name="deployment_model_id_fkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="deployment_model_version_id_fkey",
+    ),
+    sa.Index("ix_deployment_model_version_id", "model_version_id"),
+    comment=(
+        "Named aliases of model versions (e.g. sgq_current). A deployment belongs to "
+        "one model: switching it to a version of another model is refused. Switch "
+        "with skyclass.deploy() or one UPDATE; every change is logged in "
+        "skyclass.deployment_history."
+    ),
+)
+
+
+deployment_history = sa.Table(
+    "deployment_history",
+    metadata,
+    sa.Column("history_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("model_version_id", sa.BigInteger),
+    sa.Column("previous_version_id", sa.BigInteger),
+    sa.Column(
+        "switched_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("switched_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("history_id", name="deployment_history_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="deployment_history_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["previous_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="deployment_history_previous_version_id_fkey",
+    ),
+    sa.Index("ix_deployment_history_name", "name", "switched_at"),
+    comment=(
+        "Append-only log of deployment switches: which version a name pointed to, "
+        "since when, set by whom (model_version_id NULL = removed)."
+    ),
+)
+
+
+model = sa.Table(
+    "model",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.Identity(always=True), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("model_id", name="model_pkey"),
+    sa.UniqueConstraint("name", name="model_name_key"),
+    comment="Named models; each has integer versions in skyclass.model_version.",
+)
+
+
+catalog_registration = sa.Table(
+    "catalog_registration",
+    metadata,
+    sa.Column("registration_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("source_schema", sa.Text, nullable=False),
+    sa.Column("source_table", sa.Text, nullable=False),
+    sa.Column("source_kind", sa.Text, nullable=False),
+    sa.Column("column_map", pg.JSONB, nullable=False),
+    sa.Column("row_estimate", sa.BigInteger, nullable=False),
+    sa.Column("checks", pg.JSONB, nullable=False),
+    sa.Column("q3c_index", sa.Text),
+    sa.Column("index_created", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    sa.Column("skyclass_version", sa.Text, nullable=False),
+    sa.Column("os_user", sa.Text, nullable=False),
+    sa.Column("db_user", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column(
+        "registered_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.PrimaryKeyConstraint("registration_id", name="catalog_registration_pkey"),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"],
+        ["skyclass.catalog.catalog_id"],
+        name="catalog_registration_catalog_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_catalog_registration_catalog_id", "catalog_id"),
+    comment=(
+        "Provenance of a registered catalog: the table used in place, its column map,"
+        " row estimate, the checks run with their counts, the Q3C index, who and "
+        "when."
+    ),
+)
+
+
+model_artifact = sa.Table(
+    "model_artifact",
+    metadata,
+    sa.Column("artifact_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("sha256", pg.BYTEA, nullable=False),
+    sa.Column("library", pg.BYTEA, nullable=False),
+    sa.Column("n_features", sa.Integer, nullable=False),
+    sa.Column("n_outputs", sa.Integer, nullable=False),
+    sa.Column("output_transform", sa.Text, nullable=False),
+    sa.Column("treelite_version", sa.Text, nullable=False),
+    sa.Column("tl2cgen_version", sa.Text, nullable=False),
+    sa.Column("compiler", sa.Text, nullable=False),
+    sa.Column("compiler_flags", sa.Text, nullable=False),
+    sa.Column("compile_seconds", pg.DOUBLE_PRECISION),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column(
+        "registered_by",
+        sa.String,
+        comment=(
+            "The role that inserted the row, stamped by a trigger (NULL: registered "
+            "before revision 0008). The extension loads the library only while this "
+            "role is a superuser."
+        ),
+    ),
+    sa.PrimaryKeyConstraint("artifact_id", name="model_artifact_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="model_artifact_model_version_id_fkey",
+    ),
+    sa.UniqueConstraint("model_version_id", name="model_artifact_model_version_id_key"),
+    sa.Index("ix_model_artifact_sha256", "sha256"),
+    comment=(
+        "Compiled libraries of model versions with their sha256, registered by "
+        "superusers only; the extension re-hashes the bytes and checks the registrar "
+        "before loading them."
+    ),
+)
+
+
+feature_definition = sa.Table(
+    "feature_definition",
+    metadata,
+    sa.Column("definition_hash", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("definition", pg.JSONB, nullable=False),
+    sa.Column("feature_names", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("definition_hash", name="feature_definition_pkey"),
+    sa.Index("ix_feature_definition_name", "name"),
+    comment=(
+        "Feature definitions: a name and ordered feature expressions, versioned by "
+        "the sha256 of their canonical JSON (no catalog); skyclass.feature_set holds "
+        "their builds per catalog."
+    ),
+)
+
+
+feature_set = sa.Table(
+    "feature_set",
+    metadata,
+    sa.Column("feature_set_id", sa.Integer, sa.Identity(always=True), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("spec_hash", sa.Text, nullable=False),
+    sa.Column(
+        "catalog_id",
+        sa.Integer,
+        comment=(
+            "The catalog built on; NULL once that catalog was dropped (its table is "
+            "gone, the row stays for the model versions trained on it)"
+        ),
+    ),
+    sa.Column("spec", pg.JSONB, nullable=False),
+    sa.Column("spec_text", sa.Text, nullable=False),
+    sa.Column("feature_names", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("table_name", sa.Text, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column("definition_hash", sa.Text, nullable=False),
+    sa.Column(
+        "column_map",
+        pg.JSONB,
+        nullable=False,
+        server_default=sa.text("'{}'::jsonb"),
+        comment=(
+            "Spec column -> catalog column used by this build ({} when the names are the same)"
+        ),
+    ),
+    sa.Column("catalog_name", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("feature_set_id", name="feature_set_pkey"),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"],
+        ["skyclass.catalog.catalog_id"],
+        name="feature_set_catalog_id_fkey",
+        ondelete="SET NULL",
+    ),
+    sa.ForeignKeyConstraint(
+        ["definition_hash"],
+        ["skyclass.feature_definition.definition_hash"],
+        name="feature_set_definition_hash_fkey",
+    ),
+    sa.UniqueConstraint("name", "spec_hash", name="feature_set_name_spec_hash_key"),
+    sa.Index("ix_feature_set_definition", "definition_hash", "catalog_id"),
+    comment=(
+        "Feature builds: a definition computed for one catalog through a column map; "
+        "spec is the canonical build spec, spec_hash its sha256, "
+        "features.<table_name> the rows."
+    ),
 )

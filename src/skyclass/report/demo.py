@@ -30,7 +30,8 @@ from skyclass.report.data import ReportData, ReportError, read_report_data
 from skyclass.report.html import CSS, esc, figures, headline, metric_tables, provenance
 from skyclass.report.plots import PALETTE, Plot, _figure, _png, render_plots
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
+# docs/benchmarks.md, shipped as package data (a link in the checkout, a copy in the wheel).
+BENCHMARKS_MD = Path(__file__).resolve().parent / "data" / "benchmarks.md"
 BANDS = ("u", "g", "r", "i", "z")
 NUMBERS = (int, float, Decimal)
 CLASS_COLOURS = {"GALAXY": PALETTE[0], "QSO": PALETTE[1], "STAR": PALETTE[2]}
@@ -336,7 +337,7 @@ def benchmarks_section(path: Path = BENCHMARKS_MD) -> str:
     if not path.is_file():
         return (
             '<p class="note missing">No benchmark figures are recorded on this machine '
-            f"(<code>{esc(path.name)}</code> was not found next to the sources): run "
+            f"(<code>{esc(path.name)}</code> is not in the installed package): run "
             "<code>make bench</code> to measure them. None are shown rather than figures "
             "from another machine.</p>"
         )

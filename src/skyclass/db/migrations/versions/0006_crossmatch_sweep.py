@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from skyclass.db.migrate import frozen_sql, sql_statement
-
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -150,6 +148,20 @@ COMMENT ON FUNCTION skyclass.crossmatch{SIGNATURE} IS
 """
 
 
+# 0002's comment on skyclass.crossmatch (restored by downgrade): this revision's own
+# frozen copy, equal byte for byte to the statement in 0002.
+CROSSMATCH_COMMENT_0002 = r"""
+COMMENT ON FUNCTION skyclass.crossmatch(text, text, double precision, boolean, text) IS
+'Cross-match registered catalogs: for each object of catalog_a, its nearest object of '
+'catalog_b within radius_arcsec (0 < r <= 3600; ties by smaller object_id_b), or with '
+'best_only false all of them ranked by distance. Matching a catalog with itself pairs '
+'distinct objects only. method: cells (parallel hash join on sky cells), index (Q3C index '
+'probes into catalog_b, for a small catalog_a) or auto (chosen from table sizes); results '
+'are identical. Bad radius or a catalog without sky positions: SQLSTATE 22023; unknown '
+'catalog: 42P01.';
+"""
+
+
 def upgrade() -> None:
     op.execute(UPDATE_EXTENSION)
     op.execute(CROSSMATCH)
@@ -158,9 +170,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION skyclass.crossmatch{SIGNATURE}")
     op.execute(f"ALTER FUNCTION skyclass._crossmatch_sql{SIGNATURE} RENAME TO crossmatch")
-    comment = sql_statement(
-        frozen_sql("0002_spatial_functions.py", "CROSSMATCH"),
-        "COMMENT ON FUNCTION skyclass.crossmatch(",
-        end="';\n",
-    )
-    op.execute(comment)
+    op.execute(CROSSMATCH_COMMENT_0002)
