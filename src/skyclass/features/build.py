@@ -42,7 +42,6 @@ PostgreSQL 15 does not move subquery projections into parallel workers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import sys
@@ -83,6 +82,7 @@ from skyclass.features.spec import (
     spec_from_canonical,
     walk,
 )
+from skyclass.registry.locks import feature_set_resource, lock
 
 FEATURE_SCHEMA = "features"
 Action = Literal["created", "rebuilt", "appended", "recomputed", "unchanged"]
@@ -476,11 +476,6 @@ def _check_schema(conn: psycopg.Connection[Any]) -> None:
         )
 
 
-def _lock_key(name: str, spec_hash: str) -> int:
-    digest = hashlib.sha256(f"skyclass.feature_set:{name}:{spec_hash}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 def _load_state(conn: psycopg.Connection[Any], catalog_id: int) -> tuple[int, int]:
     """(newest load id, newest replace load id) of a catalog; 0 when there is none."""
     row = conn.execute(
@@ -591,7 +586,7 @@ def build_feature_set(
         _check_schema(conn)
         with conn.transaction():
             # Two builds of one version queue here; the second then sees the first's rows.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(spec.name, spec_hash),))
+            lock(conn, feature_set_resource(spec.name, spec_hash))
             target = _catalog(conn, spec)
             _check_columns(spec, trees, target)
             vector = _vector_type(conn, len(spec.feature_names))

@@ -39,7 +39,8 @@ from skyclass.db.connect import connect
 from skyclass.db.schema import CATALOG_SCHEMA
 from skyclass.errors import RegistryError
 from skyclass.ingest.columns import check_name
-from skyclass.registry.catalogs import lock_catalog, table_exists
+from skyclass.registry.catalogs import table_exists
+from skyclass.registry.locks import lock_catalog
 
 # Schemas whose tables skyclass makes: registering one would let a drop reach them.
 MANAGED_SCHEMAS = ("catalogs", "features", "predictions", "snapshots", "skyclass")
