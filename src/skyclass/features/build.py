@@ -82,6 +82,7 @@ from skyclass.features.spec import (
     spec_from_canonical,
     walk,
 )
+from skyclass.registry.catalogs import find_catalog
 from skyclass.registry.locks import feature_set_resource, lock
 
 FEATURE_SCHEMA = "features"
@@ -387,15 +388,11 @@ class _Catalog:
 
 
 def _catalog(conn: psycopg.Connection[Any], spec: FeatureSpec) -> _Catalog:
-    row = conn.execute(
-        "SELECT catalog_id, schema_name, table_name FROM skyclass.catalog WHERE name = %s",
-        (spec.catalog,),
-    ).fetchone()
-    if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
-        known = f"known catalogs: {', '.join(names)}" if names else "no catalogs are loaded"
-        error = spec.error(f"catalog {spec.catalog!r} is not registered ({known})", key="catalog")
-        raise CatalogNotFoundError(str(error))
+    try:
+        found = find_catalog(conn, spec.catalog)
+    except CatalogNotFoundError as exc:
+        raise CatalogNotFoundError(str(spec.error(str(exc), key="catalog"))) from None
+    row = (found.catalog_id, found.schema, found.table)
     types = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) "

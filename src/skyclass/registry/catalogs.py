@@ -186,7 +186,34 @@ def describe_catalog(name: str, url: str | None = None) -> CatalogDescription:
     )
 
 
+@dataclass(frozen=True)
+class CatalogRef:
+    """A catalog's registry row: where its table is and its id and position columns."""
+
+    catalog_id: int
+    name: str
+    schema: str
+    table: str
+    id_column: str | None
+    ra_column: str | None
+    dec_column: str | None
+    kind: str
+
+
+def find_catalog(conn: psycopg.Connection[Any], name: str) -> CatalogRef:
+    """The registry row of catalog ``name``; :class:`CatalogNotFoundError` lists the known ones."""
+    row = conn.execute(
+        "SELECT catalog_id, name, schema_name, table_name, id_column, ra_column, dec_column, "
+        "kind FROM skyclass.catalog WHERE name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise not_found(conn, name)
+    return CatalogRef(int(row[0]), *row[1:])
+
+
 def not_found(conn: psycopg.Connection[Any], name: str) -> CatalogNotFoundError:
+    """The error for an unregistered catalog ``name``, naming the registered ones."""
     names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
     known = f"; known catalogs: {', '.join(names)}" if names else "; no catalogs are registered"
     return CatalogNotFoundError(f"catalog {name!r} is not registered{known}")

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from skyclass.db.connect import connect
+from skyclass.registry.models import find_version
 from skyclass.score.errors import ScoringError
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -142,11 +143,9 @@ def deploy(
     deployment's, and, with ``require_compiled``, when the version has no
     compiled artifact yet (both scorers need it).
     """
-    from skyclass.compile.store import resolve_model_version
-
     check_name(name)
     with connect(url) as conn:
-        version = resolve_model_version(conn, model_ref)
+        version = find_version(conn, model_ref)
         if require_compiled and _can_read_artifacts(conn):
             row = conn.execute(
                 "SELECT 1 FROM skyclass.model_artifact WHERE model_version_id = %s",

@@ -46,7 +46,8 @@ import psycopg
 from psycopg import sql
 
 from skyclass.db.connect import connect
-from skyclass.errors import CatalogNotFoundError, FeatureSetNotFoundError
+from skyclass.errors import FeatureSetNotFoundError
+from skyclass.registry.catalogs import find_catalog
 from skyclass.train.crossval import make_splits
 from skyclass.train.errors import LeakageError, TrainError
 from skyclass.train.leakage import RefusedFeature, check_features
@@ -149,15 +150,16 @@ def _details(
 
 def load_catalog_info(conn: psycopg.Connection[Any], name: str) -> CatalogInfo:
     """The registry row and columns of catalog ``name`` (raises CatalogNotFoundError)."""
-    row = conn.execute(
-        "SELECT catalog_id, name, schema_name, table_name, id_column, ra_column, dec_column "
-        "FROM skyclass.catalog WHERE name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
-        known = f"known catalogs: {', '.join(names)}" if names else "no catalog is registered"
-        raise CatalogNotFoundError(f"catalog {name!r} is not registered ({known})")
+    found = find_catalog(conn, name)
+    row = (
+        found.catalog_id,
+        found.name,
+        found.schema,
+        found.table,
+        found.id_column,
+        found.ra_column,
+        found.dec_column,
+    )
     return _catalog_from_row(conn, row)
 
 
