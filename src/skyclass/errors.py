@@ -70,6 +70,14 @@ class UnknownVersion(ModelNotFoundError):
     """The model exists but not that version (or version id); the message lists its versions."""
 
 
+class UnknownDeployment(SkyclassError, LookupError):
+    """No deployment has that name; the message lists the deployments."""
+
+
+class UnknownRun(SkyclassError, LookupError):
+    """No scoring run has that id."""
+
+
 class RegistryAccessError(SkyclassError, PermissionError):
     """The role may not read the registry table a name is looked up in; the message says how."""
 

@@ -227,7 +227,9 @@ def test_cli_compile_and_list(
     assert "error: tiny:1 is already compiled" in refused.stderr
 
     unknown = _cli("compile", "nosuch:1")
-    assert unknown.exit_code == 1 and "unknown model 'nosuch' (known models: tiny;" in unknown.stderr
+    assert (
+        unknown.exit_code == 1 and "unknown model 'nosuch' (known models: tiny;" in unknown.stderr
+    )
 
     listed = _cli("artifacts", "list")
     assert listed.exit_code == 0, listed.output
