@@ -1,4 +1,4 @@
-"""The registry layer owns name resolution (issue 10, item 4).
+"""The registry layer owns name resolution.
 
 Static checks over ``src/skyclass`` (no database): ``score/`` and ``report/``
 reach the registry through :mod:`skyclass.registry`, not ``skyclass.train``;
@@ -25,11 +25,13 @@ PURE_TRAIN = {"skyclass.train.calibration", "skyclass.train.photoz", "skyclass.t
 BY_NAME = {
     "model": re.compile(r"\bFROM\s+skyclass\.model\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
     "catalog": re.compile(r"\bFROM\s+skyclass\.catalog\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
+    "deployment": re.compile(r"\bFROM\s+skyclass\.deployment\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
 }
 # Writers that read a row by name to lock and change it in the same transaction.
 WRITERS = {
     ("model", "train/pipeline.py"),  # checks the task, then creates the next version FOR UPDATE
     ("catalog", "ingest/load.py"),  # locks the catalog row it is about to load into
+    ("deployment", "score/deploy.py"),  # deletes the deployment it has just read
 }
 
 
@@ -94,9 +96,11 @@ def test_only_the_registry_looks_rows_up_by_name() -> None:
 
 
 def test_the_rule_sees_a_lookup_by_name() -> None:
-    """The patterns match the lookups the registry itself makes (else the rule is vacuous)."""
+    """The patterns match real lookups (else the rule is vacuous) and nothing else."""
     texts = [t for p in _modules("registry") for _, t in _strings(p)]
+    for kind in ("model", "catalog"):
+        assert any(BY_NAME[kind].search(t) for t in texts), kind
     for kind, pattern in BY_NAME.items():
-        assert any(pattern.search(t) for t in texts), kind
-    assert BY_NAME["model"].search("SELECT model_id FROM skyclass.model WHERE name = %s")
-    assert not BY_NAME["model"].search("SELECT 1 FROM skyclass.model_version WHERE x = %s")
+        assert pattern.search(f"SELECT x_id FROM skyclass.{kind} AS x\n WHERE x.name = %s")
+        assert not pattern.search(f"SELECT 1 FROM skyclass.{kind}_history WHERE name = %s")
+        assert not pattern.search(f"SELECT 1 FROM skyclass.{kind} WHERE x_id = %s")
