@@ -107,5 +107,9 @@ class FeatureSetNotFoundError(SkyclassError, LookupError):
     """A feature set (name, or name and version) is not registered."""
 
 
+class AmbiguousName(SkyclassError, LookupError):
+    """A name fits several registry rows (builds on several catalogs, a short hash prefix)."""
+
+
 class CompileError(SkyclassError, ValueError):
     """A model cannot be compiled or registered (unsupported, unknown, failed build, no role)."""

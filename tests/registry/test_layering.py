@@ -21,16 +21,18 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "skyclass"
 # database (checked below), so they are not a way to the registry.
 PURE_TRAIN = {"skyclass.train.calibration", "skyclass.train.photoz", "skyclass.train.metrics"}
 
-# SQL that finds a registry row by a user's name: a model, a catalog.
+# SQL that finds a registry row by a user's name: model, catalog, feature build, deployment.
 BY_NAME = {
     "model": re.compile(r"\bFROM\s+skyclass\.model\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
     "catalog": re.compile(r"\bFROM\s+skyclass\.catalog\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
+    "feature_set": re.compile(r"\bFROM\s+skyclass\.feature_set\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
     "deployment": re.compile(r"\bFROM\s+skyclass\.deployment\b(?!_)[^;]*?\bname\s*=\s*%s", re.S),
 }
 # Writers that read a row by name to lock and change it in the same transaction.
 WRITERS = {
     ("model", "train/pipeline.py"),  # checks the task, then creates the next version FOR UPDATE
     ("catalog", "ingest/load.py"),  # locks the catalog row it is about to load into
+    ("feature_set", "features/build.py"),  # a build checks, under its lock, if it is new
     ("deployment", "score/deploy.py"),  # deletes the deployment it has just read
 }
 
@@ -98,7 +100,7 @@ def test_only_the_registry_looks_rows_up_by_name() -> None:
 def test_the_rule_sees_a_lookup_by_name() -> None:
     """The patterns match real lookups (else the rule is vacuous) and nothing else."""
     texts = [t for p in _modules("registry") for _, t in _strings(p)]
-    for kind in ("model", "catalog"):
+    for kind in ("model", "catalog", "feature_set"):
         assert any(BY_NAME[kind].search(t) for t in texts), kind
     for kind, pattern in BY_NAME.items():
         assert pattern.search(f"SELECT x_id FROM skyclass.{kind} AS x\n WHERE x.name = %s")
