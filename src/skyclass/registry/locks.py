@@ -99,7 +99,8 @@ def lock_catalog(conn: psycopg.Connection[Any], name: str) -> None:
     Two ingests (or an ingest and a drop or registration) of one catalog would
     otherwise race; the second one is refused immediately rather than queued
     behind a load that may take minutes, and the message names the backend
-    holding the lock.
+    holding the lock. Call it first in a transaction of its own, not in a
+    savepoint: a savepoint's lock cannot be traced to its backend's pid.
     """
     holders = try_lock(conn, catalog_resource(name))
     if holders is None:

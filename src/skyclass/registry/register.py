@@ -482,6 +482,9 @@ def register_catalog(
                 created = True
             index = _q3c_index_names(conn, source, ra_column)
         columns, hidden = _view_columns(source, id_column, ra_column, dec_column)
+        # Only reads since the last commit: end them, so the registration is a transaction of
+        # its own (not a savepoint), whose lock others can trace to this backend's pid.
+        conn.commit()
         with conn.transaction():
             lock_catalog(conn, name)
             _check_name_free(conn, name)
