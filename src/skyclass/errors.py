@@ -54,6 +54,34 @@ class CatalogNotFoundError(SkyclassError, LookupError):
     """A catalog name is not registered."""
 
 
+class InvalidModelRef(SkyclassError, ValueError):
+    """A model version is not written ``MODEL``, ``MODEL:VERSION`` or as an id."""
+
+
+class ModelNotFoundError(SkyclassError, LookupError):
+    """A model or model version named by the user is not registered."""
+
+
+class UnknownModel(ModelNotFoundError):
+    """No model of that name is registered; the message lists the known models."""
+
+
+class UnknownVersion(ModelNotFoundError):
+    """The model exists but not that version (or version id); the message lists its versions."""
+
+
+class UnknownDeployment(SkyclassError, LookupError):
+    """No deployment has that name; the message lists the deployments."""
+
+
+class UnknownRun(SkyclassError, LookupError):
+    """No scoring run has that id."""
+
+
+class RegistryAccessError(SkyclassError, PermissionError):
+    """The role may not read the registry table a name is looked up in; the message says how."""
+
+
 class RegistryError(SkyclassError, ValueError):
     """A catalog cannot be registered or dropped; the message says why and what to do."""
 
@@ -77,6 +105,10 @@ class FeatureSpecError(SkyclassError, ValueError):
 
 class FeatureSetNotFoundError(SkyclassError, LookupError):
     """A feature set (name, or name and version) is not registered."""
+
+
+class AmbiguousName(SkyclassError, LookupError):
+    """A name fits several registry rows (builds on several catalogs, a short hash prefix)."""
 
 
 class CompileError(SkyclassError, ValueError):

@@ -26,6 +26,7 @@ from skyclass.compile import (
     store_artifact,
     uncompiled_versions,
 )
+from skyclass.errors import InvalidModelRef, RegistryAccessError, UnknownModel, UnknownVersion
 from tests.support.registry import register_test_model
 
 N_FEATURES = 4
@@ -73,7 +74,7 @@ def test_model_references(ref: int | str, expected: object) -> None:
 
 @pytest.mark.parametrize("ref", [0, -3, "Bad", "a:b", "a:", ":3", "x;drop", "a" * 64, True])
 def test_bad_model_references_are_refused(ref: Any) -> None:
-    with pytest.raises(CompileError):
+    with pytest.raises(InvalidModelRef):
         parse_model_ref(ref)
 
 
@@ -130,11 +131,11 @@ def test_unknown_versions_are_named(
     conn: psycopg.Connection[Any], db_url: str, forest: RandomForestClassifier
 ) -> None:
     _register(conn, forest)
-    with pytest.raises(CompileError, match="model 'nosuch' does not exist"):
+    with pytest.raises(UnknownModel, match=r"unknown model 'nosuch' \(known models: tiny;"):
         compile_model_version("nosuch", url=db_url)
-    with pytest.raises(CompileError, match=r"model 'tiny' has no version 9 \(newest: 1\)"):
+    with pytest.raises(UnknownVersion, match="model 'tiny' has no version 9; its versions are 1"):
         compile_model_version("tiny:9", url=db_url)
-    with pytest.raises(CompileError, match="model version 999999 does not exist"):
+    with pytest.raises(UnknownVersion, match="model version id 999999 does not exist"):
         compile_model_version(999999, url=db_url)
 
 
@@ -179,7 +180,9 @@ def test_only_superusers_register_artifacts(
     # Refused before the build, saying who may do it.
     with pytest.raises(CompileError, match="only a superuser may register it"):
         compile_model_version(version, url=url)
-    with pytest.raises(CompileError, match=r"may not read skyclass\.model to look up 'tiny'"):
+    with pytest.raises(
+        RegistryAccessError, match=r"may not read skyclass\.model to look up 'tiny'"
+    ):
         compile_model_version("tiny:1", url=url)
     # Membership of skyclass_model_admin no longer makes a registrar.
     conn.execute(sql.SQL("GRANT skyclass_model_admin TO {}").format(sql.Identifier(name)))
@@ -224,7 +227,9 @@ def test_cli_compile_and_list(
     assert "error: tiny:1 is already compiled" in refused.stderr
 
     unknown = _cli("compile", "nosuch:1")
-    assert unknown.exit_code == 1 and "model 'nosuch' does not exist" in unknown.stderr
+    assert (
+        unknown.exit_code == 1 and "unknown model 'nosuch' (known models: tiny;" in unknown.stderr
+    )
 
     listed = _cli("artifacts", "list")
     assert listed.exit_code == 0, listed.output

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from skyclass.errors import (
     CatalogNotFoundError,
@@ -29,6 +33,7 @@ from skyclass.features import (
     parse_spec,
 )
 from skyclass.ingest import ingest_file
+from skyclass.registry.locks import feature_set_resource, lock
 from tests.features.conftest import SdssData, database_objects
 
 EXAMPLE = example_spec_path("sdss_ugriz")
@@ -420,3 +425,38 @@ def test_a_foreign_table_with_the_name_is_left_alone(fdb: str) -> None:
     with psycopg.connect(fdb) as conn:
         assert conn.execute(f"SELECT count(*) FROM features.{spec.table_name}").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM skyclass.feature_set").fetchone() == (0,)
+
+
+def test_builds_of_one_version_queue_on_a_lock_no_stranger_can_take(fdb: str) -> None:
+    """The advisory key builds used before 0011 is anyone's; the lock row is not."""
+    spec = load_spec(EXAMPLE)
+    role = f"stranger_{secrets.token_hex(4)}"
+    with psycopg.connect(fdb, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(fdb, autocommit=True) as stranger:
+            stranger.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            key = f"skyclass.feature_set:{spec.name}:{spec.spec_hash}"
+            digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+            assert stranger.execute("SELECT pg_try_advisory_lock(%s)", (digest,)).fetchone() == (
+                True,
+            )
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                stranger.execute("SELECT * FROM skyclass.operation_lock FOR UPDATE")
+            assert build_feature_set(spec, url=fdb).build.action == "created"  # type: ignore[union-attr]
+        # An authorised holder of the version's lock makes a second build wait for it.
+        with psycopg.connect(fdb) as holder:
+            lock(holder, feature_set_resource(spec.name, spec.spec_hash))
+            done: list[str] = []
+            thread = threading.Thread(
+                target=lambda: done.append(str(build_feature_set(spec, url=fdb).build))
+            )
+            thread.start()
+            thread.join(1.0)
+            assert thread.is_alive() and not done
+            holder.rollback()
+            thread.join(30)
+            assert not thread.is_alive() and len(done) == 1 and "unchanged" in done[0]
+    finally:
+        with psycopg.connect(fdb, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -8,11 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from skyclass.cli import main
-from skyclass.errors import FeatureSetNotFoundError, FeatureSpecError
+from skyclass.errors import AmbiguousName, FeatureSpecError
 from skyclass.features.build import build_feature_set, feature_matrix, load_feature_set
 from skyclass.features.spec import example_spec_path, load_spec
 from skyclass.registry.register import register_catalog
-from skyclass.train.errors import TrainError
 from skyclass.train.snapshot import load_feature_set_info
 
 MAP = {"u": "mag_u", "g": "mag_g", "r": "mag_r", "i": "mag_i", "z": "mag_z"}
@@ -69,14 +68,14 @@ def test_one_definition_built_on_another_catalog_through_a_map_gives_the_same_va
         )
 
     # A name built on two catalogs is never resolved silently.
-    with pytest.raises(FeatureSetNotFoundError, match="built on several catalogs") as info:
+    with pytest.raises(AmbiguousName, match="built on several catalogs") as info:
         load_feature_set("sdss_ugriz", url=fdb)
     assert "on sdss17" in str(info.value) and "on renamed" in str(info.value)
     assert load_feature_set("sdss_ugriz", url=fdb, catalog="renamed").feature_set_id == (
         moved.feature_set_id
     )
     with psycopg.connect(fdb) as conn:
-        with pytest.raises(TrainError, match="built on several catalogs"):
+        with pytest.raises(AmbiguousName, match="built on several catalogs"):
             load_feature_set_info(conn, "sdss_ugriz")
         assert load_feature_set_info(conn, moved.feature_set_id).catalog.name == "renamed"
 

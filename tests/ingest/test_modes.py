@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import secrets
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +13,12 @@ import psycopg
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from psycopg import sql
 
 from skyclass.errors import CatalogNotFoundError, IngestError
 from skyclass.ingest import describe_catalog, ingest_file, list_catalogs
 from skyclass.ingest import sources as ingest_sources
-from skyclass.ingest.registry import lock_key
+from skyclass.ingest.registry import lock_catalog
 from tests.ingest.corpus import clean_columns, snapshot, with_value, write_csv, write_fits
 
 
@@ -194,16 +198,58 @@ def test_skip_mode_counts_rejects_exactly(
         ingest_file(write_csv(tmp_path / "all_bad.csv", bad), "none", on_invalid="skip")
 
 
-def test_concurrent_ingest_of_one_catalog_is_refused(db_url: str, tmp_path: Path) -> None:
+def _holder(db_url: str, name: str) -> tuple[psycopg.Connection, int]:
+    """A session inside a transaction holding catalog ``name``'s lock, as an ingest does."""
+    other = psycopg.connect(db_url)
+    lock_catalog(other, name)
+    return other, other.info.backend_pid
+
+
+def test_concurrent_ingest_of_one_catalog_is_refused_at_once(db_url: str, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "a.csv", clean_columns())
-    with psycopg.connect(db_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (lock_key("cat"),))
-        pid = other.info.backend_pid
-        with pytest.raises(IngestError) as info:
-            ingest_file(path, "cat")
-        assert f"backend pid {pid}" in str(info.value)
-        ingest_file(path, "other")  # other catalogs are not blocked
     ingest_file(path, "cat")
+    # an existing catalog (its lock row exists) and a new one (the holder is inserting it)
+    for name, mode in (("cat", "append"), ("fresh", "create")):
+        other, pid = _holder(db_url, name)
+        with other:
+            started = time.monotonic()
+            with pytest.raises(IngestError) as info:
+                ingest_file(path, name, mode=mode)
+            assert time.monotonic() - started < 2
+            assert f"backend pid {pid}" in str(info.value)
+            assert "is running" in str(info.value)
+            ingest_file(path, "other", mode="replace")  # other catalogs are not blocked
+            other.rollback()
+    ingest_file(path, "fresh")
+    ingest_file(path, "cat", mode="replace")
+
+
+def test_a_role_without_grants_cannot_block_an_ingest(db_url: str, tmp_path: Path) -> None:
+    """The advisory key ingest used before 0011 is anyone's; the lock row is not."""
+    role = f"stranger_{secrets.token_hex(4)}"
+    path = write_csv(tmp_path / "a.csv", clean_columns())
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(db_url, autocommit=True) as stranger:
+            stranger.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            for name in ("cat", "new"):
+                digest = hashlib.sha256(f"skyclass.catalog:{name}".encode()).digest()
+                key = int.from_bytes(digest[:8], "big", signed=True)
+                taken = stranger.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                assert taken == (True,)
+            for statement in (
+                "SELECT * FROM skyclass.operation_lock FOR UPDATE",
+                "INSERT INTO skyclass.operation_lock (resource) VALUES ('catalog:new')",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    stranger.execute(statement)
+            ingest_file(path, "cat")
+            ingest_file(path, "cat", mode="replace")
+            ingest_file(path, "new")
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_csv_chunks_reconcile_types_and_keep_row_numbers(

@@ -7,7 +7,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from skyclass.errors import RegistryError
+from skyclass.errors import IngestError, RegistryError
+from skyclass.registry.drop import drop_catalog
+from skyclass.registry.locks import lock_catalog
 from skyclass.registry.register import register_catalog
 from tests.ingest.corpus import clean_columns, write_csv
 from tests.query.conftest import enable_sweep
@@ -217,6 +219,20 @@ def test_refusals_name_the_problem(db_url: str) -> None:
             register_catalog(table, url=db_url, **kwargs)  # type: ignore[arg-type]
         assert message in str(info.value), (table, kwargs)
     assert relations(db_url) == before and _registered(db_url) == []
+
+    # While another session holds the name (an ingest, registration or drop of it), a
+    # registration and a drop are refused at once, naming that session's pid.
+    with psycopg.connect(db_url) as holder:
+        lock_catalog(holder, "t")
+        for attempt in (
+            lambda: register_catalog(
+                "survey.t", name="t", id_column="src_id", positions=False, url=db_url
+            ),
+            lambda: drop_catalog("t", url=db_url),
+        ):
+            with pytest.raises(IngestError, match=f"backend pid {holder.info.backend_pid}"):
+                attempt()
+    assert _registered(db_url) == []
 
     # Without positions: no index needed; then the name is taken.
     reg = register_catalog("survey.t", name="t", id_column="src_id", positions=False, url=db_url)

@@ -66,6 +66,12 @@ ACTIONS: dict[str, str] = {
         "UPDATE skyclass.scoring_lease SET holder_pid = pg_backend_pid() "
         "WHERE model_version_id = {v} AND catalog_id = {c}"
     ),
+    # Ingest, register, drop and feature builds hold a row of operation_lock (revision 0011).
+    "take an ingest or build lock": (
+        "INSERT INTO skyclass.operation_lock (resource) VALUES ('catalog:test_catalog') "
+        "ON CONFLICT DO NOTHING; "
+        "SELECT 1 FROM skyclass.operation_lock WHERE resource = 'catalog:test_catalog' FOR UPDATE"
+    ),
     "create objects in schema skyclass": "CREATE TABLE skyclass.mine (x int)",
     "create objects in schema catalogs": "CREATE TABLE catalogs.mine (x int)",
     "deploy": "SELECT skyclass.deploy('portal', {v})",
@@ -90,6 +96,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "start a scoring job": D,
         "claim a chunk": D,
         "take a job's lease": D,
+        "take an ingest or build lock": D,
         "create objects in schema skyclass": D,
         "create objects in schema catalogs": D,
         "deploy": D,
@@ -108,6 +115,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "start a scoring job": D,
         "claim a chunk": D,
         "take a job's lease": D,
+        "take an ingest or build lock": D,
         "create objects in schema skyclass": D,
         "create objects in schema catalogs": D,
         "deploy": D,

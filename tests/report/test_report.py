@@ -16,10 +16,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from skyclass.cli import main
-from skyclass.errors import SkyclassError
+from skyclass.errors import ModelNotFoundError, SkyclassError
 from skyclass.report import make_report
 from skyclass.report.data import load_report_data
-from skyclass.train.registry import ModelNotFoundError
 from tests.report.conftest import Trained
 
 CHROMIUM = Path("/usr/bin/chromium")

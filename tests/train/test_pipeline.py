@@ -14,9 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from skyclass.errors import ModelNotFoundError
 from skyclass.train.errors import LeakageError, TrainError
 from skyclass.train.pipeline import TrainResult, ablate_model, train_model
-from skyclass.train.registry import ModelNotFoundError, describe_version, format_version
+from skyclass.train.registry import describe_version, format_version
 from skyclass.train.snapshot import CrossmatchLabels, Snapshot, create_snapshot
 from tests.conftest import drop_database, new_database
 from tests.train.pipeline_data import SDSS_SPEC, build_features, ingest_sdss, sdss_slice

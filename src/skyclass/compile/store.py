@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,12 +35,11 @@ from psycopg import sql
 from skyclass.compile.artifact import CompiledArtifact
 from skyclass.compile.build import compile_checkpoint, compiler_flags
 from skyclass.errors import CompileError
+from skyclass.registry.models import can_read_models, find_version
+from skyclass.registry.models import parse_model_ref as parse_model_ref
 
 DEFAULT_EPS = 1e-12
 ADMIN_ROLE = "skyclass_model_admin"
-# MODEL, MODEL:VERSION (model names follow the registry's CHECK), or a bare model_version_id.
-_REF = re.compile(r"^(?P<name>[a-z][a-z0-9_]{0,62})(?::(?P<version>[0-9]{1,9}))?$")
-_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 @dataclass(frozen=True)
@@ -145,38 +143,6 @@ class ArtifactInfo:
         return f"{self.model}:{self.version}"
 
 
-def parse_model_ref(ref: int | str) -> int | tuple[str, int | None]:
-    """Parse ``MODEL``, ``MODEL:VERSION`` or a model_version_id (int or digits).
-
-    Returns the id, or ``(name, version)`` with version None for "the newest
-    version". Model names start with a letter, so digits are never a name.
-    """
-    if isinstance(ref, bool):
-        raise CompileError(f"not a model reference: {ref!r}")
-    if isinstance(ref, int):
-        if ref < 1:
-            raise CompileError(f"model_version_id must be positive, not {ref}")
-        return ref
-    text = str(ref).strip()
-    if _ID.match(text):
-        return parse_model_ref(int(text))
-    match = _REF.match(text)
-    if match is None:
-        raise CompileError(
-            f"not a model reference: {ref!r}; use MODEL, MODEL:VERSION (a name of a-z, 0-9 "
-            "and _ starting with a letter, and a version number) or a model_version_id"
-        )
-    version = match.group("version")
-    return match.group("name"), None if version is None else int(version)
-
-
-def _can_read_model(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(
-        "SELECT has_table_privilege(to_regclass('skyclass.model'), 'SELECT')"
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def _role(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SELECT current_user").fetchone()
     return str(row[0]) if row else "?"
@@ -210,62 +176,28 @@ def _registry_errors(conn: psycopg.Connection[Any], what: str) -> Iterator[None]
 
 
 def resolve_model_version(conn: psycopg.Connection[Any], ref: int | str) -> VersionRef:
-    """The registered model version ``ref`` names (see :func:`parse_model_ref`).
+    """The registered model version ``ref`` names, as the compile step needs it.
 
-    ``MODEL`` alone means its newest version. Names are looked up in
-    ``skyclass.model``; a role that may not read it can still pass a
-    model_version_id. Raises :class:`CompileError` for unknown models and
-    versions.
+    Names are resolved by :func:`skyclass.registry.models.find_version` (and
+    fail with its errors); a role that may not read ``skyclass.model`` can
+    still pass a model_version_id (``model`` is None then).
     """
-    parsed = parse_model_ref(ref)
-    readable = _can_read_model(conn)
     with _registry_errors(conn, "read the model registry"):
-        if isinstance(parsed, int):
-            name_column = sql.SQL("m.name") if readable else sql.SQL("NULL::text")
-            join = sql.SQL("JOIN skyclass.model AS m USING (model_id)") if readable else sql.SQL("")
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT v.model_version_id, {}, v.version, v.task, v.n_features, v.classes "
-                    "FROM skyclass.model_version AS v {} WHERE v.model_version_id = %s"
-                ).format(name_column, join),
-                (parsed,),
-            ).fetchone()
-            if row is None:
-                raise CompileError(
-                    f"model version {parsed} does not exist (see skyclass.model_version)"
-                )
-        else:
-            name, version = parsed
-            if not readable:
-                raise CompileError(
-                    f"role {_role(conn)!r} may not read skyclass.model to look up {name!r}: "
-                    "pass the model_version_id instead, or grant SELECT on skyclass.model"
-                )
-            found = conn.execute(
-                "SELECT model_id, (SELECT max(version) FROM skyclass.model_version AS v "
-                "WHERE v.model_id = m.model_id) FROM skyclass.model AS m WHERE m.name = %s",
-                (name,),
-            ).fetchone()
-            if found is None:
-                raise CompileError(f"model {name!r} does not exist (see skyclass.model)")
-            if found[1] is None:
-                raise CompileError(f"model {name!r} has no versions yet: train it first")
-            wanted = found[1] if version is None else version
-            row = conn.execute(
-                "SELECT v.model_version_id, m.name, v.version, v.task, v.n_features, v.classes "
-                "FROM skyclass.model_version AS v JOIN skyclass.model AS m USING (model_id) "
-                "WHERE v.model_id = %s AND v.version = %s",
-                (found[0], wanted),
-            ).fetchone()
-            if row is None:
-                raise CompileError(f"model {name!r} has no version {wanted} (newest: {found[1]})")
+        found = find_version(conn, ref)
+        row = conn.execute(
+            "SELECT task, n_features, classes FROM skyclass.model_version "
+            "WHERE model_version_id = %s",
+            (found.model_version_id,),
+        ).fetchone()
+    if row is None:
+        raise CompileError(f"{found.label} was deleted while being read")
     return VersionRef(
-        model_version_id=int(row[0]),
-        model=None if row[1] is None else str(row[1]),
-        version=int(row[2]),
-        task=str(row[3]),
-        n_features=int(row[4]),
-        classes=tuple(str(c) for c in row[5]),
+        model_version_id=found.model_version_id,
+        model=found.model,
+        version=found.version,
+        task=str(row[0]),
+        n_features=int(row[1]),
+        classes=tuple(str(c) for c in row[2]),
     )
 
 
@@ -278,7 +210,7 @@ _ARTIFACT_COLUMNS = sql.SQL(
 
 
 def _artifact_query(conn: psycopg.Connection[Any], where: sql.Composable) -> sql.Composed:
-    readable = _can_read_model(conn)
+    readable = can_read_models(conn)
     columns = _ARTIFACT_COLUMNS.format(name=sql.SQL("m.name" if readable else "NULL::text"))
     join = sql.SQL("JOIN skyclass.model AS m ON m.model_id = v.model_id" if readable else "")
     return sql.SQL(
@@ -328,7 +260,7 @@ def list_artifacts(conn: psycopg.Connection[Any]) -> list[ArtifactInfo]:
 
 def uncompiled_versions(conn: psycopg.Connection[Any]) -> list[VersionRef]:
     """Model versions that have no artifact yet (``skyclass.predict`` refuses them, 55000)."""
-    readable = _can_read_model(conn)
+    readable = can_read_models(conn)
     with _registry_errors(conn, "read model artifacts"):
         rows = conn.execute(
             sql.SQL(

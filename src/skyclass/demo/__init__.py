@@ -47,8 +47,7 @@ class DemoSizes:
     ``sgq_params`` / ``sgq2_params`` are the HistGradientBoosting parameters
     of the first and second star/galaxy/QSO versions, ``photoz_params`` those
     of the photo-z model over ``photoz_bins``; ``opt_level`` is the compiler
-    optimisation of the artifacts (compile time grows fast with model size,
-    see FINDINGS.md).
+    optimisation of the artifacts (compile time grows fast with model size).
     """
 
     folds: int

@@ -42,7 +42,6 @@ PostgreSQL 15 does not move subquery projections into parallel workers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import sys
@@ -83,6 +82,9 @@ from skyclass.features.spec import (
     spec_from_canonical,
     walk,
 )
+from skyclass.registry.catalogs import find_catalog
+from skyclass.registry.features import find_feature_build
+from skyclass.registry.locks import feature_set_resource, lock
 
 FEATURE_SCHEMA = "features"
 Action = Literal["created", "rebuilt", "appended", "recomputed", "unchanged"]
@@ -387,15 +389,11 @@ class _Catalog:
 
 
 def _catalog(conn: psycopg.Connection[Any], spec: FeatureSpec) -> _Catalog:
-    row = conn.execute(
-        "SELECT catalog_id, schema_name, table_name FROM skyclass.catalog WHERE name = %s",
-        (spec.catalog,),
-    ).fetchone()
-    if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
-        known = f"known catalogs: {', '.join(names)}" if names else "no catalogs are loaded"
-        error = spec.error(f"catalog {spec.catalog!r} is not registered ({known})", key="catalog")
-        raise CatalogNotFoundError(str(error))
+    try:
+        found = find_catalog(conn, spec.catalog)
+    except CatalogNotFoundError as exc:
+        raise CatalogNotFoundError(str(spec.error(str(exc), key="catalog"))) from None
+    row = (found.catalog_id, found.schema, found.table)
     types = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) "
@@ -474,11 +472,6 @@ def _check_schema(conn: psycopg.Connection[Any]) -> None:
             "this database has no feature-set registry (schema features, table "
             "skyclass.feature_set): run `skyclass db migrate`"
         )
-
-
-def _lock_key(name: str, spec_hash: str) -> int:
-    digest = hashlib.sha256(f"skyclass.feature_set:{name}:{spec_hash}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _load_state(conn: psycopg.Connection[Any], catalog_id: int) -> tuple[int, int]:
@@ -591,7 +584,7 @@ def build_feature_set(
         _check_schema(conn)
         with conn.transaction():
             # Two builds of one version queue here; the second then sees the first's rows.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(spec.name, spec_hash),))
+            lock(conn, feature_set_resource(spec.name, spec_hash))
             target = _catalog(conn, spec)
             _check_columns(spec, trees, target)
             vector = _vector_type(conn, len(spec.feature_names))
@@ -789,51 +782,10 @@ def _load(
     exact_count: bool,
     catalog: str | None = None,
 ) -> FeatureSet:
-    if not isinstance(name, str) or len(name) > 63:
-        raise FeatureSetNotFoundError(f"feature set name {str(name)[:80]!r} is not valid")
-    if spec_hash is None:
-        rows = conn.execute(
-            _SELECT + " WHERE fs.name = %s AND fs.catalog_id IS NOT NULL "
-            "AND (%s::text IS NULL OR fs.catalog_name = %s) ORDER BY fs.feature_set_id DESC",
-            (name, catalog, catalog),
-        ).fetchall()
-        catalogs = sorted({r[3] for r in rows})
-        if len(catalogs) > 1:
-            listing = ", ".join(f"{r[1]}:{r[2][:12]} on {r[3]}" for r in rows)
-            raise FeatureSetNotFoundError(
-                f"feature set {name!r} is built on several catalogs ({listing}); name the "
-                "catalog (--catalog) or the version (NAME:HASHPREFIX)"
-            )
-        rows = rows[:1]
-    else:
-        prefix = spec_hash.lower()
-        if not prefix or len(prefix) > 64 or any(ch not in "0123456789abcdef" for ch in prefix):
-            raise FeatureSetNotFoundError(
-                f"version {spec_hash[:80]!r} is not a (prefix of a) sha256 in hexadecimal"
-            )
-        rows = conn.execute(
-            _SELECT + " WHERE fs.name = %s AND left(fs.spec_hash, %s) = %s "
-            "ORDER BY fs.feature_set_id DESC",
-            (name, len(prefix), prefix),
-        ).fetchall()
-        if len(rows) > 1:
-            versions = ", ".join(r[2][:12] for r in rows)
-            raise FeatureSetNotFoundError(
-                f"version prefix {spec_hash!r} of feature set {name!r} is ambiguous: {versions}"
-            )
-    if not rows:
-        known = [
-            f"{r[0]} ({r[1][:12]})"
-            for r in conn.execute(
-                "SELECT name, spec_hash FROM skyclass.feature_set ORDER BY name, feature_set_id"
-            )
-        ]
-        what = f"feature set {name!r}" + (f" version {spec_hash!r}" if spec_hash else "")
-        listing = f"registered: {', '.join(known)}" if known else "none are registered"
-        raise FeatureSetNotFoundError(
-            f"{what} is not registered ({listing}); build one with `skyclass features build SPEC`"
-        )
-    row = rows[0]
+    build = find_feature_build(conn, str(name)[:200], spec_hash, catalog=catalog)
+    row = conn.execute(_SELECT + " WHERE fs.feature_set_id = %s", (build,)).fetchone()
+    if row is None:
+        raise FeatureSetNotFoundError(f"feature set {name!r} was dropped while being read")
     count = _count(conn, row[4]) if exact_count else 0
     if count is None:
         raise FeatureSetNotFoundError(
@@ -852,7 +804,7 @@ def load_feature_set(
     list``). Without it, the name must have builds on one catalog only, or
     ``catalog`` must say which: another catalog's build is never picked
     silently. Raises :class:`FeatureSetNotFoundError` when there is no such
-    build, the name is ambiguous, or its table is missing.
+    build or its table is missing, :class:`AmbiguousName` when several fit.
     """
     with connect(url) as conn:
         return _load(conn, name, spec_hash, exact_count=True, catalog=catalog)

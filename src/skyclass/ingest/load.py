@@ -1,6 +1,7 @@
 """Load one catalog file into PostgreSQL, all or nothing.
 
-Everything happens in one transaction, under the catalog's advisory lock:
+Everything happens in one transaction, under the catalog's lock (see
+:mod:`skyclass.registry.locks`):
 create the table (or, for ``replace``, a new table beside the old one; for
 ``append``, a temporary staging table), stream the file into it with binary
 ``COPY``, check ids, add the primary key and the Q3C index, mark the table

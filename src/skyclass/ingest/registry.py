@@ -10,11 +10,6 @@ from skyclass.registry.catalogs import (
     drop_table as drop_table,
 )
 from skyclass.registry.catalogs import (
-    lock_catalog as lock_catalog,
-)
-from skyclass.registry.catalogs import (
-    lock_key as lock_key,
-)
-from skyclass.registry.catalogs import (
     table_exists as table_exists,
 )
+from skyclass.registry.locks import lock_catalog as lock_catalog

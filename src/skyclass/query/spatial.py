@@ -28,6 +28,7 @@ from psycopg import errors, sql
 from skyclass.db.connect import connect
 from skyclass.db.schema import NAME_PATTERN
 from skyclass.errors import CatalogNotFoundError, QueryError
+from skyclass.registry.catalogs import find_catalog
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -170,18 +171,13 @@ class _Catalog:
 
 def _catalog(conn: psycopg.Connection[Any], name: str) -> _Catalog:
     """The registered catalog ``name``, refused unless it has sky positions."""
-    row = conn.execute(
-        "SELECT catalog_id, schema_name, table_name, ra_column FROM skyclass.catalog "
-        "WHERE name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
-        known = f"known catalogs: {', '.join(names)}" if names else "no catalog is registered"
-        raise CatalogNotFoundError(
-            f"catalog {name!r} is not registered ({known}; see `skyclass catalog list`)"
-        )
-    catalog_id, schema, table, ra_column = row
+    found = find_catalog(conn, name)
+    catalog_id, schema, table, ra_column = (
+        found.catalog_id,
+        found.schema,
+        found.table,
+        found.ra_column,
+    )
     if ra_column is None:
         # A catalog loaded without sky positions: let the SQL function refuse it
         # now (SQLSTATE 22023, turned into a QueryError by _database_errors), so

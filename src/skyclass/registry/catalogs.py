@@ -1,4 +1,4 @@
-"""The catalog registry: list, describe and lock catalogs (drop: :mod:`.drop`).
+"""The catalog registry: list and describe catalogs (drop: :mod:`.drop`, lock: :mod:`.locks`).
 
 A catalog is ``catalogs.<name>`` plus its row in ``skyclass.catalog``, its
 columns in ``skyclass.catalog_column`` and its history: the files loaded into
@@ -10,7 +10,6 @@ table (:mod:`.register`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -106,37 +105,6 @@ class RegistrationInfo:
     registered_at: datetime
 
 
-# -- locking --------------------------------------------------------------------------
-def lock_key(name: str) -> int:
-    """The 64-bit advisory lock key of catalog ``name``."""
-    digest = hashlib.sha256(f"skyclass.catalog:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def lock_catalog(conn: psycopg.Connection[Any], name: str) -> None:
-    """Take the transaction-level lock of catalog ``name`` or raise at once.
-
-    Two ingests (or an ingest and a drop) of one catalog would otherwise race;
-    the second one is refused immediately rather than queued behind a load that
-    may take minutes, and the message names the backend holding the lock.
-    """
-    key = lock_key(name)
-    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()
-    if row and row[0]:
-        return
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    holder = conn.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-        "AND classid::int8 = %s AND objid::int8 = %s",
-        (unsigned >> 32, unsigned & 0xFFFFFFFF),
-    ).fetchone()
-    who = f" (database backend pid {holder[0]})" if holder else ""
-    raise IngestError(
-        f"another skyclass ingest or drop of catalog {name!r} is running{who}; "
-        "wait for it to finish and try again"
-    )
-
-
 # -- reading ------------------------------------------------------------------------
 # The row estimate sums the leaves of a partitioned table (its parent has no reltuples); a
 # registered catalog's view has none either, so its source table is asked.
@@ -218,7 +186,34 @@ def describe_catalog(name: str, url: str | None = None) -> CatalogDescription:
     )
 
 
+@dataclass(frozen=True)
+class CatalogRef:
+    """A catalog's registry row: where its table is and its id and position columns."""
+
+    catalog_id: int
+    name: str
+    schema: str
+    table: str
+    id_column: str | None
+    ra_column: str | None
+    dec_column: str | None
+    kind: str
+
+
+def find_catalog(conn: psycopg.Connection[Any], name: str) -> CatalogRef:
+    """The registry row of catalog ``name``; :class:`CatalogNotFoundError` lists the known ones."""
+    row = conn.execute(
+        "SELECT catalog_id, name, schema_name, table_name, id_column, ra_column, dec_column, "
+        "kind FROM skyclass.catalog WHERE name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise not_found(conn, name)
+    return CatalogRef(int(row[0]), *row[1:])
+
+
 def not_found(conn: psycopg.Connection[Any], name: str) -> CatalogNotFoundError:
+    """The error for an unregistered catalog ``name``, naming the registered ones."""
     names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
     known = f"; known catalogs: {', '.join(names)}" if names else "; no catalogs are registered"
     return CatalogNotFoundError(f"catalog {name!r} is not registered{known}")

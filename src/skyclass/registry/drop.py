@@ -24,7 +24,8 @@ import psycopg
 from skyclass.db.connect import connect
 from skyclass.errors import RegistryError
 from skyclass.ingest.columns import check_name
-from skyclass.registry.catalogs import drop_table, lock_catalog, not_found
+from skyclass.registry.catalogs import drop_table, not_found
+from skyclass.registry.locks import lock_catalog
 
 FEATURE_SCHEMA = "features"
 PREDICTION_SCHEMA = "predictions"

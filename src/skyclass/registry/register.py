@@ -39,7 +39,8 @@ from skyclass.db.connect import connect
 from skyclass.db.schema import CATALOG_SCHEMA
 from skyclass.errors import RegistryError
 from skyclass.ingest.columns import check_name
-from skyclass.registry.catalogs import lock_catalog, table_exists
+from skyclass.registry.catalogs import table_exists
+from skyclass.registry.locks import lock_catalog
 
 # Schemas whose tables skyclass makes: registering one would let a drop reach them.
 MANAGED_SCHEMAS = ("catalogs", "features", "predictions", "snapshots", "skyclass")
@@ -481,6 +482,9 @@ def register_catalog(
                 created = True
             index = _q3c_index_names(conn, source, ra_column)
         columns, hidden = _view_columns(source, id_column, ra_column, dec_column)
+        # Only reads since the last commit: end them, so the registration is a transaction of
+        # its own (not a savepoint), whose lock others can trace to this backend's pid.
+        conn.commit()
         with conn.transaction():
             lock_catalog(conn, name)
             _check_name_free(conn, name)

@@ -77,7 +77,7 @@ def make_report(
     created if needed, and files of an earlier report there are replaced. The
     page embeds the PNGs, so ``report.html`` alone is the complete report.
     ``ref`` may also be a ``model_version_id``. Raises
-    :class:`skyclass.train.registry.ModelNotFoundError` for an unknown model or
+    :class:`skyclass.errors.ModelNotFoundError` for an unknown model or
     version and :class:`~skyclass.report.data.ReportError` when the registry
     rows are inconsistent or the directory cannot be written.
     """

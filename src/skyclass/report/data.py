@@ -1,7 +1,7 @@
 """Everything a model report shows, read from the registry rows of migration 0003.
 
 :func:`load_report_data` resolves ``MODEL[:VERSION]`` (with
-:func:`skyclass.train.registry.resolve_version`) to a row of
+:func:`skyclass.registry.models.resolve_version`) to a row of
 ``skyclass.model_version`` and reads, in one repeatable-read transaction, the
 evaluations of its training run (the candidate that became the version, the
 other candidates and every baseline) with their metrics, curves and feature
@@ -58,8 +58,8 @@ import psycopg
 
 from skyclass.db.connect import connect
 from skyclass.errors import SkyclassError
+from skyclass.registry.models import resolve_version
 from skyclass.train.metrics import DEFAULT_FPR
-from skyclass.train.registry import resolve_version
 
 Key = tuple[str, str, str]
 """(name, class_name, stage) of a metric or curve row."""
@@ -418,7 +418,7 @@ def load_report_data(ref: str | int, url: str | None = None) -> ReportData:
 
     One repeatable-read, read-only transaction, so a training run registered
     meanwhile cannot mix into the report. An unknown model or version raises
-    :class:`skyclass.train.registry.ModelNotFoundError` naming those that exist.
+    :class:`skyclass.errors.ModelNotFoundError` naming those that exist.
     """
     with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ

@@ -26,6 +26,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from skyclass.registry.catalogs import find_catalog
 from skyclass.report.data import ReportData, ReportError, read_report_data
 from skyclass.report.html import CSS, esc, figures, headline, metric_tables, provenance
 from skyclass.report.plots import PALETTE, Plot, _figure, _png, render_plots
@@ -107,13 +108,8 @@ class CatalogSummary:
 
 
 def _catalog_summary(conn: psycopg.Connection[Any], name: str) -> CatalogSummary:
-    row = conn.execute(
-        "SELECT catalog_id, schema_name, table_name FROM skyclass.catalog WHERE name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
-        raise ReportError(f"catalog {name!r} is not registered")
-    catalog_id, schema, table = row
+    found = find_catalog(conn, name)
+    catalog_id, schema, table = found.catalog_id, found.schema, found.table
     wanted = ["ra", "dec", "class", *BANDS, "z_spec", *(f"mag_{b}" for b in BANDS)]
     present = [
         r[0]

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from skyclass.db.connect import connect, database_url
+from skyclass.registry.catalogs import find_catalog
 from skyclass.score.deploy import check_name
 from skyclass.score.errors import ScoringError
 from skyclass.score.runs import RunInfo, list_runs
@@ -159,12 +160,7 @@ def add_schedule(
         raise ScoringError(f"chunk_size must be at least 1, not {chunk_size}")
     target_url = url or database_url()
     with connect(target_url) as conn:
-        found = conn.execute(
-            "SELECT catalog_id FROM skyclass.catalog WHERE name = %s", (catalog,)
-        ).fetchone()
-        if found is None:
-            raise ScoringError(f"catalog {catalog!r} is not registered (skyclass catalog list)")
-        catalog_id = int(found[0])
+        catalog_id = find_catalog(conn, catalog).catalog_id
         try:
             conn.execute(
                 "SELECT skyclass.scoring_feature_set(t.model_version_id, %s) "

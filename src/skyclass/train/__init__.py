@@ -1,7 +1,9 @@
 """Honest evaluation of classifiers: estimators, cross-validation, metrics, calibration.
 
-Everything in this package is a pure function (or a scikit-learn estimator) over
-numpy arrays; nothing here touches the database. The later training layer stores
-what these functions return (parameters, seeds, fold assignments, metrics,
-calibration maps) as rows.
+Most of this package is pure functions (or scikit-learn estimators) over numpy
+arrays: ``estimators``, ``crossval``, ``metrics``, ``calibration``, ``photoz``,
+``importance``, ``leakage``, ``augment``. Four modules use the database:
+``snapshot`` (freezes a training set), ``pipeline`` (trains and stores a model
+version with its metrics as rows), ``registry`` (lists and shows models; names
+are resolved by :mod:`skyclass.registry.models`) and ``cli``.
 """

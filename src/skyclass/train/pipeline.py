@@ -1065,7 +1065,7 @@ def ablate_model(
     ``skyclass.ablation`` under the version's training run (replacing an
     earlier ablation of it); returns them as dictionaries.
     """
-    from skyclass.train.registry import resolve_version
+    from skyclass.registry.models import resolve_version
 
     say: Log = log or (lambda _message: None)
     with connect(url) as conn:

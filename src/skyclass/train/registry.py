@@ -1,7 +1,7 @@
-"""Reading the model registry: find model versions, list models, show their metrics.
+"""Reading the model registry: list models, show their metrics.
 
-A model version is named ``MODEL`` (its newest version), ``MODEL:VERSION``
-or by its ``model_version_id``. :func:`describe_version` gathers what a
+Model versions are found by :mod:`skyclass.registry.models` (``MODEL``,
+``MODEL:VERSION`` or a ``model_version_id``). :func:`describe_version` gathers what a
 scientist needs to trust it (the evaluations of the candidate and the
 baselines with mean ± std over folds, per-class purity and completeness,
 permutation importance, ablation) and :func:`format_version` prints it as
@@ -11,18 +11,16 @@ the table ``skyclass models show`` and ``skyclass train`` display.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from skyclass.db.connect import connect
-from skyclass.train.errors import TrainError
+from skyclass.errors import ModelNotFoundError as ModelNotFoundError
+from skyclass.registry.models import VersionRef as VersionRef
+from skyclass.registry.models import resolve_version as resolve_version
 
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 CLASSIFICATION_HEADLINE = ("accuracy", "balanced_accuracy", "log_loss", "roc_auc_macro", "ece")
 PHOTOZ_HEADLINE = (
     "sigma_nmad",
@@ -33,120 +31,6 @@ PHOTOZ_HEADLINE = (
     "coverage_95",
 )
 PER_CLASS = ("purity", "completeness", "completeness_at_fpr", "roc_auc")
-
-
-class ModelNotFoundError(TrainError, LookupError):
-    """A model or model version named by the user is not registered."""
-
-
-@dataclass(frozen=True)
-class VersionRef:
-    """The identity and provenance columns of one ``skyclass.model_version`` row."""
-
-    model_version_id: int
-    model: str
-    model_id: int
-    version: int
-    task: str
-    estimator: str
-    params: Mapping[str, Any]
-    training_run_id: int
-    evaluation_id: int
-    snapshot_id: int
-    feature_set_id: int
-    n_features: int
-    classes: tuple[str, ...]
-    bin_edges: tuple[float, ...] | None
-    calibration_kind: str
-    calibration_params: tuple[float, ...]
-    created_at: datetime
-    compiled: bool
-
-    @property
-    def label(self) -> str:
-        """``MODEL:VERSION``."""
-        return f"{self.model}:{self.version}"
-
-
-def parse_model_ref(text: str) -> tuple[str, int | None]:
-    """Split ``MODEL[:VERSION]`` into the name and the version (None: newest)."""
-    name, sep, version = text.strip().partition(":")
-    if not NAME_PATTERN.fullmatch(name) or (sep and not re.fullmatch(r"[1-9][0-9]{0,8}", version)):
-        raise TrainError(
-            f"{text!r} is not MODEL or MODEL:VERSION (a model name, then a version number >= 1)"
-        )
-    return name, int(version) if sep else None
-
-
-_VERSION_SQL = """
-SELECT v.model_version_id, m.name, m.model_id, v.version, v.task, v.estimator, v.params,
-       v.training_run_id, v.evaluation_id, v.snapshot_id, v.feature_set_id, v.n_features,
-       v.classes, v.bin_edges, v.calibration_kind, v.calibration_params, v.created_at,
-       EXISTS (SELECT FROM skyclass.model_artifact a
-               WHERE a.model_version_id = v.model_version_id)
-FROM skyclass.model_version v JOIN skyclass.model m USING (model_id)
-"""
-
-
-def _ref(row: Sequence[Any]) -> VersionRef:
-    return VersionRef(
-        model_version_id=int(row[0]),
-        model=str(row[1]),
-        model_id=int(row[2]),
-        version=int(row[3]),
-        task=str(row[4]),
-        estimator=str(row[5]),
-        params=dict(row[6]),
-        training_run_id=int(row[7]),
-        evaluation_id=int(row[8]),
-        snapshot_id=int(row[9]),
-        feature_set_id=int(row[10]),
-        n_features=int(row[11]),
-        classes=tuple(str(c) for c in row[12]),
-        bin_edges=tuple(float(e) for e in row[13]) if row[13] is not None else None,
-        calibration_kind=str(row[14]),
-        calibration_params=tuple(float(p) for p in row[15]),
-        created_at=row[16],
-        compiled=bool(row[17]),
-    )
-
-
-def resolve_version(conn: psycopg.Connection[Any], ref: str | int) -> VersionRef:
-    """The model version named ``MODEL``, ``MODEL:VERSION`` or by ``model_version_id``."""
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        row = conn.execute(_VERSION_SQL + "WHERE v.model_version_id = %s", (ref,)).fetchone()
-        if row is None:
-            raise ModelNotFoundError(f"model version id {ref} does not exist")
-        return _ref(row)
-    if not isinstance(ref, str):
-        raise TrainError(f"a model version is MODEL[:VERSION] or an id, not {ref!r}")
-    name, version = parse_model_ref(ref)
-    if version is None:
-        row = conn.execute(
-            _VERSION_SQL + "WHERE m.name = %s ORDER BY v.version DESC LIMIT 1", (name,)
-        ).fetchone()
-    else:
-        row = conn.execute(
-            _VERSION_SQL + "WHERE m.name = %s AND v.version = %s", (name, version)
-        ).fetchone()
-    if row is not None:
-        return _ref(row)
-    versions = [
-        r[0]
-        for r in conn.execute(
-            "SELECT v.version FROM skyclass.model_version v JOIN skyclass.model m "
-            "USING (model_id) WHERE m.name = %s ORDER BY 1",
-            (name,),
-        )
-    ]
-    if versions:
-        raise ModelNotFoundError(
-            f"model {name!r} has no version {version}; its versions are "
-            f"{', '.join(map(str, versions))}"
-        )
-    models = [r[0] for r in conn.execute("SELECT name FROM skyclass.model ORDER BY name")]
-    known = f"known models: {', '.join(models)}" if models else "no model is registered yet"
-    raise ModelNotFoundError(f"unknown model {name!r} ({known}; train one with `skyclass train`)")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ import psycopg
 from psycopg import sql
 
 from skyclass.db.connect import connect
-from skyclass.errors import CatalogNotFoundError, FeatureSetNotFoundError
+from skyclass.errors import FeatureSetNotFoundError
+from skyclass.registry.catalogs import find_catalog
+from skyclass.registry.features import find_feature_build
 from skyclass.train.crossval import make_splits
 from skyclass.train.errors import LeakageError, TrainError
 from skyclass.train.leakage import RefusedFeature, check_features
@@ -149,15 +151,16 @@ def _details(
 
 def load_catalog_info(conn: psycopg.Connection[Any], name: str) -> CatalogInfo:
     """The registry row and columns of catalog ``name`` (raises CatalogNotFoundError)."""
-    row = conn.execute(
-        "SELECT catalog_id, name, schema_name, table_name, id_column, ra_column, dec_column "
-        "FROM skyclass.catalog WHERE name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
-        known = f"known catalogs: {', '.join(names)}" if names else "no catalog is registered"
-        raise CatalogNotFoundError(f"catalog {name!r} is not registered ({known})")
+    found = find_catalog(conn, name)
+    row = (
+        found.catalog_id,
+        found.name,
+        found.schema,
+        found.table,
+        found.id_column,
+        found.ra_column,
+        found.dec_column,
+    )
     return _catalog_from_row(conn, row)
 
 
@@ -186,47 +189,23 @@ def _catalog_from_row(conn: psycopg.Connection[Any], row: Sequence[Any]) -> Cata
 
 
 def load_feature_set_info(conn: psycopg.Connection[Any], ref: int | str) -> FeatureSetInfo:
-    """Feature set ``ref``: an id, a name (its newest version) or ``name:hashprefix``."""
+    """Feature set ``ref``: an id, a name (its newest version) or ``name:hashprefix``.
+
+    Resolved by :func:`skyclass.registry.features.find_feature_build` (and
+    fails with its errors).
+    """
     query = (
         "SELECT fs.feature_set_id, fs.name, fs.spec_hash, fs.feature_names, fs.table_name, "
         "fs.spec, c.catalog_id, c.name, c.schema_name, c.table_name, c.id_column, "
         "c.ra_column, c.dec_column FROM skyclass.feature_set fs "
         "JOIN skyclass.catalog c USING (catalog_id) "
     )
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        row = conn.execute(query + "WHERE fs.feature_set_id = %s", (ref,)).fetchone()
-    elif isinstance(ref, str):
-        name, _, prefix = ref.partition(":")
-        if not NAME_PATTERN.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{0,64}", prefix):
-            raise TrainError(
-                f"feature set {ref!r}: expected NAME or NAME:HASHPREFIX "
-                "(lower-case name, hex hash prefix)"
-            )
-        rows = conn.execute(
-            query + "WHERE fs.name = %s AND fs.spec_hash LIKE %s "
-            "ORDER BY fs.created_at DESC, fs.feature_set_id DESC",
-            (name, prefix + "%"),
-        ).fetchall()
-        if prefix and len({r[2] for r in rows}) > 1:
-            raise TrainError(f"feature set {ref!r} is ambiguous: give more of the hash")
-        if len({r[7] for r in rows}) > 1:
-            # Never pick another catalog's build silently: it could be evaluation data.
-            listing = ", ".join(f"{r[1]}:{r[2][:12]} on {r[7]}" for r in rows)
-            raise TrainError(
-                f"feature set {ref!r} is built on several catalogs ({listing}); name the "
-                "catalog (skyclass train --catalog NAME) or the version (NAME:HASHPREFIX)"
-            )
-        row = rows[0] if rows else None
-    else:
-        raise TrainError(f"a feature set is named by id or name, not {ref!r}")
+    build = find_feature_build(conn, ref)
+    row = conn.execute(query + "WHERE fs.feature_set_id = %s", (build,)).fetchone()
     if row is None:
-        names = [
-            r[0] for r in conn.execute("SELECT DISTINCT name FROM skyclass.feature_set ORDER BY 1")
-        ]
-        known = f"known: {', '.join(names)}" if names else "none is registered"
         raise FeatureSetNotFoundError(
-            f"feature set {ref!r} is not registered ({known}; build one with "
-            "`skyclass features build SPEC`)"
+            f"feature set {ref!r}: its catalog was dropped, so it cannot be trained on; "
+            "build the definition on a registered catalog (`skyclass features build`)"
         )
     catalog = _catalog_from_row(conn, row[6:13])
     spec = row[5] if isinstance(row[5], Mapping) else json.loads(row[5])
