@@ -534,6 +534,32 @@ scoring_lease = sa.Table(
 )
 
 
+operation_lock = sa.Table(
+    "operation_lock",
+    metadata,
+    sa.Column(
+        "resource",
+        sa.Text,
+        nullable=False,
+        comment="catalog:<catalog name> or feature_set:<feature set name>:<spec sha256>",
+    ),
+    sa.Column(
+        "created_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the row was first needed",
+    ),
+    sa.PrimaryKeyConstraint("resource", name="operation_lock_pkey"),
+    comment=(
+        "Single flight: one row per catalog (catalog:<name>) and feature-set version "
+        "(feature_set:<name>:<spec_hash>); ingest, register and drop lock the catalog's row, a "
+        "feature build its version's row (FOR UPDATE, held until the transaction ends). Only "
+        "roles that may UPDATE it take a lock."
+    ),
+)
+
+
 scoring_schedule = sa.Table(
     "scoring_schedule",
     metadata,
