@@ -3,7 +3,7 @@
 Features are ugriz and the four adjacent colours (no redshift, no positions: the
 leakage guard is run on them first). Every estimator of the registry is
 evaluated on the same stratified folds and printed as mean ± sample std over
-folds, with the wall time. Reference figures (FINDINGS.md, measured with
+folds, with the wall time. Reference figures (the team's notes, measured with
 throwaway prototypes): dummy 0.594, logistic 0.760 ± 0.002, random forest
 (200 trees) 0.888 ± 0.002, HistGradientBoosting 0.887 ± 0.002 accuracy.
 

@@ -8,7 +8,7 @@
  * status and writes a message into a caller-supplied buffer, so the core can
  * be built and tested on its own (see docs/extension.md).
  *
- * The TL2cgen 1.0.0 ABI (FINDINGS.md):
+ * The TL2cgen 1.0.0 ABI (read off its generated header.h; see docs/extension.md):
  *   union Entry { int missing; double fvalue; int qvalue; };
  *   void predict(union Entry *data, int pred_margin, double *result);
  *   int32_t get_num_feature(void); int32_t get_num_target(void);
