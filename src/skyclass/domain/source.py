@@ -1,0 +1,128 @@
+"""Every call the domain package makes into the registry and training packages.
+
+Kept in one module so the registry refactor can re-point them in one place:
+resolving ``MODEL[:VERSION]``, the catalog row, the version's training
+snapshot, the catalog's build of the version's feature definition, and the
+version's out-of-fold predictions (re-computed: training stores per-fold
+metrics, not per-object predictions, so the version's recorded estimator
+configuration is cross-validated again on the snapshot's own folds, which
+reproduces the training run's out-of-fold predictions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from skyclass.domain.errors import DomainError
+from skyclass.train.crossval import cross_validate
+from skyclass.train.estimators import EstimatorConfig
+from skyclass.train.registry import VersionRef, resolve_version
+from skyclass.train.snapshot import (
+    CatalogInfo,
+    FeatureSetInfo,
+    SnapshotData,
+    load_catalog_info,
+    load_feature_set_info,
+    load_snapshot,
+    snapshot_data,
+)
+
+__all__ = [
+    "CatalogFeatures",
+    "CatalogInfo",
+    "OutOfFold",
+    "VersionRef",
+    "catalog_features",
+    "load_catalog_info",
+    "out_of_fold",
+    "resolve_version",
+    "training_snapshot",
+]
+
+
+def training_snapshot(conn: psycopg.Connection[Any], version: VersionRef) -> SnapshotData:
+    """The rows of the version's training snapshot."""
+    return snapshot_data(conn, load_snapshot(conn, version.snapshot_id))
+
+
+@dataclass(frozen=True)
+class CatalogFeatures:
+    """The catalog's build of the version's feature definition, as arrays."""
+
+    feature_set: FeatureSetInfo
+    object_id: npt.NDArray[np.int64] = field(repr=False)
+    X: npt.NDArray[np.float32] = field(repr=False)
+
+
+def catalog_features(
+    conn: psycopg.Connection[Any], version: VersionRef, catalog: CatalogInfo
+) -> CatalogFeatures:
+    """Read the feature rows of ``catalog`` built from the version's feature definition."""
+    try:
+        row = conn.execute(
+            "SELECT skyclass.scoring_feature_set(%s, %s)",
+            (version.model_version_id, catalog.catalog_id),
+        ).fetchone()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise DomainError(
+            f"{version.label} on catalog {catalog.name!r}: {exc.diag.message_primary}; "
+            f"build the version's feature definition on the catalog with `skyclass features build`"
+        ) from None
+    assert row is not None
+    info = load_feature_set_info(conn, int(row[0]))
+    with conn.cursor(binary=True) as cur:
+        cur.execute(sql.SQL("SELECT object_id, x FROM {} ORDER BY object_id").format(info.table))
+        rows = cur.fetchall()
+    if not rows:
+        raise DomainError(f"feature table {info.table_name} of catalog {catalog.name!r} is empty")
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    X = np.asarray([r[1] for r in rows], dtype=np.float32).reshape(len(rows), -1)
+    return CatalogFeatures(info, ids, X)
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Out-of-fold class probabilities of the snapshot rows in a CV fold (``rows``)."""
+
+    rows: npt.NDArray[np.intp] = field(repr=False)
+    proba: npt.NDArray[np.float64] = field(repr=False)
+    classes: tuple[str, ...]
+
+
+def out_of_fold(
+    conn: psycopg.Connection[Any], version: VersionRef, data: SnapshotData
+) -> OutOfFold:
+    """Re-run the version's cross-validation on its snapshot folds (classification only)."""
+    if version.task != "classification":
+        raise DomainError(
+            f"{version.label} is a {version.task} model; expected metrics are implemented for "
+            "classification models only so far"
+        )
+    row = conn.execute(
+        "SELECT params FROM skyclass.evaluation WHERE evaluation_id = %s",
+        (version.evaluation_id,),
+    ).fetchone()
+    assert row is not None
+    config = EstimatorConfig.from_dict(row[0])
+    info = load_feature_set_info(conn, version.feature_set_id)
+    classes = np.asarray(version.classes, dtype=object)
+    cv = cross_validate(
+        config,
+        data.X,
+        classes[data.label_index],
+        feature_names=info.feature_names,
+        folds=data.fold,
+        n_jobs=1,
+    )
+    rows = np.flatnonzero(data.fold >= 0)
+    proba = np.zeros((rows.size, len(version.classes)))
+    order = [version.classes.index(c) for c in cv.classes]
+    proba[:, order] = cv.oof_proba[rows]
+    return OutOfFold(rows, proba, version.classes)
