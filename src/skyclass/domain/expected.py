@@ -1,4 +1,4 @@
-"""Importance-weighted estimates of a classifier's metrics on an application catalog.
+"""Importance-weighted estimates of a model's metrics on an application catalog.
 
 Each training row's out-of-fold prediction is weighted by its importance
 weight, so the metric is the one expected under the catalog's feature
@@ -9,7 +9,7 @@ with their weights) and the Kish effective sample size of the weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +17,14 @@ import numpy.typing as npt
 
 from skyclass.domain.errors import DomainError
 from skyclass.domain.weights import effective_size
+from skyclass.train.photoz import (
+    INTERVALS,
+    NMAD_SCALE,
+    OUTLIER_DZ,
+    RedshiftGrid,
+    pdf_cdf,
+    point_estimates,
+)
 
 DEFAULT_BOOTSTRAP = 200
 ECE_BINS = 15
@@ -92,15 +100,29 @@ def expected_classification(
         raise DomainError("y_index must be non-empty class indices into classes")
     if not np.all(np.isfinite(p)) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise DomainError("probabilities and weights must be finite, weights >= 0 and not all 0")
-    value = _weighted_metrics(y, p, w, classes)
-    plain = _weighted_metrics(y, p, np.ones_like(w), classes)
+    return _estimates(
+        lambda rows, weights: _weighted_metrics(y[rows], p[rows], weights, classes),
+        w,
+        n_bootstrap,
+        seed,
+    )
+
+
+Stat = Callable[[npt.NDArray[np.intp], FloatArray], dict[tuple[str, str], float]]
+
+
+def _estimates(stat: Stat, w: FloatArray, n_bootstrap: int, seed: int) -> list[Estimate]:
+    """Weighted and unweighted values of ``stat`` with a bootstrap std of the weighted one."""
+    every = np.arange(w.size)
+    value = stat(every, w)
+    plain = stat(every, np.ones_like(w))
     rng = np.random.default_rng(seed)
     draws: dict[tuple[str, str], list[float]] = {key: [] for key in value}
     for _ in range(n_bootstrap):
-        rows = rng.integers(0, y.size, size=y.size)
+        rows = rng.integers(0, w.size, size=w.size)
         if w[rows].sum() <= 0:
             continue
-        for key, v in _weighted_metrics(y[rows], p[rows], w[rows], classes).items():
+        for key, v in stat(rows, w[rows]).items():
             draws[key].append(v)
     n_eff = effective_size(w)
     result = []
@@ -110,3 +132,63 @@ def expected_classification(
         std = float(np.std(sample, ddof=1)) if sample.size > 1 else math.nan
         result.append(Estimate(key[0], key[1], v, std, plain[key], n_eff))
     return result
+
+
+def _weighted_median(x: FloatArray, w: FloatArray) -> float:
+    order = np.argsort(x, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _weighted_ks_uniform(u: FloatArray, w: FloatArray) -> float:
+    """KS distance between the weighted empirical distribution of ``u`` and U(0, 1)."""
+    order = np.argsort(u, kind="stable")
+    x, cum = u[order], np.cumsum(w[order]) / w.sum()
+    before = np.r_[0.0, cum[:-1]]
+    return float(max((cum - x).max(), (x - before).max()))
+
+
+def expected_photoz(
+    z_true: npt.ArrayLike,
+    pdf: npt.ArrayLike,
+    grid: RedshiftGrid,
+    weights: npt.ArrayLike,
+    *,
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> list[Estimate]:
+    """Weighted sigma_NMAD, outlier fraction, median bias, 68/95% coverage and PIT KS distance.
+
+    ``pdf`` are out-of-fold binned PDFs on ``grid``; point estimates are PDF
+    medians and intervals central, as :func:`skyclass.train.photoz.photoz_metrics`.
+    """
+    zs = np.asarray(z_true, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    p = np.asarray(pdf, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != zs.size or w.shape != zs.shape or zs.size == 0:
+        raise DomainError(f"shapes disagree: z {zs.shape}, pdf {p.shape}, weights {w.shape}")
+    if not np.all(np.isfinite(zs)) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise DomainError("redshifts and weights must be finite, weights >= 0")
+    summary = point_estimates(p, grid, INTERVALS)
+    dz = (summary.median - zs) / (1.0 + zs)
+    outlier = (np.abs(dz) > OUTLIER_DZ).astype(np.float64)
+    covered = {
+        c: ((zs >= lo) & (zs <= hi)).astype(np.float64) for c, (lo, hi) in summary.intervals.items()
+    }
+    pit = pdf_cdf(p, grid, zs)
+
+    def stat(rows: npt.NDArray[np.intp], wt: FloatArray) -> dict[tuple[str, str], float]:
+        total = float(wt.sum())
+        d = dz[rows]
+        bias = _weighted_median(d, wt)
+        out = {
+            ("sigma_nmad", ""): NMAD_SCALE * _weighted_median(np.abs(d - bias), wt),
+            ("outlier_fraction", ""): float(wt @ outlier[rows]) / total,
+            ("bias_median", ""): bias,
+            ("pit_ks", ""): _weighted_ks_uniform(pit[rows], wt),
+        }
+        for c, hit in covered.items():
+            out[(f"coverage_{round(c * 100)}", "")] = float(wt @ hit[rows]) / total
+        return out
+
+    return _estimates(stat, w, n_bootstrap, seed)
