@@ -23,7 +23,15 @@ from skyclass.domain.run import format_result, run_domain
 from skyclass.train.pipeline import train_model
 from skyclass.train.snapshot import create_snapshot
 from tests.conftest import drop_database, new_database
-from tests.train.pipeline_data import SDSS_SPEC, build_features, ingest_sdss, sdss_slice
+from tests.train.pipeline_data import (
+    BOSS_SPEC,
+    SDSS_SPEC,
+    boss_slice,
+    build_features,
+    ingest_boss,
+    ingest_sdss,
+    sdss_slice,
+)
 
 ROWS = 5_000
 TABLES = ("domain_shift", "domain_object", "domain_metric")
@@ -128,3 +136,62 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
     assert _counts(shift_db) == before
+
+
+@pytest.fixture(scope="module")
+def photoz_db(
+    server_url: str, template_url: str, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """BOSS catalogs boss_faint (P = sigmoid((r - 21) / 0.5)) and boss_bright; model ``pz`` v1."""
+    url = new_database(server_url)
+    try:
+        tmp = tmp_path_factory.mktemp("pz")
+        frame = pd.read_csv(boss_slice(shared_data, tmp / "all.csv", 3_000), dtype=str)
+        r = frame["mag_r"].astype(float).to_numpy()
+        faint = np.random.default_rng(2).random(r.size) < 1 / (1 + np.exp(-(r - 21) / 0.5))
+        built = {}
+        for name, rows in (("boss_faint", faint), ("boss_bright", ~faint)):
+            frame[rows].to_csv(tmp / f"{name}.csv", index=False)
+            ingest_boss(tmp / f"{name}.csv", url, name=name)
+            built[name] = build_features(BOSS_SPEC, url, catalog=name)
+        snap = create_snapshot(
+            built["boss_faint"], "z_spec", task="photoz", bin_edges="0:1:0.1", n_folds=3, url=url
+        )
+        train_model(
+            "pz", snap.snapshot_id, params={"max_iter": 20}, baselines=(), importance=False, url=url
+        )
+        yield url
+    finally:
+        drop_database(server_url, url)
+
+
+def test_photoz_domain_run_stores_expected_photoz_metrics(photoz_db: str) -> None:
+    """Photo-z version: weighted sigma_NMAD, bias, outliers, coverage and PIT rows."""
+    with psycopg.connect(photoz_db) as conn:
+        result = run_domain(conn, "pz", "boss_bright", n_bootstrap=30)
+        rows = conn.execute(
+            "SELECT name, value, std, unweighted FROM skyclass.domain_metric "
+            "WHERE domain_shift_id = %s",
+            (result.domain_shift_id,),
+        ).fetchall()
+        cv = dict(
+            conn.execute(
+                "SELECT m.name, m.mean FROM skyclass.metric m JOIN skyclass.model_version v "
+                "USING (evaluation_id) WHERE m.stage = 'raw'"
+            ).fetchall()
+        )
+    metrics = {r[0]: r[1:] for r in rows}
+    assert set(metrics) == {
+        "sigma_nmad",
+        "outlier_fraction",
+        "bias_median",
+        "pit_ks",
+        "coverage_68",
+        "coverage_95",
+    }
+    assert result.auc > 0.6
+    for name, (value, std, unweighted) in metrics.items():
+        assert value is not None and unweighted is not None and std is not None and std >= 0, name
+    # pooled out-of-fold coverage of the re-run against the stored mean over folds
+    assert metrics["coverage_68"][2] == pytest.approx(cv["coverage_68"], abs=0.02)
+    assert 0 <= metrics["coverage_95"][0] <= 1

@@ -16,7 +16,12 @@ from psycopg.types.json import Jsonb
 
 from skyclass.domain import source
 from skyclass.domain.classifier import DEFAULT_FOLDS, DEFAULT_SEED, HGB_PARAMS, fit_domain
-from skyclass.domain.expected import DEFAULT_BOOTSTRAP, Estimate, expected_classification
+from skyclass.domain.expected import (
+    DEFAULT_BOOTSTRAP,
+    Estimate,
+    expected_classification,
+    expected_photoz,
+)
 from skyclass.domain.weights import (
     UNCOVERED_P,
     W_MAX,
@@ -72,9 +77,14 @@ def run_domain(
     catalog_w = importance_weights(p_catalog, fit.n_train, fit.n_sample, w_min=w_min, w_max=w_max)
     w = train_w.w[oof.rows]
     y = data.label_index[oof.rows]
-    estimates = expected_classification(
-        y, oof.proba, w, oof.classes, n_bootstrap=n_bootstrap, seed=seed
-    )
+    if oof.grid is None:
+        estimates = expected_classification(
+            y, oof.proba, w, oof.classes, n_bootstrap=n_bootstrap, seed=seed
+        )
+    else:
+        estimates = expected_photoz(
+            oof.z_true, oof.proba, oof.grid, w, n_bootstrap=n_bootstrap, seed=seed
+        )
     n_eff = effective_size(w)
     uncovered = uncovered_fraction(p_catalog)
     problems = reliability_problems(n_eff, w.size, train_w.fraction_clipped_high, uncovered)

@@ -3,7 +3,7 @@
 Kept in one module so the registry refactor can re-point them in one place:
 resolving ``MODEL[:VERSION]``, the catalog row, the version's training
 snapshot, the catalog's build of the version's feature definition, and the
-version's out-of-fold predictions (re-computed: training stores per-fold
+version's out-of-fold predictions or PDFs (re-computed: training stores per-fold
 metrics, not per-object predictions, so the version's recorded estimator
 configuration is cross-validated again on the snapshot's own folds, which
 reproduces the training run's out-of-fold predictions).
@@ -22,6 +22,7 @@ from psycopg import sql
 from skyclass.domain.errors import DomainError
 from skyclass.train.crossval import cross_validate
 from skyclass.train.estimators import EstimatorConfig
+from skyclass.train.photoz import RedshiftGrid
 from skyclass.train.registry import VersionRef, resolve_version
 from skyclass.train.snapshot import (
     CatalogInfo,
@@ -89,22 +90,24 @@ def catalog_features(
 
 @dataclass(frozen=True)
 class OutOfFold:
-    """Out-of-fold class probabilities of the snapshot rows in a CV fold (``rows``)."""
+    """Out-of-fold probabilities (classes, or redshift bins of ``grid``) of the snapshot rows
+    in a CV fold (``rows``), with their true redshifts for photo-z."""
 
     rows: npt.NDArray[np.intp] = field(repr=False)
     proba: npt.NDArray[np.float64] = field(repr=False)
     classes: tuple[str, ...]
+    z_true: npt.NDArray[np.float64] = field(repr=False)
+    grid: RedshiftGrid | None
 
 
 def out_of_fold(
     conn: psycopg.Connection[Any], version: VersionRef, data: SnapshotData
 ) -> OutOfFold:
-    """Re-run the version's cross-validation on its snapshot folds (classification only)."""
-    if version.task != "classification":
-        raise DomainError(
-            f"{version.label} is a {version.task} model; expected metrics are implemented for "
-            "classification models only so far"
-        )
+    """Re-run the version's cross-validation on its snapshot folds.
+
+    Augmented copies are not re-made: for a version trained with augmentation
+    the predictions are those of the same estimator trained without them.
+    """
     row = conn.execute(
         "SELECT params FROM skyclass.evaluation WHERE evaluation_id = %s",
         (version.evaluation_id,),
@@ -112,17 +115,16 @@ def out_of_fold(
     assert row is not None
     config = EstimatorConfig.from_dict(row[0])
     info = load_feature_set_info(conn, version.feature_set_id)
-    classes = np.asarray(version.classes, dtype=object)
+    photoz = version.bin_edges is not None
+    labels = (
+        data.label_index if photoz else np.asarray(version.classes, dtype=object)[data.label_index]
+    )
     cv = cross_validate(
-        config,
-        data.X,
-        classes[data.label_index],
-        feature_names=info.feature_names,
-        folds=data.fold,
-        n_jobs=1,
+        config, data.X, labels, feature_names=info.feature_names, folds=data.fold, n_jobs=1
     )
     rows = np.flatnonzero(data.fold >= 0)
     proba = np.zeros((rows.size, len(version.classes)))
-    order = [version.classes.index(c) for c in cv.classes]
+    order = [int(c) if photoz else version.classes.index(c) for c in cv.labels.tolist()]
     proba[:, order] = cv.oof_proba[rows]
-    return OutOfFold(rows, proba, version.classes)
+    grid = RedshiftGrid(version.bin_edges) if version.bin_edges is not None else None
+    return OutOfFold(rows, proba, version.classes, data.z_true[rows], grid)
