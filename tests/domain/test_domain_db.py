@@ -53,6 +53,9 @@ def shift_db(
             frame[rows].to_csv(tmp / f"{name}.csv", index=False)
             ingest_sdss(tmp / f"{name}.csv", url, name=name)
             built[name] = build_features(SDSS_SPEC.read_text(), url, catalog=name)
+        # a catalog without a build of the feature definition
+        frame[:200].to_csv(tmp / "sdss_raw.csv", index=False)
+        ingest_sdss(tmp / "sdss_raw.csv", url, name="sdss_raw")
         snap = create_snapshot(built["sdss_faint"], "class", n_folds=3, seed=0, url=url)
         train_model(
             "faint",
@@ -124,6 +127,7 @@ def test_domain_run_stores_pair_objects_and_metrics(shift_db: str) -> None:
         (["domain", "nosuch", "--catalog", "sdss_bright"], "unknown model 'nosuch'"),
         (["domain", "faint", "--catalog", "nosuch"], "catalog 'nosuch' is not registered"),
         (["domain", "faint:9", "--catalog", "sdss_bright"], "has no version 9"),
+        (["domain", "faint", "--catalog", "sdss_raw"], "skyclass features build"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(
@@ -195,3 +199,19 @@ def test_photoz_domain_run_stores_expected_photoz_metrics(photoz_db: str) -> Non
     # pooled out-of-fold coverage of the re-run against the stored mean over folds
     assert metrics["coverage_68"][2] == pytest.approx(cv["coverage_68"], abs=0.02)
     assert 0 <= metrics["coverage_95"][0] <= 1
+
+
+def test_cli_prints_auc_and_expected_metrics(
+    shift_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``skyclass domain faint:1 --catalog sdss_bright`` prints and stores one more pair."""
+    monkeypatch.setenv("SKYCLASS_DATABASE_URL", shift_db)
+    before = _counts(shift_db)
+    result = CliRunner().invoke(
+        main, ["domain", "faint:1", "--catalog", "sdss_bright", "--bootstrap", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "domain-classifier AUC" in result.output and "accuracy" in result.output
+    after = _counts(shift_db)
+    assert after["domain_shift"] == before["domain_shift"] + 1
+    assert after["domain_metric"] > before["domain_metric"]
