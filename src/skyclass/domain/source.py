@@ -70,11 +70,11 @@ def catalog_features(
             "SELECT skyclass.scoring_feature_set(%s, %s)",
             (version.model_version_id, catalog.catalog_id),
         ).fetchone()
-    except psycopg.Error as exc:
+    except psycopg.errors.UndefinedObject as exc:
         conn.rollback()
+        hint = exc.diag.message_hint or "build it with `skyclass features build`"
         raise DomainError(
-            f"{version.label} on catalog {catalog.name!r}: {exc.diag.message_primary}; "
-            f"build the version's feature definition on the catalog with `skyclass features build`"
+            f"{version.label} on catalog {catalog.name!r}: {exc.diag.message_primary}; {hint}"
         ) from None
     assert row is not None
     info = load_feature_set_info(conn, int(row[0]))
