@@ -19,11 +19,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from skyclass.domain import defaults
 from skyclass.domain.errors import DomainError
 from skyclass.train.metrics import roc_auc
 
-DEFAULT_FOLDS = 5
-DEFAULT_SEED = 11
+DEFAULT_FOLDS = defaults.FOLDS
+DEFAULT_SEED = defaults.SEED
 #: Small and fast: the classifier only has to find where the two sets differ.
 HGB_PARAMS: dict[str, Any] = {"max_iter": 60, "learning_rate": 0.1, "max_leaf_nodes": 15}
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from skyclass.domain.classifier import DEFAULT_SEED
-from skyclass.domain.expected import DEFAULT_BOOTSTRAP
-from skyclass.domain.weights import W_MAX, W_MIN
+from skyclass.domain.defaults import BOOTSTRAP, SEED, W_MAX, W_MIN
 
 
 @click.command("domain")
@@ -17,7 +15,7 @@ from skyclass.domain.weights import W_MAX, W_MIN
 @click.option(
     "--seed",
     type=click.IntRange(min=0),
-    default=DEFAULT_SEED,
+    default=SEED,
     show_default=True,
     help="Seed of the catalog sample, folds and bootstrap.",
 )
@@ -25,7 +23,7 @@ from skyclass.domain.weights import W_MAX, W_MIN
     "--bootstrap",
     "n_bootstrap",
     type=click.IntRange(min=2),
-    default=DEFAULT_BOOTSTRAP,
+    default=BOOTSTRAP,
     show_default=True,
     help="Bootstrap resamples per estimate.",
 )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from skyclass.domain import defaults
 from skyclass.domain.errors import DomainError
 from skyclass.domain.weights import effective_size
 from skyclass.train.photoz import (
@@ -26,7 +27,7 @@ from skyclass.train.photoz import (
     point_estimates,
 )
 
-DEFAULT_BOOTSTRAP = 200
+DEFAULT_BOOTSTRAP = defaults.BOOTSTRAP
 ECE_BINS = 15
 LOG_EPS = 1e-15
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from skyclass.domain import defaults
 from skyclass.domain.errors import DomainError
 
 EPS = 1e-6
-W_MIN = 0.01
-W_MAX = 100.0
+W_MIN = defaults.W_MIN
+W_MAX = defaults.W_MAX
 UNCOVERED_P = 0.99
 #: Below these the weighted estimates are reported as unreliable.
 MIN_EFFECTIVE = 100.0
