@@ -79,6 +79,7 @@ def test_classification_equal_weights_match_training_metrics() -> None:
     assert est["accuracy"] == pytest.approx(want["accuracy"])
     assert est["balanced_accuracy"] == pytest.approx(want["balanced_accuracy"])
     assert est["log_loss"] == pytest.approx(want["log_loss"], rel=1e-6)
+    assert est["ece"] == pytest.approx(want["ece"])
     for k, name in enumerate(classes):
         assert est[f"completeness:{name}"] == pytest.approx(
             np.mean(np.argmax(proba[y == k], axis=1) == k)

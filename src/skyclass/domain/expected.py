@@ -18,6 +18,7 @@ import numpy.typing as npt
 from skyclass.domain import defaults
 from skyclass.domain.errors import DomainError
 from skyclass.domain.weights import effective_size
+from skyclass.train.metrics import DEFAULT_ECE_BINS
 from skyclass.train.photoz import (
     INTERVALS,
     NMAD_SCALE,
@@ -28,7 +29,7 @@ from skyclass.train.photoz import (
 )
 
 DEFAULT_BOOTSTRAP = defaults.BOOTSTRAP
-ECE_BINS = 15
+
 LOG_EPS = 1e-15
 
 FloatArray = npt.NDArray[np.float64]
@@ -67,9 +68,9 @@ def _weighted_metrics(
     p_true = np.clip(proba[np.arange(y.size), y], LOG_EPS, 1.0)
     out[("log_loss", "")] = float(-(w * np.log(p_true)).sum() / total)
     top = proba.max(axis=1)
-    bins = np.minimum((top * ECE_BINS).astype(np.intp), ECE_BINS - 1)
-    acc = np.bincount(bins, weights=w * hit, minlength=ECE_BINS)
-    conf = np.bincount(bins, weights=w * top, minlength=ECE_BINS)
+    bins = np.minimum((top * DEFAULT_ECE_BINS).astype(np.intp), DEFAULT_ECE_BINS - 1)
+    acc = np.bincount(bins, weights=w * hit, minlength=DEFAULT_ECE_BINS)
+    conf = np.bincount(bins, weights=w * top, minlength=DEFAULT_ECE_BINS)
     out[("ece", "")] = float(np.abs(acc - conf).sum() / total)
     return out
 
