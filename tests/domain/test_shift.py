@@ -106,13 +106,20 @@ def test_soft_cut_weighted_accuracy_matches(sdss: pd.DataFrame) -> None:
 
     Supports overlap: the weighted accuracy lands within 2 sigma of the true
     accuracy on the application part; the unweighted CV accuracy does not.
+    Sigma combines the bootstrap error with the binomial error of the true
+    accuracy. On four 12,000-row samples (seeds 20-23) the weighted estimate
+    was 1.2, 2.1, -1.4 and -0.9 bootstrap sigmas off, the unweighted one
+    -3.5, -4.0, -3.9 and -6.1.
     """
     u = sdss["u"].to_numpy()
     faint = np.random.default_rng(1).random(u.size) < 1 / (1 + np.exp(-(u - CUT)))
     acc, true_acc, fit, weights = _split(sdss, faint)
     assert fit.auc > 0.8
-    assert abs(acc.value - true_acc) <= 2 * acc.std, (acc, true_acc)
-    assert abs(acc.unweighted - true_acc) > 2 * acc.std, (acc, true_acc)
+    # the true accuracy is itself measured on a finite sample: compare with both errors
+    n_app = int((~faint).sum())
+    sigma = np.hypot(acc.std, np.sqrt(true_acc * (1 - true_acc) / n_app))
+    assert abs(acc.value - true_acc) <= 2 * sigma, (acc, true_acc, sigma)
+    assert abs(acc.unweighted - true_acc) > 2 * sigma, (acc, true_acc, sigma)
     uncovered = uncovered_fraction(fit.propensity(_features(sdss)[~faint]))
     assert not reliability_problems(
         acc.n_effective, fit.n_train, weights.fraction_clipped_high, uncovered
