@@ -15,6 +15,7 @@ import click
 from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
+from skyclass.domain.cli import domain
 from skyclass.errors import SkyclassError
 from skyclass.features.cli import features
 from skyclass.ingest.cli import ingest
@@ -192,6 +193,7 @@ main.add_command(schedule)
 main.add_command(train)
 main.add_command(models)
 main.add_command(ablate)
+main.add_command(domain)
 
 
 if __name__ == "__main__":

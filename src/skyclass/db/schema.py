@@ -861,3 +861,102 @@ feature_set = sa.Table(
         "features.<table_name> the rows."
     ),
 )
+
+
+domain_shift = sa.Table(
+    "domain_shift",
+    metadata,
+    sa.Column("domain_shift_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer),
+    sa.Column("catalog_name", sa.Text, nullable=False),
+    sa.Column("feature_set_id", sa.Integer, nullable=False),
+    sa.Column("n_train", sa.BigInteger, nullable=False),
+    sa.Column("n_sample", sa.BigInteger, nullable=False),
+    sa.Column("n_catalog", sa.BigInteger, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("classifier", pg.JSONB, nullable=False),
+    sa.Column("auc", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("auc_std", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("fold_auc", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("w_min", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("w_max", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("train_clipped", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("catalog_clipped", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("uncovered_threshold", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("uncovered_fraction", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("n_effective", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("reliable", sa.Boolean, nullable=False),
+    sa.Column(
+        "problems", pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'::text[]")
+    ),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="domain_shift_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"],
+        ["skyclass.catalog.catalog_id"],
+        name="domain_shift_catalog_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.ForeignKeyConstraint(
+        ["feature_set_id"],
+        ["skyclass.feature_set.feature_set_id"],
+        name="domain_shift_feature_set_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_domain_shift_pair", "model_version_id", "catalog_id"),
+    comment=(
+        "Domain classifier of a model version's training snapshot against a catalog sample: "
+        "CV AUC (0.5 = no detectable shift), weight clipping, uncovered fraction, reliability."
+    ),
+)
+
+
+domain_object = sa.Table(
+    "domain_object",
+    metadata,
+    sa.Column("domain_shift_id", sa.BigInteger, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("propensity", sa.REAL, nullable=False),
+    sa.Column("weight", sa.REAL, nullable=False),
+    sa.Column("clipped", sa.Boolean, nullable=False),
+    sa.PrimaryKeyConstraint("domain_shift_id", "object_id", name="domain_object_pkey"),
+    sa.ForeignKeyConstraint(
+        ["domain_shift_id"],
+        ["skyclass.domain_shift.domain_shift_id"],
+        name="domain_object_domain_shift_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment="Per catalog object: propensity p(application | x) and clipped importance weight.",
+)
+
+
+domain_metric = sa.Table(
+    "domain_metric",
+    metadata,
+    sa.Column("domain_shift_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("class_name", sa.Text, nullable=False, server_default=sa.text("''::text")),
+    sa.Column("value", pg.DOUBLE_PRECISION),
+    sa.Column("std", pg.DOUBLE_PRECISION),
+    sa.Column("unweighted", pg.DOUBLE_PRECISION),
+    sa.Column("n_effective", pg.DOUBLE_PRECISION, nullable=False),
+    sa.PrimaryKeyConstraint("domain_shift_id", "name", "class_name", name="domain_metric_pkey"),
+    sa.ForeignKeyConstraint(
+        ["domain_shift_id"],
+        ["skyclass.domain_shift.domain_shift_id"],
+        name="domain_metric_domain_shift_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Importance-weighted expected metric on the catalog (bootstrap std, Kish n_eff) beside "
+        "the unweighted value from the same out-of-fold predictions; NULL = undefined."
+    ),
+)
