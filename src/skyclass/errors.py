@@ -113,3 +113,7 @@ class AmbiguousName(SkyclassError, LookupError):
 
 class CompileError(SkyclassError, ValueError):
     """A model cannot be compiled or registered (unsupported, unknown, failed build, no role)."""
+
+
+class ModelOutputError(SkyclassError, ValueError):
+    """A calibration map, redshift grid or PDF that is not valid."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
+from skyclass.errors import ModelOutputError
 from skyclass.train.calibration import (
     CalibrationParams,
     apply_calibration,
@@ -17,7 +18,6 @@ from skyclass.train.calibration import (
     fit_temperature,
 )
 from skyclass.train.crossval import cross_validate, evaluate_folds
-from skyclass.train.errors import TrainError
 from skyclass.train.estimators import make_estimator
 from skyclass.train.metrics import classification_metrics
 from tests.train.data import Labelled
@@ -133,15 +133,15 @@ def test_parameters_are_json_not_pickles() -> None:
     ],
 )
 def test_invalid_parameters_are_refused(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(TrainError, match=message):
+    with pytest.raises(ModelOutputError, match=message):
         CalibrationParams(**kwargs)  # type: ignore[arg-type]
 
 
 def test_non_finite_inputs_are_refused() -> None:
     params = CalibrationParams("temperature", 2, temperature=1.5)
-    with pytest.raises(TrainError, match="NaN"):
+    with pytest.raises(ModelOutputError, match="NaN"):
         apply_calibration(params, np.array([[np.nan, 1.0]]))
-    with pytest.raises(TrainError, match="shape"):
+    with pytest.raises(ModelOutputError, match="shape"):
         apply_calibration(params, np.array([[0.2, 0.3, 0.5]]))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
+from skyclass.errors import ModelOutputError
 from skyclass.train.crossval import cross_validate, make_splits
 from skyclass.train.errors import TrainError
 from skyclass.train.photoz import (
@@ -38,7 +39,7 @@ def test_grid_and_binning() -> None:
         bin_redshifts(z, grid, out_of_range="error")
     with pytest.raises(TrainError, match="NaN"):
         bin_redshifts([np.nan], grid)
-    with pytest.raises(TrainError, match="strictly increasing"):
+    with pytest.raises(ModelOutputError, match="strictly increasing"):
         RedshiftGrid((0.0, 0.5, 0.5))
 
 

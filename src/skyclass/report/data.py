@@ -24,7 +24,7 @@ alternative key names listed are read too):
     ``class_name`` the class; ``mean``/``std`` over ``fold_values``. The fixed
     false-positive rate is ``extra -> 'fpr_target'`` when present, else
     ``training_run.settings -> 'fpr_target'``, else
-    :data:`skyclass.train.metrics.DEFAULT_FPR`.
+    :data:`skyclass.probability.DEFAULT_FPR`.
 ``evaluation_curve`` rows, keyed ``(name, class_name, stage)``
     - ``("roc", CLASS, stage)``: ``{"fpr": [...], "tpr": [...], "threshold": [...]}``,
       the one-vs-rest ROC of the pooled out-of-fold probabilities (+inf
@@ -58,8 +58,8 @@ import psycopg
 
 from skyclass.db.connect import connect
 from skyclass.errors import SkyclassError
+from skyclass.probability import DEFAULT_FPR
 from skyclass.registry.models import resolve_version
-from skyclass.train.metrics import DEFAULT_FPR
 
 Key = tuple[str, str, str]
 """(name, class_name, stage) of a metric or curve row."""

@@ -15,10 +15,10 @@ same runs, chunks and prediction tables, but computes on the client:
    that (only its layout columns are read, and checked against the
    checkpoint's);
 3. raw outputs become probabilities with the artifact's output transform,
-   then :func:`skyclass.train.calibration.apply_calibration` applies the
+   then :func:`skyclass.probability.calibration.apply_calibration` applies the
    version's calibration map (the reference the C scorer mirrors);
 4. the top label is the first class of largest probability (as rounded to
-   ``real``), photo-z versions get :func:`skyclass.train.photoz.point_estimates`
+   ``real``), photo-z versions get :func:`skyclass.probability.redshift.point_estimates`
    of the PDF (which ``skyclass.pdf_summary`` mirrors);
 5. rows go back with binary ``COPY`` into the chunk's table, and
    ``skyclass.complete_scoring_chunk`` marks the chunk done in that same
@@ -53,10 +53,10 @@ from skyclass.ingest.copy_binary import (
     fixed_field,
     text_field,
 )
+from skyclass.probability.calibration import CalibrationParams, apply_calibration
+from skyclass.probability.redshift import RedshiftGrid, point_estimates
 from skyclass.score.errors import ScoringError
 from skyclass.score.runs import RunPlan
-from skyclass.train.calibration import CalibrationParams, apply_calibration
-from skyclass.train.photoz import RedshiftGrid, point_estimates
 
 Z_COLUMNS = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68", "z_lo95", "z_hi95")
 COPY_COLUMNS = (

@@ -1,4 +1,4 @@
-"""Probability calibration stored as plain parameters and applied by one pure function.
+"""Fitting probability calibration maps (applied by :mod:`skyclass.probability.calibration`).
 
 Two maps, both fitted on data the model never trained on (a held-out
 calibration split, or out-of-fold probabilities by cross-fitting):
@@ -41,9 +41,7 @@ negative inputs are clipped to ``eps`` like zeros.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,137 +49,33 @@ import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 
+from skyclass.probability.calibration import (
+    CALIBRATION_EPS,
+    FORMAT_VERSION,
+    METHODS,
+    CalibrationParams,
+    apply_calibration,
+    renormalise,
+    temperature_softmax,
+)
 from skyclass.train.errors import TrainError
 from skyclass.train.metrics import check_proba, label_indices
 
-CALIBRATION_EPS = 1e-12
-FORMAT_VERSION = 1
-METHODS = ("identity", "temperature", "isotonic")
+__all__ = [
+    "CALIBRATION_EPS",
+    "FORMAT_VERSION",
+    "METHODS",
+    "TEMPERATURE_BOUNDS",
+    "CalibrationParams",
+    "apply_calibration",
+    "crossfit_calibration",
+    "fit_calibration",
+    "fit_isotonic",
+    "fit_temperature",
+]
+
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 """Search range of the fitted temperature; an optimum at a bound is reported as is."""
-
-
-@dataclass(frozen=True)
-class CalibrationParams:
-    """A fitted calibration map: method, number of classes, epsilon and the method's parameters."""
-
-    method: str
-    n_classes: int
-    eps: float = CALIBRATION_EPS
-    temperature: float = 1.0
-    knots_x: tuple[tuple[float, ...], ...] = ()
-    knots_y: tuple[tuple[float, ...], ...] = ()
-    diagnostics: Mapping[str, float] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise TrainError(f"unknown calibration method {self.method!r}; use one of {METHODS}")
-        if self.n_classes < 2:
-            raise TrainError(f"calibration needs at least 2 classes, not {self.n_classes}")
-        if not (math.isfinite(self.eps) and 0.0 < self.eps < 1.0 / self.n_classes):
-            raise TrainError(f"calibration eps must be in (0, 1/n_classes), not {self.eps}")
-        if self.method == "temperature" and not (
-            math.isfinite(self.temperature) and self.temperature > 0
-        ):
-            raise TrainError(f"temperature must be finite and > 0, not {self.temperature}")
-        if self.method == "isotonic":
-            if len(self.knots_x) != self.n_classes or len(self.knots_y) != self.n_classes:
-                raise TrainError(f"isotonic calibration needs knots for {self.n_classes} classes")
-            for k, (x, y) in enumerate(zip(self.knots_x, self.knots_y, strict=True)):
-                xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-                if xa.size == 0 or xa.shape != ya.shape:
-                    raise TrainError(f"class {k}: knots x and y must be non-empty, same length")
-                if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
-                    raise TrainError(f"class {k}: knots must be finite")
-                if (np.diff(xa) <= 0).any():
-                    raise TrainError(f"class {k}: knot x values must be strictly increasing")
-                if (np.diff(ya) < 0).any() or ya.min() < 0 or ya.max() > 1:
-                    raise TrainError(f"class {k}: knot y values must be non-decreasing in [0, 1]")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Strict-JSON form; :meth:`from_dict` reads it back."""
-        out: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "method": self.method,
-            "n_classes": self.n_classes,
-            "eps": self.eps,
-        }
-        if self.method == "temperature":
-            out["temperature"] = self.temperature
-        if self.method == "isotonic":
-            out["knots"] = [
-                {"x": list(x), "y": list(y)}
-                for x, y in zip(self.knots_x, self.knots_y, strict=True)
-            ]
-        out["diagnostics"] = {
-            k: (v if math.isfinite(v) else None) for k, v in self.diagnostics.items()
-        }
-        return out
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> CalibrationParams:
-        """Read (and validate) parameters written by :meth:`to_dict`."""
-        version = record.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise TrainError(f"unsupported calibration format_version {version!r}")
-        knots = record.get("knots") or []
-        return cls(
-            method=str(record["method"]),
-            n_classes=int(record["n_classes"]),
-            eps=float(record.get("eps", CALIBRATION_EPS)),
-            temperature=float(record.get("temperature", 1.0)),
-            knots_x=tuple(tuple(float(v) for v in kn["x"]) for kn in knots),
-            knots_y=tuple(tuple(float(v) for v in kn["y"]) for kn in knots),
-            diagnostics={
-                k: float(v) if v is not None else math.nan
-                for k, v in (record.get("diagnostics") or {}).items()
-            },
-        )
-
-
-def _as_input(proba: Any, n_classes: int) -> npt.NDArray[np.float64]:
-    p = np.asarray(proba, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != n_classes:
-        raise TrainError(f"probabilities have shape {p.shape}, expected (n, {n_classes})")
-    if not np.isfinite(p).all():
-        raise TrainError("probabilities to calibrate contain NaN or infinite values")
-    return p
-
-
-def _temperature_softmax(
-    p: npt.NDArray[np.float64], temperature: float, eps: float
-) -> npt.NDArray[np.float64]:
-    s = np.log(np.minimum(np.maximum(p, eps), 1.0)) / temperature
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    out: npt.NDArray[np.float64] = e / e.sum(axis=1, keepdims=True)
-    return out
-
-
-def _renormalise(c: npt.NDArray[np.float64], eps: float) -> npt.NDArray[np.float64]:
-    c = np.minimum(np.maximum(c, eps), 1.0)
-    out: npt.NDArray[np.float64] = c / c.sum(axis=1, keepdims=True)
-    return out
-
-
-def apply_calibration(
-    params: CalibrationParams | Mapping[str, Any], proba: Any
-) -> npt.NDArray[np.float64]:
-    """Calibrated probabilities for ``proba`` (n x K) with the exact formulas of the module docs."""
-    if not isinstance(params, CalibrationParams):
-        params = CalibrationParams.from_dict(params)
-    p = _as_input(proba, params.n_classes)
-    if params.method == "temperature":
-        return _temperature_softmax(p, params.temperature, params.eps)
-    if params.method == "isotonic":
-        c = np.empty_like(p)
-        for k in range(params.n_classes):
-            c[:, k] = np.interp(
-                p[:, k],
-                np.asarray(params.knots_x[k], dtype=np.float64),
-                np.asarray(params.knots_y[k], dtype=np.float64),
-            )
-        return _renormalise(c, params.eps)
-    return _renormalise(p, params.eps)
 
 
 def _mean_log_loss(p: npt.NDArray[np.float64], yi: npt.NDArray[np.intp]) -> float:
@@ -215,7 +109,7 @@ def fit_temperature(
     k = len(classes)
 
     def loss(beta: float) -> float:
-        return _mean_log_loss(_temperature_softmax(p, 1.0 / beta, eps), yi)
+        return _mean_log_loss(temperature_softmax(p, 1.0 / beta, eps), yi)
 
     low, high = TEMPERATURE_BOUNDS
     result = minimize_scalar(
@@ -253,7 +147,7 @@ def fit_isotonic(
         ys.append(tuple(float(v) for v in iso.y_thresholds_))
     params = CalibrationParams("isotonic", k, eps=eps, knots_x=tuple(xs), knots_y=tuple(ys))
     after = _mean_log_loss(apply_calibration(params, p), yi)
-    before = _mean_log_loss(_renormalise(p, eps), yi)
+    before = _mean_log_loss(renormalise(p, eps), yi)
     return CalibrationParams(
         "isotonic",
         k,

@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from skyclass.probability import DEFAULT_FPR as DEFAULT_FPR
 from skyclass.train.errors import TrainError
 
 LOG_LOSS_EPS = 1e-15
 """Probabilities are clipped below at this value before taking the log."""
 
-DEFAULT_FPR = 0.01
 DEFAULT_ECE_BINS = 15
 
 
