@@ -31,7 +31,7 @@
 #define SC_MAX_CLASSES 65536
 #define SC_MAX_KNOTS (1 << 24)
 
-/* Default floor of probabilities before renormalising (skyclass.train.calibration). */
+/* Default floor of probabilities before renormalising (skyclass.probability.calibration). */
 #define SC_DEFAULT_EPS 1e-12
 
 typedef enum sc_status
@@ -157,7 +157,7 @@ extern void sc_predict_raw(const sc_library *lib, sc_entry *entries, double *raw
 /*
  * Raw outputs -> probabilities -> calibrated probabilities, in `proba`
  * (n_classes doubles).  The calibration must have passed
- * sc_calibration_check().  The maps mirror skyclass.train.calibration's
+ * sc_calibration_check().  The maps mirror skyclass.probability.calibration's
  * apply_calibration (clip(q) = min(max(q, eps), 1)):
  *   none:        out_k = clip(p_k) / sum_j clip(p_j)
  *   temperature: s_k = log(clip(p_k)) / T; out = softmax(s)  (max subtracted)
