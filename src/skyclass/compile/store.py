@@ -53,7 +53,7 @@ class CalibrationColumns:
 
 
 def calibration_columns(calibration: Any | None, n_classes: int) -> CalibrationColumns:
-    """Columns for a ``skyclass.probability.calibration.CalibrationParams`` (or None: no calibration).
+    """Columns for a :class:`skyclass.probability.calibration.CalibrationParams` (None: none).
 
     The trainer's ``identity`` method is stored as ``none`` (the scorer then
     only clips to ``[eps, 1]`` and renormalises, as ``apply_calibration``

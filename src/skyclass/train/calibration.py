@@ -11,32 +11,8 @@ calibration split, or out-of-fold probabilities by cross-fitting):
   ``[y = k]`` on ``p_k`` (one-vs-rest), stored as its knots; the K calibrated
   values are then renormalised to sum to 1.
 
-Parameters are JSON values (floats and knot lists, never pickles).
-:func:`apply_calibration` is the reference implementation that the C scorer
-mirrors; for each row ``p`` of K probabilities (float64):
-
-``identity``
-    ``q_k = min(max(p_k, eps), 1)``; ``out_k = q_k / sum_j q_j``.
-``temperature``
-    ``q_k = min(max(p_k, eps), 1)``; ``s_k = log(q_k) / T``; ``m = max_k s_k``;
-    ``out_k = exp(s_k - m) / sum_j exp(s_j - m)``.
-``isotonic``
-    ``c_k = interp(p_k; x_k, y_k)``, then ``c_k = min(max(c_k, eps), 1)`` and
-    ``out_k = c_k / sum_j c_j``. ``interp`` is ``numpy.interp``: with knots
-    ``x_k[0] < ... < x_k[n-1]`` (strictly increasing; n >= 1) and values
-    ``y_k`` (non-decreasing, in [0, 1]): ``p <= x[0]`` gives ``y[0]``,
-    ``p >= x[n-1]`` gives ``y[n-1]`` (out-of-range inputs are clamped to the end
-    values, never extrapolated); otherwise with ``j`` such that ``x[j] <= p <
-    x[j+1]``: ``y[j]`` if ``p == x[j]``, else
-    ``slope * (p - x[j]) + y[j]`` with ``slope = (y[j+1] - y[j]) / (x[j+1] - x[j])``,
-    evaluated in that order in double precision. Tied inputs at fit time are
-    merged by scikit-learn (one knot per distinct ``p_k``, its mean label), so
-    knots never tie.
-
-``eps`` (default 1e-12, stored in the parameters) keeps every probability
-strictly positive, so log loss stays finite and a row whose calibrated values
-are all 0 comes out uniform. Inputs must be finite (non-finite values raise);
-negative inputs are clipped to ``eps`` like zeros.
+The exact formulas that apply a fitted map (and that the C scorer mirrors) are
+documented with :func:`skyclass.probability.calibration.apply_calibration`.
 """
 
 from __future__ import annotations
