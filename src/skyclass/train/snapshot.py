@@ -46,7 +46,7 @@ import psycopg
 from psycopg import sql
 
 from skyclass.db.connect import connect
-from skyclass.errors import FeatureSetNotFoundError
+from skyclass.errors import FeatureSetNotFoundError, ModelOutputError
 from skyclass.registry.catalogs import find_catalog
 from skyclass.registry.features import find_feature_build
 from skyclass.train.crossval import make_splits
@@ -305,7 +305,10 @@ def parse_bins(text: str | Sequence[float]) -> tuple[float, ...]:
         edges = [float(v) for v in text]
     if not all(math.isfinite(e) for e in edges):
         raise TrainError("redshift bin edges must be finite")
-    return RedshiftGrid(tuple(edges)).edges
+    try:
+        return RedshiftGrid(tuple(edges)).edges
+    except ModelOutputError as exc:
+        raise TrainError(f"bins {text!r}: {exc}") from None
 
 
 def bin_labels(edges: Sequence[float]) -> tuple[str, ...]:
