@@ -106,8 +106,9 @@ def _replace(path: Path, url: str) -> None:
 
 
 def _wait_for_lock_waiters(conn: psycopg.Connection, n: int) -> None:
-    """Wait until ``n`` sessions of this database wait for a lock (10 s at most)."""
-    deadline = time.monotonic() + 10
+    """Wait until ``n`` sessions of this database wait for a lock (120 s at most: the
+    writer first reads and checks the whole file, 200,000 ECSV rows in the full run)."""
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity "
