@@ -324,6 +324,8 @@ sc_transform_from_name(const char *name)
 		return SC_TRANSFORM_IDENTITY;
 	if (strcmp(name, "binary_expand") == 0)
 		return SC_TRANSFORM_BINARY_EXPAND;
+	if (strcmp(name, "raw_score") == 0)
+		return SC_TRANSFORM_RAW_SCORE;
 	return -1;
 }
 
@@ -338,8 +340,94 @@ sc_transform_outputs(sc_transform transform, int32_t n_classes)
 			return n_classes;
 		case SC_TRANSFORM_BINARY_EXPAND:
 			return n_classes == 2 ? 1 : -1;
+		case SC_TRANSFORM_RAW_SCORE:
+			return -1;
 	}
 	return -1;
+}
+
+sc_status
+sc_raw_score_check(int32_t n_classes, int32_t n_outputs, const sc_calibration *cal,
+				   char *err, size_t errlen)
+{
+	if (n_classes != 0)
+	{
+		sc_set_error(err, errlen, "a raw_score model has no classes, not %d", (int) n_classes);
+		return SC_ERR_ARGUMENT;
+	}
+	if (n_outputs < 1 || n_outputs > SC_MAX_CLASSES)
+	{
+		sc_set_error(err, errlen, "a raw_score model needs 1 to %d outputs, not %d",
+					 SC_MAX_CLASSES, (int) n_outputs);
+		return SC_ERR_ARGUMENT;
+	}
+	if (cal == NULL || cal->kind != SC_CALIBRATION_NONE || cal->n_params != 0 ||
+		cal->n_offsets != 0)
+	{
+		sc_set_error(err, errlen, "a raw_score model has no calibration");
+		return SC_ERR_ARGUMENT;
+	}
+	return SC_OK;
+}
+
+sc_status
+sc_reference_check(const double *ref, int32_t m, char *err, size_t errlen)
+{
+	int32_t		i;
+
+	if (ref == NULL || m < 2 || m > SC_MAX_KNOTS)
+	{
+		sc_set_error(err, errlen, "a reference needs 2 to %d values, not %d",
+					 SC_MAX_KNOTS, (int) m);
+		return SC_ERR_ARGUMENT;
+	}
+	for (i = 0; i < m; i++)
+	{
+		if (!isfinite(ref[i]))
+		{
+			sc_set_error(err, errlen, "reference value %d is not finite", (int) i + 1);
+			return SC_ERR_ARGUMENT;
+		}
+		if (i > 0 && ref[i] < ref[i - 1])
+		{
+			sc_set_error(err, errlen, "reference values must not decrease (value %d < value %d)",
+						 (int) i + 1, (int) i);
+			return SC_ERR_ARGUMENT;
+		}
+	}
+	return SC_OK;
+}
+
+double
+sc_percentile(double x, const double *ref, int32_t m)
+{
+	int32_t		lo;
+	int32_t		hi;
+	double		step = 100.0 / (double) (m - 1);
+	double		slope;
+
+	if (isnan(x))
+		return x;
+	if (x < ref[0])
+		return 0.0;
+	if (x >= ref[m - 1])
+		return 100.0;
+	/* Invariant: ref[lo] <= x < ref[hi]; lo ends as the last of equal values. */
+	lo = 0;
+	hi = m - 1;
+	while (hi - lo > 1)
+	{
+		int32_t		mid = lo + (hi - lo) / 2;
+
+		if (ref[mid] <= x)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (ref[lo] == x)
+		return step * lo;
+	slope = (step * hi - step * lo) / (ref[hi] - ref[lo]);
+	return slope * (x - ref[lo]) + step * lo;
 }
 
 sc_status

@@ -49,7 +49,8 @@ typedef enum sc_status
 typedef enum sc_transform
 {
 	SC_TRANSFORM_IDENTITY = 0,	/* outputs are the probabilities */
-	SC_TRANSFORM_BINARY_EXPAND = 1	/* one output p becomes [1 - p, p] */
+	SC_TRANSFORM_BINARY_EXPAND = 1, /* one output p becomes [1 - p, p] */
+	SC_TRANSFORM_RAW_SCORE = 2	/* outputs are scores, not probabilities (no classes) */
 } sc_transform;
 
 typedef enum sc_calibration_kind
@@ -116,13 +117,17 @@ extern sc_status sc_elf_check(const void *bytes, size_t len, char *err, size_t e
 extern void sc_library_unload(sc_library *lib);
 
 /*
- * Parse a transform name ("identity", "binary_expand"); -1 when unknown.
+ * Parse a transform name ("identity", "binary_expand", "raw_score"); -1 when
+ * unknown.  "raw_score" is the output kind of a model version that gives
+ * scores rather than class probabilities (task 'anomaly'): it has no
+ * classes, no calibration, and its outputs are read with predict_raw.
  */
 extern int	sc_transform_from_name(const char *name);
 
 /*
  * Number of raw outputs `transform` needs for `n_classes` probabilities, or
- * -1 when the combination is impossible.
+ * -1 when the combination is impossible (always -1 for raw_score, whose
+ * output count is the library's own: see sc_raw_score_check).
  */
 extern int32_t sc_transform_outputs(sc_transform transform, int32_t n_classes);
 
@@ -165,6 +170,28 @@ extern void sc_predict_raw(const sc_library *lib, sc_entry *entries, double *raw
  */
 extern void sc_probabilities(sc_transform transform, const double *raw,
 							 const sc_calibration *cal, double *proba, int32_t n_classes);
+
+/*
+ * The layout of a raw_score version: no classes, n_outputs in
+ * 1..SC_MAX_CLASSES, calibration none.  SC_ERR_ARGUMENT with a message
+ * otherwise.
+ */
+extern sc_status sc_raw_score_check(int32_t n_classes, int32_t n_outputs,
+									const sc_calibration *cal, char *err, size_t errlen);
+
+/*
+ * Check a reference distribution for sc_percentile: m >= 2 finite values in
+ * non-decreasing order.  SC_ERR_ARGUMENT with a message otherwise.
+ */
+extern sc_status sc_reference_check(const double *ref, int32_t m, char *err, size_t errlen);
+
+/*
+ * Percentile (0..100) of `x` among `m` reference quantiles `ref` (checked by
+ * sc_reference_check): numpy.interp(x, ref, linspace(0, 100, m), left=0,
+ * right=100), including numpy's reading of tied quantiles (the last of a
+ * run of equal values gives its percentile).  NaN stays NaN.
+ */
+extern double sc_percentile(double x, const double *ref, int32_t m);
 
 /* Index of the first largest probability (numpy.argmax semantics). */
 extern int32_t sc_argmax(const double *proba, int32_t n);

@@ -28,6 +28,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "scoring_core.h"
@@ -427,8 +428,14 @@ load_version(int64 id)
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 				 errmsg("model artifact " INT64_FORMAT " has unknown output_transform \"%s\"",
 						tmp.artifact_id, tmp.output_transform),
-				 errhint("Known transforms: identity, binary_expand.")));
+				 errhint("Known transforms: identity, binary_expand, raw_score.")));
 	tmp.transform = (sc_transform) transform;
+	if (tmp.transform == SC_TRANSFORM_RAW_SCORE &&
+		sc_raw_score_check(tmp.n_classes, tmp.n_outputs, &tmp.cal, err, sizeof(err)) != SC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("model version " INT64_FORMAT " has an invalid raw_score layout: %s",
+						id, err)));
 	if (tmp.n_features < 1 || tmp.n_features > SC_MAX_FEATURES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
@@ -440,13 +447,15 @@ load_version(int64 id)
 				 errmsg("model version " INT64_FORMAT " declares %d features but its artifact "
 						INT64_FORMAT " has %d",
 						id, tmp.version_features, tmp.artifact_id, tmp.n_features)));
-	if (sc_transform_outputs(tmp.transform, tmp.n_classes) != tmp.n_outputs)
+	if (tmp.transform != SC_TRANSFORM_RAW_SCORE &&
+		sc_transform_outputs(tmp.transform, tmp.n_classes) != tmp.n_outputs)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 				 errmsg("model version " INT64_FORMAT " names %d classes but its artifact has "
 						"%d outputs with transform %s",
 						id, tmp.n_classes, tmp.n_outputs, tmp.output_transform)));
-	if (sc_calibration_check(&tmp.cal, tmp.n_classes, err, sizeof(err)) != SC_OK)
+	if (tmp.transform != SC_TRANSFORM_RAW_SCORE &&
+		sc_calibration_check(&tmp.cal, tmp.n_classes, err, sizeof(err)) != SC_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 				 errmsg("model version " INT64_FORMAT " has an invalid %s calibration: %s",
@@ -454,7 +463,7 @@ load_version(int64 id)
 
 	tmp.entries = MemoryContextAllocZero(vcxt, sizeof(sc_entry) * tmp.n_features);
 	tmp.raw = MemoryContextAllocZero(vcxt, sizeof(double) * tmp.n_outputs);
-	tmp.proba = MemoryContextAllocZero(vcxt, sizeof(double) * tmp.n_classes);
+	tmp.proba = MemoryContextAllocZero(vcxt, sizeof(double) * Max(tmp.n_classes, 1));
 
 	/* Complete: move it into the cache. */
 	tmp.checked_user = GetUserId();
@@ -746,9 +755,9 @@ check_features(ArrayType *arr, int32 expected)
 	return (const float4 *) ARR_DATA_PTR(arr);
 }
 
-/* Score one row: the calibrated probabilities end up in v->proba. */
+/* Score one row: the raw outputs of the library end up in v->raw. */
 static VersionEntry *
-score_row(FunctionCallInfo fcinfo)
+score_row_raw(FunctionCallInfo fcinfo)
 {
 	int64		id = PG_GETARG_INT64(0);
 	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
@@ -758,8 +767,132 @@ score_row(FunctionCallInfo fcinfo)
 	ensure_library(v);
 	sc_fill_entries(x, v->n_features, v->entries);
 	sc_predict_raw(&v->artifact->lib, v->entries, v->raw);
-	sc_probabilities(v->transform, v->raw, &v->cal, v->proba, v->n_classes);
 	return v;
+}
+
+/* Score one row: the calibrated probabilities end up in v->proba. */
+static VersionEntry *
+score_row(FunctionCallInfo fcinfo)
+{
+	VersionEntry *v = version_for_call(fcinfo, PG_GETARG_INT64(0));
+	VersionEntry *scored;
+
+	/* Checked before any library is loaded: a score is no probability. */
+	if (v->transform == SC_TRANSFORM_RAW_SCORE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("model version " INT64_FORMAT " gives raw scores, not class "
+						"probabilities", v->model_version_id),
+				 errhint("Use skyclass.predict_raw(model_version, features).")));
+	scored = score_row_raw(fcinfo);
+	sc_probabilities(scored->transform, scored->raw, &scored->cal, scored->proba,
+					 scored->n_classes);
+	return scored;
+}
+
+PG_FUNCTION_INFO_V1(skyclass_predict_raw);
+Datum
+skyclass_predict_raw(PG_FUNCTION_ARGS)
+{
+	VersionEntry *v = score_row_raw(fcinfo);
+	Datum	   *elems = palloc(sizeof(Datum) * v->n_outputs);
+	int			k;
+
+	for (k = 0; k < v->n_outputs; k++)
+		elems[k] = Float8GetDatum(v->raw[k]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, v->n_outputs, FLOAT8OID,
+										  sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * A one-dimensional array argument of `elemtype` without NULLs, or 22023
+ * naming the argument; *n gets its length.
+ */
+static const void *
+vector_argument(ArrayType *arr, Oid elemtype, const char *what, int *n)
+{
+	if (ARR_ELEMTYPE(arr) != elemtype)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s must be %s", what, format_type_be(get_array_type(elemtype)))));
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array, not %d-dimensional",
+						what, ARR_NDIM(arr))));
+	if (array_contains_nulls(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not contain NULL", what),
+				 errhint("Use 'NaN' for a missing value.")));
+	*n = array_length_1d(arr);
+	return ARR_DATA_PTR(arr);
+}
+
+static void
+same_length(int n, int expected, const char *what)
+{
+	if (n != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s has %d values but features have %d", what, n, expected)));
+}
+
+PG_FUNCTION_INFO_V1(skyclass_score_percentile);
+Datum
+skyclass_score_percentile(PG_FUNCTION_ARGS)
+{
+	float8		x = PG_GETARG_FLOAT8(0);
+	int			m;
+	const double *ref = vector_argument(PG_GETARG_ARRAYTYPE_P(1), FLOAT8OID, "reference", &m);
+	char		err[256];
+
+	if (sc_reference_check(ref, m, err, sizeof(err)) != SC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid reference: %s", err)));
+	PG_RETURN_FLOAT4((float4) sc_percentile(x, ref, m));
+}
+
+PG_FUNCTION_INFO_V1(skyclass_out_of_range);
+Datum
+skyclass_out_of_range(PG_FUNCTION_ARGS)
+{
+	int			n;
+	int			n_low;
+	int			n_high;
+	const float4 *x = vector_argument(PG_GETARG_ARRAYTYPE_P(0), FLOAT4OID, "features", &n);
+	const float4 *low = vector_argument(PG_GETARG_ARRAYTYPE_P(1), FLOAT4OID, "low", &n_low);
+	const float4 *high = vector_argument(PG_GETARG_ARRAYTYPE_P(2), FLOAT4OID, "high", &n_high);
+	Datum	   *elems;
+	int			i;
+
+	same_length(n_low, n, "low");
+	same_length(n_high, n, "high");
+	elems = palloc(sizeof(Datum) * Max(n, 1));
+	/* NaN compares false either way: a missing value is never out of range. */
+	for (i = 0; i < n; i++)
+		elems[i] = BoolGetDatum(x[i] < low[i] || x[i] > high[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+}
+
+PG_FUNCTION_INFO_V1(skyclass_fill_missing);
+Datum
+skyclass_fill_missing(PG_FUNCTION_ARGS)
+{
+	int			n;
+	int			n_fill;
+	const float4 *x = vector_argument(PG_GETARG_ARRAYTYPE_P(0), FLOAT4OID, "features", &n);
+	const float4 *fill = vector_argument(PG_GETARG_ARRAYTYPE_P(1), FLOAT4OID, "fill", &n_fill);
+	Datum	   *elems;
+	int			i;
+
+	same_length(n_fill, n, "fill");
+	elems = palloc(sizeof(Datum) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		elems[i] = Float4GetDatum(isnan(x[i]) ? fill[i] : x[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, FLOAT4OID, sizeof(float4), true,
+										  TYPALIGN_INT));
 }
 
 PG_FUNCTION_INFO_V1(skyclass_predict);

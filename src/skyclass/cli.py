@@ -15,7 +15,7 @@ import click
 from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
-from skyclass.domain.cli import domain
+from skyclass.domain.cli import domain, ood
 from skyclass.errors import SkyclassError
 from skyclass.features.cli import features
 from skyclass.ingest.cli import ingest
@@ -187,6 +187,7 @@ main.add_command(features)
 main.add_command(compile_command)
 main.add_command(artifacts)
 main.add_command(score)
+main.add_command(ood)
 main.add_command(runs)
 main.add_command(deploy)
 main.add_command(schedule)

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from skyclass.errors import CompileError
 
-OUTPUT_TRANSFORMS = ("identity", "binary_expand")
+OUTPUT_TRANSFORMS = ("identity", "binary_expand", "raw_score")
 """How the raw outputs of a library's ``predict`` become class probabilities.
 
 ``identity``
@@ -19,6 +19,9 @@ OUTPUT_TRANSFORMS = ("identity", "binary_expand")
 ``binary_expand``
     One output ``p`` (sigmoid of a binary gradient-boosting model), the
     probability of the second class: probabilities are ``[1 - p, p]``.
+``raw_score``
+    The outputs are scores, not probabilities (an OOD forest's anomaly score,
+    task ``anomaly``): no classes; ``skyclass.predict_raw`` reads them.
 """
 
 
@@ -55,6 +58,13 @@ class CompiledArtifact:
                 f"unknown output transform {self.output_transform!r}; use one of "
                 f"{OUTPUT_TRANSFORMS}"
             )
+        if self.output_transform == "raw_score":
+            if self.n_classes != 0 or self.n_outputs < 1:
+                raise CompileError(
+                    f"a raw_score library has outputs and no classes, not {self.n_outputs} "
+                    f"outputs and {self.n_classes} classes"
+                )
+            return
         expected = 1 if self.output_transform == "binary_expand" else self.n_classes
         if self.n_outputs != expected or self.n_classes < 2:
             raise CompileError(
@@ -74,6 +84,8 @@ class CompiledArtifact:
             raise CompileError(
                 f"raw outputs have shape {out.shape}, expected (n, {self.n_outputs})"
             )
+        if self.output_transform == "raw_score":
+            raise CompileError("a raw_score library gives scores, not class probabilities")
         if self.output_transform == "binary_expand":
             return np.column_stack([1.0 - out[:, 0], out[:, 0]])
         return out

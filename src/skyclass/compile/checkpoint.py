@@ -118,7 +118,8 @@ def model_layout(model: Any) -> ModelLayout:
     Binary gradient boosting has one sigmoid output (``binary_expand``);
     multiclass boosting (softmax) and forests (averaged class frequencies,
     one output per class even when binary) give the probabilities directly
-    (``identity``). Anything else is refused rather than guessed.
+    (``identity``); an IsolationForest gives one anomaly score and no classes
+    (``raw_score``). Anything else is refused rather than guessed.
     """
     n_features = int(np.asarray(_field(model, "num_feature")).ravel()[0])
     n_targets = int(np.asarray(_field(model, "num_target")).ravel()[0])
@@ -127,6 +128,9 @@ def model_layout(model: Any) -> ModelLayout:
     if n_targets != 1 or len(num_class) != 1:
         raise CompileError(f"the model has {n_targets} targets; only single-target classifiers")
     n_outputs = num_class[0]
+    if n_outputs == 1 and postprocessor == "exponential_standard_ratio":
+        # An IsolationForest: one anomaly score (task 'anomaly'), no classes.
+        return ModelLayout(n_features, 1, 0, "raw_score", postprocessor)
     if n_outputs == 1 and postprocessor == "sigmoid":
         return ModelLayout(n_features, 1, 2, "binary_expand", postprocessor)
     if n_outputs >= 2 and postprocessor in ("softmax", "identity_multiclass"):

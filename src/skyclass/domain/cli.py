@@ -1,6 +1,9 @@
-"""``skyclass domain MODEL[:VERSION] --catalog NAME``."""
+"""``skyclass domain MODEL[:VERSION] --catalog NAME`` and ``skyclass ood fit|score``."""
 
 from __future__ import annotations
+
+import sys
+from typing import Any
 
 import click
 
@@ -41,8 +44,21 @@ from skyclass.domain.defaults import BOOTSTRAP, SEED, W_MAX, W_MIN
     show_default=True,
     help="Upper clip bound of the importance weights.",
 )
+@click.option(
+    "--ood/--no-ood",
+    default=True,
+    show_default=True,
+    help="Also fit the version's OOD forest when it has none and compute the catalog's OOD "
+    "scores in the database (skyclass ood score).",
+)
 def domain(
-    model: str, catalog: str, seed: int, n_bootstrap: int, w_min: float, w_max: float
+    model: str,
+    catalog: str,
+    seed: int,
+    n_bootstrap: int,
+    w_min: float,
+    w_max: float,
+    ood: bool,
 ) -> None:
     """Covariate shift of MODEL[:VERSION] on a catalog and its expected metrics there.
 
@@ -50,6 +66,8 @@ def domain(
     of the catalog), stores its cross-validated AUC, each catalog object's
     propensity and clipped importance weight, and the importance-weighted
     expected metrics with bootstrap errors and the effective sample size.
+    With --ood (default) it then computes the catalog's per-object OOD scores
+    (skyclass ood score), fitting the version's OOD forest first if needed.
     """
     from skyclass.db.connect import connect
     from skyclass.domain.run import format_result, run_domain
@@ -59,3 +77,125 @@ def domain(
             conn, model, catalog, seed=seed, n_bootstrap=n_bootstrap, w_min=w_min, w_max=w_max
         )
     click.echo(format_result(result))
+    if ood:
+        from skyclass.domain.ood_job import run_ood_job
+        from skyclass.domain.ood_store import fit_version_ood
+
+        with connect(autocommit=True) as conn:
+            fit = fit_version_ood(conn, model)
+            if fit.created or fit.compile_seconds is not None:
+                click.echo(_fit_line(model, fit))
+            if fit.compile_error is None:
+                run = run_ood_job(conn, model, catalog, progress=_bar(None))
+                click.echo(_run_line(run))
+
+
+@click.group("ood")
+def ood() -> None:
+    """Out-of-distribution scores of a model version's objects (its OOD forest).
+
+    Each model version gets an IsolationForest fitted on its training snapshot,
+    compiled like the classifiers and scored inside PostgreSQL. Per object:
+    ood_percentile (the forest's score as a percentile of held-out training
+    scores), out_of_range (per feature, outside the training [min, max]) and
+    in_domain (ood_percentile < 99 and no feature out of range), in
+    skyclass.ood_score and the published views.
+    """
+
+
+@ood.command("fit")
+@click.argument("model")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=SEED, show_default=True, help="Forest seed."
+)
+@click.option("--no-compile", is_flag=True, help="Register the forest without compiling it.")
+def ood_fit(model: str, seed: int, no_compile: bool) -> None:
+    """Fit, register and compile the OOD forest of MODEL[:VERSION] (once per version)."""
+    from skyclass.db.connect import connect
+    from skyclass.domain.ood_store import fit_version_ood
+
+    with connect(autocommit=True) as conn:
+        fit = fit_version_ood(conn, model, seed=seed, compile_forest=not no_compile)
+    click.echo(_fit_line(model, fit))
+
+
+def _fit_line(model: str, fit: Any) -> str:
+    m = fit.model
+    what = (
+        f"fitted in {fit.fit_seconds:.1f} s on {m.n_fit:,} rows, reference {m.n_reference:,} "
+        f"rows ({m.reference_rows})"
+        if fit.created
+        else "already fitted"
+    )
+    line = f"OOD forest of {model}: model version {m.ood_version_id}, {what}"
+    if fit.compile_seconds is not None and fit.compile_error is None:
+        line += f"; compiled in {fit.compile_seconds:.1f} s"
+    if fit.compile_error is not None:
+        line += f"\nnot compiled: {fit.compile_error}"
+    return line
+
+
+@ood.command("score")
+@click.argument("model")
+@click.option("--catalog", "catalog", required=True, help="Catalog to score.")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Objects per chunk (each chunk commits on its own).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
+)
+def ood_score(model: str, catalog: str, chunk_size: int, progress: bool | None) -> None:
+    """Compute the OOD scores of every object of a catalog for MODEL[:VERSION].
+
+    Chunked and resumable: an interrupted run is resumed by the next start.
+    Fits the version's OOD forest first when it has none.
+    """
+    from skyclass.db.connect import connect
+    from skyclass.domain.ood_job import run_ood_job
+    from skyclass.domain.ood_store import fit_version_ood
+
+    with connect(autocommit=True) as conn:
+        fit = fit_version_ood(conn, model)
+        if fit.created or fit.compile_seconds is not None:
+            click.echo(_fit_line(model, fit))
+        run = run_ood_job(conn, model, catalog, chunk_size=chunk_size, progress=_bar(progress))
+    click.echo(_run_line(run))
+
+
+def _bar(progress: bool | None) -> Any:
+    show = sys.stderr.isatty() if progress is None else progress
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if not show:
+            return
+        if "bar" not in state:
+            from tqdm import tqdm
+
+            state["bar"] = tqdm(total=total, unit="chunk", desc="OOD scores", file=sys.stderr)
+        state["bar"].n = done
+        state["bar"].refresh()
+        if done >= total:
+            state["bar"].close()
+
+    return update
+
+
+def _run_line(run: Any) -> str:
+    share = (
+        ""
+        if run.in_domain_fraction is None
+        else f", in domain {100 * run.in_domain_fraction:.1f}% (out of domain "
+        f"{100 * (1 - run.in_domain_fraction):.1f}%)"
+    )
+    resumed = f", attempt {run.attempts}" if run.attempts > 1 else ""
+    return (
+        f"OOD run {run.ood_run_id} on {run.catalog}: {run.status}, {run.rows_scored:,} objects "
+        f"in {run.chunks_done}/{run.chunks_total} chunks, {run.seconds:.1f} s{resumed}{share}"
+    )

@@ -203,3 +203,23 @@ def resolve_version(conn: psycopg.Connection[Any], ref: str | int) -> VersionRef
     if row is None:
         raise UnknownVersion(f"{found.label} was deleted while being read")
     return _ref(row)
+
+
+def ensure_model(conn: psycopg.Connection[Any], name: str, task: str, description: str) -> int:
+    """The ``model_id`` of model ``name``, created with ``task`` when it does not exist.
+
+    Raises :class:`InvalidModelRef` when the model exists with another task
+    (a name never silently changes what its versions are).
+    """
+    conn.execute(
+        "INSERT INTO skyclass.model (name, task, description) VALUES (%s, %s, %s) "
+        "ON CONFLICT (name) DO NOTHING",
+        (name, task, description),
+    )
+    row = conn.execute(
+        "SELECT model_id, task FROM skyclass.model WHERE name = %s", (name,)
+    ).fetchone()
+    assert row is not None
+    if str(row[1]) != task:
+        raise InvalidModelRef(f"model {name!r} exists with task {row[1]!r}, not {task!r}")
+    return int(row[0])
