@@ -59,6 +59,11 @@ ACTIONS: dict[str, str] = {
     ),
     "read artifact bytes": "SELECT count(library) FROM skyclass.model_artifact",
     "call predict": "SELECT skyclass.predict({v}, array_fill(1::real, ARRAY[9]))",
+    "call predict_raw": "SELECT skyclass.predict_raw({v}, array_fill(1::real, ARRAY[9]))",
+    "read OOD scores": "SELECT count(*) FROM skyclass.ood_object",
+    "write OOD scores": (
+        "INSERT INTO skyclass.ood_score (model_version_id) SELECT {v} WHERE false"
+    ),
     "start a scoring job": "SELECT skyclass.start_scoring_run('{v}', 'test_catalog')",
     "claim a chunk": "SELECT * FROM skyclass.claim_scoring_chunk(1)",
     # A job is held through its lease row (revision 0008), which only its owner may update.
@@ -93,6 +98,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "insert an artifact": D,
         "read artifact bytes": D,
         "call predict": D,
+        "call predict_raw": D,
+        "read OOD scores": A,
+        "write OOD scores": D,
         "start a scoring job": D,
         "claim a chunk": D,
         "take a job's lease": D,
@@ -112,6 +120,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "insert an artifact": D,  # superusers only: an artifact is native code (0008)
         "read artifact bytes": A,
         "call predict": A,  # it may read model_version and model_artifact
+        "call predict_raw": A,
+        "read OOD scores": D,
+        "write OOD scores": D,
         "start a scoring job": D,
         "claim a chunk": D,
         "take a job's lease": D,

@@ -351,6 +351,84 @@ def _predict(name: str) -> Callable[[random.Random, World], Call]:
     return call
 
 
+def _check_raw(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    raw = rows[0][0]
+    assert raw is None or (len(raw) >= 1 and all(math.isfinite(x) for x in raw)), raw
+
+
+def _reference(rng: random.Random) -> list[Any] | None:
+    """A reference for score_percentile: often valid (sorted), else broken one way."""
+    n = rng.choice([0, 1, 2, 3, 11, 1001])
+    ref: list[Any] = sorted(rng.uniform(0.3, 0.8) for _ in range(n))
+    roll = rng.random()
+    if roll < 0.05:
+        return None
+    if roll < 0.15 and n > 1:
+        ref = ref[::-1]
+    elif roll < 0.25 and ref:
+        ref[rng.randrange(len(ref))] = rng.choice((*SPECIAL_VALUES, None))
+    elif roll < 0.3 and n > 2:
+        ref[1] = ref[2] = ref[0]  # ties are valid
+    return ref
+
+
+def _percentile_call(rng: random.Random, w: World) -> Call:
+    return (
+        "SELECT skyclass.score_percentile(%s::float8, %s::float8[])",
+        [_float(rng, 0.0, 1.0), _reference(rng)],
+    )
+
+
+def _check_percentile(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    p = rows[0][0]
+    if p is None or params[0] is None:
+        return
+    if math.isnan(params[0]):
+        assert math.isnan(p)
+        return
+    assert 0.0 <= p <= 100.0, p
+    ref = params[1]
+    if params[0] < ref[0]:
+        assert p == 0.0
+    if params[0] >= ref[-1]:
+        assert p == 100.0
+
+
+def _vectors(rng: random.Random, k: int) -> Call:
+    """k real[] arguments, mostly of one length, sometimes not."""
+    sqls, params = [], []
+    for _ in range(k):
+        sql_text, p = _features(rng)
+        sqls.append(sql_text)
+        params.extend(p)
+    return ", ".join(sqls), params
+
+
+def _range_call(rng: random.Random, w: World) -> Call:
+    args, params = _vectors(rng, 3)
+    return f"SELECT skyclass.out_of_range({args})", params
+
+
+def _check_range(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    flags = rows[0][0]
+    assert flags is None or all(isinstance(f, bool) for f in flags), flags
+
+
+def _fill_call(rng: random.Random, w: World) -> Call:
+    args, params = _vectors(rng, 2)
+    return f"SELECT skyclass.fill_missing({args})", params
+
+
+def _check_fill(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    out = rows[0][0]
+    assert out is None or isinstance(out, list), out
+
+
+def _ood_percentile_call(rng: random.Random, w: World) -> Call:
+    sql_text, params = _features(rng)
+    return f"SELECT skyclass.ood_percentile(%s::bigint, {sql_text})", [_version(rng, w), *params]
+
+
 C_STATES = frozenset({"22023", "22004", "42704", "55000", "22003", "2202E", "22P02", "54000"})
 RUN_STATES = frozenset({"22023", "42704", "55000", "42P01", "42P07", "23505", "55P03"})
 TRIGGER = frozenset({"0A000"})  # trigger functions can only be called as triggers
@@ -362,6 +440,20 @@ SPECS: dict[str, Spec] = {
     ),
     "skyclass.predict_top_probability(bigint,real[])": Spec(
         _predict("predict_top_probability"), C_STATES, _check_top_probability
+    ),
+    "skyclass.predict_raw(bigint,real[])": Spec(_predict("predict_raw"), C_STATES, _check_raw),
+    "skyclass.score_percentile(double precision,double precision[])": Spec(
+        _percentile_call, frozenset({"22023", "22004", "22P02"}), _check_percentile
+    ),
+    "skyclass.out_of_range(real[],real[],real[])": Spec(
+        _range_call, frozenset({"22023", "22003", "22004", "22P02", "54000"}), _check_range
+    ),
+    "skyclass.fill_missing(real[],real[])": Spec(
+        _fill_call, frozenset({"22023", "22003", "22004", "22P02", "54000"}), _check_fill
+    ),
+    # No version of the fuzz world has an OOD forest: always refused (22023; casts 22003).
+    "skyclass.ood_percentile(bigint,real[])": Spec(
+        _ood_percentile_call, frozenset({"22023", "22003", "22P02", "54000"}), None
     ),
     "skyclass.model_info(bigint)": Spec(
         lambda rng, w: ("SELECT (skyclass.model_info(%s::bigint)).*", [_version(rng, w)]),

@@ -960,3 +960,146 @@ domain_metric = sa.Table(
         "the unweighted value from the same out-of-fold predictions; NULL = undefined."
     ),
 )
+
+
+ood_model = sa.Table(
+    "ood_model",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("ood_version_id", sa.BigInteger, nullable=False),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("params", pg.JSONB, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("feature_names", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("low", pg.ARRAY(sa.REAL), nullable=False),
+    sa.Column("high", pg.ARRAY(sa.REAL), nullable=False),
+    sa.Column("fill", pg.ARRAY(sa.REAL), nullable=False),
+    sa.Column("reference", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("threshold", sa.REAL, nullable=False),
+    sa.Column("n_fit", sa.BigInteger, nullable=False),
+    sa.Column("n_reference", sa.BigInteger, nullable=False),
+    sa.Column("reference_rows", sa.Text, nullable=False),
+    sa.Column("fit_seconds", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("model_version_id", name="ood_model_pkey"),
+    sa.UniqueConstraint("ood_version_id", name="ood_model_ood_version_id_key"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="ood_model_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["ood_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="ood_model_ood_version_id_fkey",
+    ),
+    comment=(
+        "The OOD forest of a model version (an anomaly version, compiled like any model), fitted "
+        "on its training snapshot: per-feature training low/high (range flags) and NaN fill, "
+        "reference quantiles of held-out training scores (score -> percentile), in_domain "
+        "threshold."
+    ),
+)
+
+
+ood_run = sa.Table(
+    "ood_run",
+    metadata,
+    sa.Column("ood_run_id", sa.BigInteger, sa.Identity(always=True), nullable=False),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("feature_table", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'running'::text")),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("chunks_total", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("chunks_done", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_scored", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("trigger", sa.Text, nullable=False, server_default=sa.text("'manual'::text")),
+    sa.Column(
+        "started_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.text("clock_timestamp()"),
+    ),
+    sa.Column("resumed_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.PrimaryKeyConstraint("ood_run_id", name="ood_run_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.ood_model.model_version_id"],
+        name="ood_run_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"],
+        ["skyclass.catalog.catalog_id"],
+        name="ood_run_catalog_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_ood_run_job", "model_version_id", "catalog_id", "ood_run_id"),
+    comment=(
+        "One OOD job of a model version over a catalog: progress and outcome. An interrupted "
+        "run is resumed (attempts + 1) by the next start of the same job; one runs at a time "
+        "per pair."
+    ),
+)
+
+
+ood_chunk = sa.Table(
+    "ood_chunk",
+    metadata,
+    sa.Column("ood_run_id", sa.BigInteger, nullable=False),
+    sa.Column("chunk_no", sa.Integer, nullable=False),
+    sa.Column("first_object_id", sa.BigInteger, nullable=False),
+    sa.Column("last_object_id", sa.BigInteger, nullable=False),
+    sa.Column("rows_scored", sa.BigInteger),
+    sa.Column("done_at", sa.DateTime(timezone=True)),
+    sa.PrimaryKeyConstraint("ood_run_id", "chunk_no", name="ood_chunk_pkey"),
+    sa.ForeignKeyConstraint(
+        ["ood_run_id"],
+        ["skyclass.ood_run.ood_run_id"],
+        name="ood_chunk_ood_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Planned object-id ranges of an OOD run; done_at is set in the transaction that wrote "
+        "the chunk's scores, so a killed job resumes without gaps or duplicates."
+    ),
+)
+
+
+ood_score = sa.Table(
+    "ood_score",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("raw_score", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("percentile", sa.REAL, nullable=False),
+    sa.Column("out_of_range", pg.ARRAY(sa.Boolean), nullable=False),
+    sa.Column("in_domain", sa.Boolean, nullable=False),
+    sa.Column("ood_run_id", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("model_version_id", "catalog_id", "object_id", name="ood_score_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.ood_model.model_version_id"],
+        name="ood_score_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"],
+        ["skyclass.catalog.catalog_id"],
+        name="ood_score_catalog_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Per model version, catalog and object: OOD forest score (higher = stranger), its "
+        "percentile among held-out training scores, out_of_range[i] for feature i of "
+        "skyclass.ood_model.feature_names (outside the training [low, high]; NaN never), and "
+        "in_domain = percentile < threshold (99) and no feature out of range."
+    ),
+)
