@@ -81,8 +81,9 @@ def compare(name: str, X: np.ndarray, train_side: np.ndarray) -> list[dict[str, 
     range_shift = ((Xs < low) | (Xs > high)).any(axis=1)
     rows = []
 
-    def _row(score: str, p_test: np.ndarray, p_shift: np.ndarray, cost: float,
-             fit_s: float) -> dict[str, Any]:
+    def _row(
+        score: str, p_test: np.ndarray, p_shift: np.ndarray, cost: float, fit_s: float
+    ) -> dict[str, Any]:
         y = np.r_[np.zeros(p_test.size, bool), np.ones(p_shift.size, bool)]
         return {
             "data": name,
@@ -95,7 +96,6 @@ def compare(name: str, X: np.ndarray, train_side: np.ndarray) -> list[dict[str, 
             "us_per_object": cost,
             "fit_s": fit_s,
         }
-
 
     t0 = time.perf_counter()
     forest = fit_ood_scorer(Xf, tuple(f"f{i}" for i in range(X.shape[1])), reference=Xr, seed=SEED)
@@ -117,8 +117,9 @@ def compare(name: str, X: np.ndarray, train_side: np.ndarray) -> list[dict[str, 
     p_test = score_percentile(knn(Xt), ref_q)
     s_shift, cost = _timed(knn, Xs)
     rows.append(
-        _row(f"kNN mean distance (k={KNN_K})", p_test, score_percentile(s_shift, ref_q),
-             cost, fit_s)
+        _row(
+            f"kNN mean distance (k={KNN_K})", p_test, score_percentile(s_shift, ref_q), cost, fit_s
+        )
     )
 
     # The domain classifier needs the application catalog: all objects of the set
@@ -131,8 +132,9 @@ def compare(name: str, X: np.ndarray, train_side: np.ndarray) -> list[dict[str, 
     p_test = score_percentile(dom.propensity(Xt), ref_q)
     s_shift, cost = _timed(dom.propensity, Xs)
     rows.append(
-        _row("domain propensity (HGB 60 it.)", p_test, score_percentile(s_shift, ref_q),
-             cost, fit_s)
+        _row(
+            "domain propensity (HGB 60 it.)", p_test, score_percentile(s_shift, ref_q), cost, fit_s
+        )
     )
     return rows
 

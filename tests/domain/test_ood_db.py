@@ -59,7 +59,11 @@ def ood_db(
             built[name] = build_features(SDSS_SPEC.read_text(), url, catalog=name)
         snap = create_snapshot(built["sdss_faint"], "class", n_folds=3, seed=0, url=url)
         train_model(
-            "faint", snap.snapshot_id, params={"max_iter": 20}, baselines=(), importance=False,
+            "faint",
+            snap.snapshot_id,
+            params={"max_iter": 20},
+            baselines=(),
+            importance=False,
             url=url,
         )
         compile_model_version("faint", url=url)
@@ -112,7 +116,12 @@ def test_the_forest_is_an_anomaly_version_compiled_as_raw_score(
             "JOIN skyclass.model_artifact AS a ON a.model_version_id = v.model_version_id"
         ).fetchone()
         assert row == (
-            "faint_ood", "anomaly", [], "raw_score", 1, "calibration split (fold -1)",
+            "faint_ood",
+            "anomaly",
+            [],
+            "raw_score",
+            1,
+            "calibration split (fold -1)",
             IN_DOMAIN_PERCENTILE,
         )
         # A raw-score version is no classifier.
@@ -255,3 +264,29 @@ def test_ood_cli_scores_and_reports_the_in_domain_share(
     )
     assert result.exit_code == 0, result.output
     assert "sdss_bright: done" in result.output and "out of domain 100.0%" in result.output
+
+
+def test_refresh_ood_procedure_keeps_scores_current_from_sql(ood_db: tuple[str, OodFit]) -> None:
+    url, _ = ood_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DELETE FROM skyclass.ood_score WHERE catalog_id = "
+            "(SELECT catalog_id FROM skyclass.catalog WHERE name = 'sdss_held')"
+        )
+        conn.execute("CALL skyclass.refresh_ood('faint:1', 'sdss_held', 250)")
+        ids, _ = _features(conn, "sdss_held")
+        assert np.array_equal(_scores(conn, "sdss_held")["object_id"], ids)
+        run = conn.execute(
+            "SELECT status, trigger, chunks_done = chunks_total FROM skyclass.ood_run "
+            "ORDER BY ood_run_id DESC LIMIT 1"
+        ).fetchone()
+        assert run == ("done", "schedule", True)
+        # The forest itself has no forest: a notice, nothing done, no error.
+        ood_version = conn.execute("SELECT ood_version_id FROM skyclass.ood_model").fetchone()
+        assert ood_version is not None
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+        conn.execute("CALL skyclass.refresh_ood(%s, 'sdss_held')", (str(ood_version[0]),))
+        assert any("no OOD forest" in n for n in notices)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="no catalog"):
+            conn.execute("CALL skyclass.refresh_ood('faint:1', 'nope')")

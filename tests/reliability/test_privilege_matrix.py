@@ -64,6 +64,7 @@ ACTIONS: dict[str, str] = {
     "write OOD scores": (
         "INSERT INTO skyclass.ood_score (model_version_id) SELECT {v} WHERE false"
     ),
+    "start an OOD run": "SELECT 1 FROM skyclass.ood_run WHERE false FOR UPDATE",
     "start a scoring job": "SELECT skyclass.start_scoring_run('{v}', 'test_catalog')",
     "claim a chunk": "SELECT * FROM skyclass.claim_scoring_chunk(1)",
     # A job is held through its lease row (revision 0008), which only its owner may update.
@@ -101,6 +102,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "call predict_raw": D,
         "read OOD scores": A,
         "write OOD scores": D,
+        "start an OOD run": D,
         "start a scoring job": D,
         "claim a chunk": D,
         "take a job's lease": D,
@@ -123,6 +125,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "call predict_raw": A,
         "read OOD scores": D,
         "write OOD scores": D,
+        "start an OOD run": D,
         "start a scoring job": D,
         "claim a chunk": D,
         "take a job's lease": D,

@@ -455,6 +455,41 @@ SPECS: dict[str, Spec] = {
     "skyclass.ood_percentile(bigint,real[])": Spec(
         _ood_percentile_call, frozenset({"22023", "22003", "22P02", "54000"}), None
     ),
+    # The OOD job engine: the fuzz world has no OOD forest, so these refuse with 22023
+    # (refresh_ood only notes it), or 42704 for an unknown target.
+    "skyclass.ood_start_run(bigint,integer,integer,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.ood_start_run(%s::bigint, %s::integer, %s::integer, %s)",
+            [_version(rng, w), _int(rng, [1]), _int(rng, [50, 1000]), _text(rng, ["manual"])],
+        ),
+        frozenset({"22023", "55000", "42704"}),
+        None,
+    ),
+    "skyclass.ood_score_chunk(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.ood_score_chunk(%s::bigint, %s::integer)",
+            [_bigint(rng), _int(rng)],
+        ),
+        frozenset({"22023", "55000"}),
+        None,
+    ),
+    "skyclass.ood_finish_run(bigint)": Spec(
+        lambda rng, w: ("SELECT skyclass.ood_finish_run(%s::bigint)", [_bigint(rng)]),
+        frozenset({"22023", "55000"}),
+        None,
+    ),
+    "skyclass.refresh_ood(text,text,integer)": Spec(
+        lambda rng, w: (
+            "CALL skyclass.refresh_ood(%s, %s, %s::integer)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _int(rng, [50, 1000]),
+            ],
+        ),
+        frozenset({"22023", "42704", "55000", "55P03"}),
+        None,
+    ),
     "skyclass.model_info(bigint)": Spec(
         lambda rng, w: ("SELECT (skyclass.model_info(%s::bigint)).*", [_version(rng, w)]),
         C_STATES,

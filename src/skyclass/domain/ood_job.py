@@ -1,5 +1,8 @@
 """The OOD job: OOD scores of every object of a catalog for a model version, in the database.
 
+The engine is SQL (``skyclass.ood_start_run``, ``ood_score_chunk``,
+``ood_finish_run``; ``CALL skyclass.refresh_ood`` runs them from psql or
+pg_cron); this module drives the same functions with a progress bar.
 A job is a (model version, catalog) pair; each run of it scores the
 catalog's build of the version's feature definition with the version's
 compiled OOD forest (``skyclass.predict_raw`` of the anomaly version) and
@@ -31,12 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from skyclass.domain.errors import DomainError
-from skyclass.domain.ood_store import OodModel, ood_model_of
+from skyclass.domain.ood_store import ood_model_of
 from skyclass.domain.source import load_catalog_info, resolve_version
-from skyclass.train.snapshot import load_feature_set_info
 
 DEFAULT_CHUNK_SIZE = 100_000
 
@@ -77,64 +78,6 @@ def _lock_key(model_version_id: int, catalog_id: int) -> str:
     return f"skyclass.ood:{model_version_id}:{catalog_id}"
 
 
-def _plan(
-    conn: psycopg.Connection[Any],
-    model: OodModel,
-    catalog_id: int,
-    table: sql.Composable,
-    table_text: str,
-    chunk_size: int,
-    trigger: str,
-) -> int:
-    with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO skyclass.ood_run (model_version_id, catalog_id, feature_table, "
-            "chunk_size, trigger) VALUES (%s, %s, %s, %s, %s) RETURNING ood_run_id",
-            (model.model_version_id, catalog_id, table_text, chunk_size, trigger),
-        ).fetchone()
-        assert row is not None
-        run_id = int(row[0])
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO skyclass.ood_chunk (ood_run_id, chunk_no, first_object_id, "
-                "last_object_id) "
-                "SELECT %s, k, min(object_id), max(object_id) FROM ("
-                "  SELECT object_id, ((row_number() OVER (ORDER BY object_id) - 1) / %s)::int AS k"
-                "    FROM {}) AS n GROUP BY k"
-            ).format(table),
-            (run_id, chunk_size),
-        )
-        conn.execute(
-            "UPDATE skyclass.ood_run SET chunks_total = (SELECT count(*) FROM skyclass.ood_chunk "
-            "WHERE ood_run_id = %s) WHERE ood_run_id = %s",
-            (run_id, run_id),
-        )
-    return run_id
-
-
-def _chunk_sql(table: sql.Composable) -> sql.Composed:
-    # OFFSET 0 keeps each expression evaluated once per row.
-    return sql.SQL(
-        """
-        INSERT INTO skyclass.ood_score (model_version_id, catalog_id, object_id, raw_score,
-                                        percentile, out_of_range, in_domain, ood_run_id)
-        SELECT %(v)s, %(c)s, s.object_id, s.raw, s.p, s.oor,
-               s.p < %(threshold)s AND NOT (true = ANY (s.oor)), %(run)s
-          FROM (SELECT r.object_id, r.raw, r.oor,
-                       skyclass.score_percentile(r.raw, %(reference)s::float8[]) AS p
-                  FROM (SELECT f.object_id,
-                               (skyclass.predict_raw(%(ood)s,
-                                    skyclass.fill_missing(f.x, %(fill)s::real[])))[1] AS raw,
-                               skyclass.out_of_range(f.x, %(low)s::real[], %(high)s::real[])
-                                   AS oor
-                          FROM {} AS f
-                         WHERE f.object_id BETWEEN %(first)s AND %(last)s
-                        OFFSET 0) AS r
-                OFFSET 0) AS s
-        """
-    ).format(table)
-
-
 def run_ood_job(
     conn: psycopg.Connection[Any],
     ref: str | int,
@@ -172,23 +115,18 @@ def run_ood_job(
         )
     _check_extension(conn)
     try:
-        row = conn.execute(
+        conn.execute(
             "SELECT skyclass.scoring_feature_set(%s, %s)",
             (version.model_version_id, info.catalog_id),
-        ).fetchone()
+        )
     except psycopg.errors.UndefinedObject as exc:
         hint = exc.diag.message_hint or "build it with `skyclass features build`"
         raise DomainError(
             f"{version.label} on catalog {info.name!r}: {exc.diag.message_primary}; {hint}"
         ) from None
-    assert row is not None
-    features = load_feature_set_info(conn, int(row[0]))
-    table_text = f"features.{features.table_name}"
 
     key = _lock_key(version.model_version_id, info.catalog_id)
-    got = conn.execute(
-        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
-    ).fetchone()
+    got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
     if got is None or not got[0]:
         raise DomainError(
             f"the OOD job of {version.label} on catalog {info.name!r} is running in another "
@@ -196,8 +134,15 @@ def run_ood_job(
         )
     try:
         return _run_locked(
-            conn, model, version.model_version_id, info.catalog_id, info.name, features.table,
-            table_text, chunk_size, trigger, progress, stop_after_chunks, t0,
+            conn,
+            version.model_version_id,
+            info.catalog_id,
+            info.name,
+            chunk_size,
+            trigger,
+            progress,
+            stop_after_chunks,
+            t0,
         )
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
@@ -205,12 +150,9 @@ def run_ood_job(
 
 def _run_locked(
     conn: psycopg.Connection[Any],
-    model: OodModel,
     model_version_id: int,
     catalog_id: int,
     catalog_name: str,
-    table: sql.Composable,
-    table_text: str,
     chunk_size: int,
     trigger: str,
     progress: Callable[[int, int], None] | None,
@@ -218,81 +160,34 @@ def _run_locked(
     t0: float,
 ) -> OodRunResult:
     row = conn.execute(
-        "SELECT ood_run_id FROM skyclass.ood_run WHERE model_version_id = %s AND catalog_id = %s "
-        "AND status IN ('running', 'failed') AND feature_table = %s "
-        "ORDER BY ood_run_id DESC LIMIT 1",
-        (model_version_id, catalog_id, table_text),
+        "SELECT skyclass.ood_start_run(%s, %s, %s, %s)",
+        (model_version_id, catalog_id, chunk_size, trigger),
     ).fetchone()
-    if row is not None:
-        run_id = int(row[0])
-        conn.execute(
-            "UPDATE skyclass.ood_run SET attempts = attempts + 1, resumed_at = clock_timestamp(), "
-            "status = 'running', error = NULL WHERE ood_run_id = %s",
+    assert row is not None
+    run_id = int(row[0])
+    chunks = [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT chunk_no FROM skyclass.ood_chunk WHERE ood_run_id = %s AND done_at IS NULL "
+            "ORDER BY chunk_no",
             (run_id,),
         )
-    else:
-        run_id = _plan(conn, model, catalog_id, table, table_text, chunk_size, trigger)
-    chunks = conn.execute(
-        "SELECT chunk_no, first_object_id, last_object_id FROM skyclass.ood_chunk "
-        "WHERE ood_run_id = %s AND done_at IS NULL ORDER BY chunk_no",
-        (run_id,),
-    ).fetchall()
+    ]
     total_row = conn.execute(
         "SELECT chunks_total, chunks_done FROM skyclass.ood_run WHERE ood_run_id = %s", (run_id,)
     ).fetchone()
     assert total_row is not None
     total, done = int(total_row[0]), int(total_row[1])
-    statement = _chunk_sql(table)
-    params: dict[str, Any] = {
-        "v": model_version_id,
-        "c": catalog_id,
-        "run": run_id,
-        "ood": model.ood_version_id,
-        "threshold": model.threshold,
-        "reference": list(model.reference),
-        "fill": list(model.fill),
-        "low": list(model.low),
-        "high": list(model.high),
-    }
     try:
-        for n, (chunk_no, first, last) in enumerate(chunks):
+        for n, chunk_no in enumerate(chunks):
             if stop_after_chunks is not None and n >= stop_after_chunks:
                 raise OodJobInterrupted(f"stopped after {n} chunks (run {run_id})")
-            with conn.transaction():
-                conn.execute(
-                    "DELETE FROM skyclass.ood_score WHERE model_version_id = %s "
-                    "AND catalog_id = %s AND object_id BETWEEN %s AND %s",
-                    (model_version_id, catalog_id, first, last),
-                )
-                cur = conn.execute(statement, {**params, "first": first, "last": last})
-                rows = cur.rowcount
-                conn.execute(
-                    "UPDATE skyclass.ood_chunk SET done_at = clock_timestamp(), rows_scored = %s "
-                    "WHERE ood_run_id = %s AND chunk_no = %s",
-                    (rows, run_id, chunk_no),
-                )
-                conn.execute(
-                    "UPDATE skyclass.ood_run SET chunks_done = chunks_done + 1, "
-                    "rows_scored = rows_scored + %s WHERE ood_run_id = %s",
-                    (rows, run_id),
-                )
+            # One statement in autocommit: the chunk's rows and its done mark commit together.
+            conn.execute("SELECT skyclass.ood_score_chunk(%s, %s)", (run_id, chunk_no))
             done += 1
             if progress is not None:
                 progress(done, total)
-        with conn.transaction():
-            # Objects gone from the feature table since an earlier run.
-            conn.execute(
-                "DELETE FROM skyclass.ood_score WHERE model_version_id = %s AND catalog_id = %s "
-                "AND ood_run_id <> %s",
-                (model_version_id, catalog_id, run_id),
-            )
-            conn.execute(
-                "UPDATE skyclass.ood_run SET status = 'done', finished_at = clock_timestamp() "
-                "WHERE ood_run_id = %s",
-                (run_id,),
-            )
-    except OodJobInterrupted:
-        raise
+        conn.execute("SELECT skyclass.ood_finish_run(%s)", (run_id,))
     except psycopg.Error as exc:
         conn.execute(
             "UPDATE skyclass.ood_run SET status = 'failed', error = %s WHERE ood_run_id = %s",

@@ -151,8 +151,10 @@ def _register(
             f"OOD forests of the versions of model {version.model} (skyclass.ood_model)",
         )
         # Serialise concurrent fits of the same parent (the PK below refuses the second).
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('skyclass.ood_model', %s))",
-                     (version.model_version_id,))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('skyclass.ood_model', %s))",
+            (version.model_version_id,),
+        )
         if ood_model_of(conn, version.model_version_id) is not None:
             raise _AlreadyFitted
         row = conn.execute(
@@ -247,9 +249,7 @@ def fit_version_ood(
         scorer = fit_ood_scorer(X[fit_rows], names, reference=X[ref_rows], seed=seed)
         fit_seconds = time.perf_counter() - t0
         try:
-            _register(
-                conn, version, scorer, fit_rows.size, ref_rows.size, ref_kind, fit_seconds
-            )
+            _register(conn, version, scorer, fit_rows.size, ref_rows.size, ref_kind, fit_seconds)
             created = True
         except _AlreadyFitted:
             scorer = None
