@@ -755,6 +755,20 @@ SPECS: dict[str, Spec] = {
         RUN_STATES | C_STATES | {"23502", "23514", "42P17"},
         None,
     ),
+    "skyclass.rescore_with_ood(text,text,boolean,integer,text)": Spec(
+        lambda rng, w: (
+            "CALL skyclass.rescore_with_ood(%s, %s, %s, %s::integer, %s)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _bool(rng),
+                _int(rng, [50, 1000]),
+                _text(rng),
+            ],
+        ),
+        RUN_STATES | C_STATES | {"23502", "23514", "42P17", "55P03"},
+        None,
+    ),
     "skyclass.class_changes(bigint,bigint,text)": Spec(
         lambda rng, w: (
             "SELECT * FROM skyclass.class_changes(%s::bigint, %s::bigint, %s)",

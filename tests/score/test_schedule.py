@@ -94,7 +94,7 @@ def test_scheduled_rescoring_runs_and_a_failed_run_resumes(skyclass_extension: N
         remote = add_schedule("hourly", "sgq_current", CATALOG, "* * * * *", url=portal)
         assert nightly.cron_database == remote.cron_database == "skyclass"
         assert nightly.command == (
-            "CALL skyclass.rescore('sgq_current', 'test_catalog', only_new => false, "
+            "CALL skyclass.rescore_with_ood('sgq_current', 'test_catalog', only_new => false, "
             "chunk_size => 1000, schedule_name => 'nightly')"
         )
         with psycopg.connect(url, autocommit=True) as conn:

@@ -7,6 +7,7 @@ Heavy modules (treelite, tl2cgen) are imported inside the commands so that
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -81,8 +82,19 @@ refused.
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
+@click.option(
+    "--ood/--no-ood",
+    default=True,
+    show_default=True,
+    help="Also compile the version's OOD forest when it has one not compiled yet.",
+)
 def compile_command(
-    model_ref: str, opt_level: str, parallel_comp: int, quantize: bool, progress: bool | None
+    model_ref: str,
+    opt_level: str,
+    parallel_comp: int,
+    quantize: bool,
+    progress: bool | None,
+    ood: bool,
 ) -> None:
     """Compile a trained model version so the database can score with it."""
     from skyclass.compile.store import compile_model_version
@@ -110,6 +122,35 @@ def compile_command(
     click.echo(
         f"score with: SELECT skyclass.predict({info.model_version_id}, x) FROM features.<table>"
     )
+    if ood:
+        forest = _uncompiled_ood_forest(info.model_version_id)
+        if forest is not None:
+            started = time.perf_counter()
+            done = compile_model_version(
+                forest,
+                opt_level=opt_level,
+                parallel_comp=parallel_comp,
+                quantize=quantize,
+                progress=show,
+            )
+            click.echo(
+                f"compiled its OOD forest (model_version_id {forest}) -> artifact "
+                f"{done.artifact_id} in {time.perf_counter() - started:.1f} s"
+            )
+
+
+def _uncompiled_ood_forest(model_version_id: int) -> int | None:
+    """The anomaly version holding the OOD forest of a version, when it is not compiled."""
+    from skyclass.db.connect import connect
+
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT o.ood_version_id FROM skyclass.ood_model AS o "
+            "WHERE o.model_version_id = %s AND NOT EXISTS (SELECT FROM skyclass.model_artifact "
+            "AS a WHERE a.model_version_id = o.ood_version_id)",
+            (model_version_id,),
+        ).fetchone()
+    return None if row is None else int(row[0])
 
 
 @click.group("artifacts")

@@ -87,6 +87,13 @@ The same job runs inside the database with:
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
+@click.option(
+    "--ood/--no-ood",
+    default=True,
+    show_default=True,
+    help="Afterwards bring the catalog's OOD scores up to date when the version has an OOD "
+    "forest (CALL skyclass.refresh_ood).",
+)
 def score(
     target: str,
     catalog: str,
@@ -96,8 +103,13 @@ def score(
     scorer: str,
     restart: bool,
     progress: bool | None,
+    ood: bool,
 ) -> None:
-    """Score every object of a catalog with a deployment or model version."""
+    """Score every object of a catalog with a deployment or model version.
+
+    When the version has an OOD forest (skyclass ood fit), its OOD scores of
+    the catalog are then refreshed too, unless --no-ood.
+    """
     from skyclass.score.jobs import score_catalog
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -137,6 +149,10 @@ def score(
         f"with {run.label} (model version {run.model_version_id}) by the {run.scorer} scorer, "
         f"{run.workers} session(s), {run.chunks_done} chunks{resumed}{rate}"
     )
+    if ood and run.status == "done":
+        line = _refresh_ood(run.model_version_id, catalog)
+        if line is not None:
+            click.echo(line)
     if run.objects_without_features:
         click.secho(
             f"warning: {run.objects_without_features:,} objects of {run.catalog} have no "
@@ -323,3 +339,29 @@ def schedule_remove(name: str) -> None:
 
     removed = remove_schedule(name)
     click.echo(f"schedule {removed.name} removed (pg_cron job {removed.cron_jobid})")
+
+
+def _refresh_ood(model_version_id: int, catalog: str) -> str | None:
+    """``CALL skyclass.refresh_ood`` when the version has an OOD forest; a summary line."""
+    from skyclass.db.connect import connect
+
+    with connect(autocommit=True) as conn:
+        has = conn.execute(
+            "SELECT EXISTS (SELECT FROM skyclass.ood_model WHERE model_version_id = %s)",
+            (model_version_id,),
+        ).fetchone()
+        if has is None or not has[0]:
+            return None
+        conn.execute("CALL skyclass.refresh_ood(%s, %s)", (str(model_version_id), catalog))
+        row = conn.execute(
+            "SELECT r.ood_run_id, r.rows_scored, avg((NOT s.in_domain)::int) "
+            "FROM skyclass.ood_run AS r JOIN skyclass.catalog AS c USING (catalog_id) "
+            "LEFT JOIN skyclass.ood_score AS s USING (model_version_id, catalog_id) "
+            "WHERE r.model_version_id = %s AND c.name = %s "
+            "GROUP BY r.ood_run_id ORDER BY r.ood_run_id DESC LIMIT 1",
+            (model_version_id, catalog),
+        ).fetchone()
+    if row is None:
+        return None
+    share = "" if row[2] is None else f", {100 * float(row[2]):.1f}% out of domain"
+    return f"OOD scores of {catalog} refreshed (OOD run {row[0]}, {int(row[1]):,} objects{share})"

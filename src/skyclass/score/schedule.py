@@ -1,7 +1,8 @@
 """Rescoring schedules with pg_cron (``skyclass schedule add/list/remove``).
 
-A schedule is a pg_cron job whose command is ``CALL skyclass.rescore(target,
-catalog, only_new => ..., chunk_size => ..., schedule_name => name)``, plus a
+A schedule is a pg_cron job whose command is ``CALL skyclass.rescore_with_ood(target,
+catalog, only_new => ..., chunk_size => ..., schedule_name => name)`` (``rescore``,
+then ``refresh_ood``: the OOD scores of a version with an OOD forest stay current), plus a
 row in ``skyclass.scoring_schedule`` naming it. pg_cron keeps its jobs in the
 one database named by the server setting ``cron.database_name`` (the
 embedded cluster: ``skyclass``): when the skyclass database is that one, the
@@ -148,7 +149,7 @@ def add_schedule(
     chunk_size: int = 50_000,
     url: str | None = None,
 ) -> Schedule:
-    """Schedule ``CALL skyclass.rescore(target, catalog, ...)`` with pg_cron as ``name``.
+    """Schedule ``CALL skyclass.rescore_with_ood(target, catalog, ...)`` with pg_cron as ``name``.
 
     ``cron`` is a cron expression in the server's time zone (``0 3 * * *``:
     every day at 03:00; pg_cron checks it). The target and catalog are
@@ -178,7 +179,7 @@ def add_schedule(
             raise ScoringError(f"a schedule named {name!r} exists: remove it first")
         command = (
             sql.SQL(
-                "CALL skyclass.rescore({}, {}, only_new => {}, chunk_size => {}, "
+                "CALL skyclass.rescore_with_ood({}, {}, only_new => {}, chunk_size => {}, "
                 "schedule_name => {})"
             )
             .format(

@@ -158,6 +158,13 @@ def _feature_set_ref(
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Threads.")
 @click.option("--description", help="Description of the model (first version only).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a TTY).")
+@click.option(
+    "--ood/--no-ood",
+    default=True,
+    show_default=True,
+    help="Also fit the version's OOD forest (skyclass ood fit, without compiling: "
+    "`skyclass compile` compiles both).",
+)
 def train(
     feature_set: str | None,
     catalog: str | None,
@@ -187,6 +194,7 @@ def train(
     jobs: int,
     description: str | None,
     progress: bool | None,
+    ood: bool,
 ) -> None:
     """Train, evaluate and register a new version of model --model.
 
@@ -290,6 +298,17 @@ def train(
         f"{result.seconds:.1f} s; compile it with `skyclass compile "
         f"{result.model}:{result.version}`"
     )
+    if ood:
+        from skyclass.db.connect import connect
+        from skyclass.domain.ood_store import fit_version_ood
+
+        with connect(url, autocommit=True) as conn:
+            fit = fit_version_ood(conn, result.model_version_id, compile_forest=False)
+        click.echo(
+            f"OOD forest fitted in {fit.fit_seconds:.1f} s (model version "
+            f"{fit.model.ood_version_id}, {fit.model.n_fit:,} rows, reference "
+            f"{fit.model.n_reference:,} rows)"
+        )
 
 
 @click.group()

@@ -259,3 +259,18 @@ COMMENT ON PROCEDURE skyclass.refresh_ood(text,text,integer) IS
 '''sdss17''). Resumes an interrupted run; does nothing (a notice) when the version has no OOD '
 'forest, so schedules can call it after every rescoring; refuses (55P03) while the same job '
 'runs elsewhere. Usable from psql and pg_cron.';
+
+CREATE OR REPLACE PROCEDURE skyclass.rescore_with_ood(IN deployment_or_version text, IN catalog text, IN only_new boolean DEFAULT false, IN chunk_size integer DEFAULT 50000, IN schedule_name text DEFAULT NULL::text)
+ LANGUAGE plpgsql
+AS $procedure$
+BEGIN
+    CALL skyclass.rescore(deployment_or_version, catalog, only_new, chunk_size, schedule_name);
+    -- OOD scores depend on the version and the features only: refreshed after the rescoring,
+    -- a no-op (notice) for a version without OOD forest.
+    CALL skyclass.refresh_ood(deployment_or_version, catalog);
+END
+$procedure$;
+COMMENT ON PROCEDURE skyclass.rescore_with_ood(text,text,boolean,integer,text) IS
+'CALL skyclass.rescore(...) with the same arguments, then CALL skyclass.refresh_ood(target, '
+'catalog): the command of rescoring schedules (skyclass schedule add), so OOD scores stay '
+'current after every scheduled rescoring.';

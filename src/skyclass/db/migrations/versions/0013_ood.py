@@ -18,7 +18,8 @@
 - The job engine in SQL: ``ood_start_run`` (resume or plan), ``ood_score_chunk``
   (one chunk in one transaction), ``ood_finish_run``, and the procedure
   ``refresh_ood(target, catalog)`` that runs them committing per chunk (psql,
-  pg_cron, after a rescoring).
+  pg_cron, after a rescoring); ``rescore_with_ood`` (rescore, then refresh_ood)
+  is the command of rescoring schedules.
 - ``skyclass.current_classification`` gains ``ood_percentile``, ``in_domain`` and
   ``out_of_range``; ``skyclass.ood_object`` names the out-of-range features.
 
@@ -415,6 +416,21 @@ COMMENT ON PROCEDURE skyclass.refresh_ood(text,text,integer) IS
 'forest, so schedules can call it after every rescoring; refuses (55P03) while the same job '
 'runs elsewhere. Usable from psql and pg_cron.';
 
+CREATE PROCEDURE skyclass.rescore_with_ood(IN deployment_or_version text, IN catalog text, IN only_new boolean DEFAULT false, IN chunk_size integer DEFAULT 50000, IN schedule_name text DEFAULT NULL::text)
+ LANGUAGE plpgsql
+AS $procedure$
+BEGIN
+    CALL skyclass.rescore(deployment_or_version, catalog, only_new, chunk_size, schedule_name);
+    -- OOD scores depend on the version and the features only: refreshed after the rescoring,
+    -- a no-op (notice) for a version without OOD forest.
+    CALL skyclass.refresh_ood(deployment_or_version, catalog);
+END
+$procedure$;
+COMMENT ON PROCEDURE skyclass.rescore_with_ood(text,text,boolean,integer,text) IS
+'CALL skyclass.rescore(...) with the same arguments, then CALL skyclass.refresh_ood(target, '
+'catalog): the command of rescoring schedules (skyclass schedule add), so OOD scores stay '
+'current after every scheduled rescoring.';
+
 CREATE OR REPLACE VIEW skyclass.current_classification AS
 SELECT d.name AS deployment, c.name AS catalog, p.object_id, p.model_version_id,
        p.top_label, p.top_probability, p.probabilities,
@@ -468,6 +484,7 @@ COMMENT ON VIEW skyclass.current_classification IS
     'filter on deployment and catalog and JOIN catalogs.<catalog> USING (object_id), e.g. inside '
     'a cone search. Switching a deployment switches this view in one transaction.';
 GRANT SELECT ON skyclass.current_classification TO skyclass_reader;
+DROP PROCEDURE skyclass.rescore_with_ood(text, text, boolean, integer, text);
 DROP PROCEDURE skyclass.refresh_ood(text, text, integer);
 DROP FUNCTION skyclass.ood_finish_run(bigint);
 DROP FUNCTION skyclass.ood_score_chunk(bigint, integer);
