@@ -12,9 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
+from skyclass.compile import compile_model_version
+from skyclass.domain.ood import fit_ood_scorer
+from skyclass.domain.ood_store import register_ood_forest
+from skyclass.registry.models import resolve_version
 from tests.score.conftest import (
     EXTENSION_DIR,
     _pg_config_value,
@@ -76,6 +81,41 @@ def write_regress_fixture(url: str) -> None:
                             c.classes[int(proba.argmax())],
                         )
                     )
+    write_ood_fixture(url, registered.versions["hgb_multiclass"]["identity"])
+
+
+def write_ood_fixture(url: str, parent: int) -> None:
+    """The OOD forest of version ``parent`` (compiled) and table regress_raw of its outputs."""
+    data = sdss17()
+    x = data.x_eval[:N_ROWS].astype(np.float32)
+    x[::17, 0] = np.nan  # NaN takes the training median (fill_missing)
+    x[::23, 1] = 99.0  # beyond every training value: out of range
+    with psycopg.connect(url, autocommit=True) as conn:
+        version = resolve_version(conn, parent)
+        names = tuple(f"x{i + 1}" for i in range(N_FEATURES))
+        train = data.x_train[:2000].astype(np.float64)
+        scorer = fit_ood_scorer(train, names, reference=data.x_train[2000:3000], seed=3)
+        ood_version = register_ood_forest(conn, version, scorer, 2000, 1000, "regress", 0.0)
+        compile_model_version(ood_version, conn=conn, opt_level="-O0")
+        conn.execute(
+            "CREATE TABLE regress_raw (row_id int PRIMARY KEY, features real[] NOT NULL, "
+            "score float8 NOT NULL, percentile float8 NOT NULL, out_of_range boolean[] NOT NULL)"
+        )
+        scores = scorer.raw_score(x)
+        percentiles = scorer.percentile(x)
+        flags = scorer.out_of_range(x)
+        with conn.cursor().copy("COPY regress_raw FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "float4[]", "float8", "float8", "bool[]"])
+            for i in range(len(x)):
+                copy.write_row(
+                    (
+                        i,
+                        [float(v) for v in x[i]],
+                        float(scores[i]),
+                        float(percentiles[i]),
+                        [bool(f) for f in flags[i]],
+                    )
+                )
 
 
 def pg_regress() -> Path:

@@ -132,7 +132,7 @@ def _feature_names(conn: psycopg.Connection[Any], feature_set_id: int) -> tuple[
     return tuple(str(n) for n in row[0])
 
 
-def _register(
+def register_ood_forest(
     conn: psycopg.Connection[Any],
     version: VersionRef,
     scorer: OodScorer,
@@ -141,7 +141,13 @@ def _register(
     reference_rows: str,
     fit_seconds: float,
 ) -> int:
-    """Insert the anomaly version and its ood_model row in one transaction; its id."""
+    """Register a fitted OOD scorer as the OOD forest of ``version``; its anomaly version id.
+
+    Inserts the anomaly version (companion model ``<model>_ood``) and the
+    ``skyclass.ood_model`` row in one transaction; does not compile.
+    ``n_fit``/``n_reference``/``reference_rows`` describe the rows it was
+    fitted and read against. A version that has a forest already is refused.
+    """
     params = {**FOREST_PARAMS, "max_samples": int(scorer.forest.max_samples_)}
     with conn.transaction():
         model_id = ensure_model(
@@ -156,7 +162,7 @@ def _register(
             (version.model_version_id,),
         )
         if ood_model_of(conn, version.model_version_id) is not None:
-            raise _AlreadyFitted
+            raise _AlreadyFitted(f"{version.label} has an OOD forest already")
         row = conn.execute(
             "INSERT INTO skyclass.model_version (model_id, version, training_run_id, "
             "evaluation_id, snapshot_id, feature_set_id, task, estimator, params, n_features, "
@@ -208,8 +214,8 @@ def _finite_or_nan(values: np.ndarray) -> list[float]:
     return [float(v) if np.isfinite(v) else float("nan") for v in values]
 
 
-class _AlreadyFitted(Exception):
-    pass
+class _AlreadyFitted(DomainError):
+    """The version got its forest from another session meanwhile."""
 
 
 def fit_version_ood(
@@ -251,7 +257,9 @@ def fit_version_ood(
         scorer = fit_ood_scorer(X[fit_rows], names, reference=X[ref_rows], seed=seed)
         fit_seconds = time.perf_counter() - t0
         try:
-            _register(conn, version, scorer, fit_rows.size, ref_rows.size, ref_kind, fit_seconds)
+            register_ood_forest(
+                conn, version, scorer, fit_rows.size, ref_rows.size, ref_kind, fit_seconds
+            )
             created = True
         except _AlreadyFitted:
             scorer = None

@@ -137,3 +137,45 @@ SELECT pg_temp.sqlstate_of(format('SELECT skyclass.predict(%s, ''{}'')', :uncomp
 
 -- Scoring loaded the library into this session.
 SELECT loaded FROM skyclass.model_info(:multi);
+
+-- Raw-score versions (extension 0.3.0): the OOD forest (task anomaly) of the multiclass
+-- version, with regress_raw holding scikit-learn's IsolationForest scores, percentiles and
+-- range flags of 200 rows (some NaN, some out of range).
+SELECT o.ood_version_id AS ood FROM skyclass.ood_model AS o
+  JOIN regress_model AS m ON m.model_version = o.model_version_id
+ WHERE m.name = 'multiclass' \gset
+SELECT n_features, n_classes, classes, n_outputs, output_transform, calibration_kind
+  FROM skyclass.model_info(:ood);
+SELECT count(*) AS n_rows,
+       max(abs((skyclass.predict_raw(:ood, skyclass.fill_missing(e.features, o.fill)))[1]
+               - e.score)) <= 1e-6 AS score_within_1e_6,
+       max(abs(skyclass.score_percentile(
+                   (skyclass.predict_raw(:ood, skyclass.fill_missing(e.features, o.fill)))[1],
+                   o.reference) - e.percentile)) <= 0.1 AS percentile_within_0_1,
+       bool_and(skyclass.out_of_range(e.features, o.low, o.high) = e.out_of_range)
+           AS same_range_flags,
+       count(*) FILTER (WHERE true = ANY (e.out_of_range)) AS rows_out_of_range
+  FROM regress_raw AS e, skyclass.ood_model AS o
+ WHERE o.ood_version_id = :ood;
+-- A raw score is no probability; predict_raw also reads a classifier's raw outputs.
+SELECT skyclass.predict(:ood, features) FROM regress_raw WHERE row_id = 0;
+SELECT skyclass.predict_top_label(:ood, features) FROM regress_raw WHERE row_id = 0;
+SELECT array_length(skyclass.predict_raw(:multi, features), 1) AS classifier_outputs
+  FROM regress_expected WHERE name = 'multiclass' AND row_id = 0;
+SELECT skyclass.predict_raw(:ood, ARRAY[1, 2]::real[]);
+SELECT skyclass.predict_raw(:uncompiled, features) FROM regress_raw WHERE row_id = 0;
+-- The helpers: percentiles like numpy.interp, range flags, NaN fill, and their refusals.
+SELECT skyclass.score_percentile(0.45, ARRAY[0.3, 0.4, 0.5, 0.6, 0.7]) AS p,
+       skyclass.score_percentile(0.2, ARRAY[0.3, 0.4]) AS below,
+       skyclass.score_percentile(0.4, ARRAY[0.3, 0.4]) AS at_top,
+       skyclass.score_percentile(0.3, ARRAY[0.3, 0.3, 0.5]) AS tied,
+       skyclass.score_percentile('NaN', ARRAY[0.3, 0.4]) AS nan;
+SELECT skyclass.score_percentile(0.5, ARRAY[0.7, 0.3]);
+SELECT skyclass.score_percentile(0.5, ARRAY[0.3]);
+SELECT skyclass.score_percentile(0.5, ARRAY[0.3, 'Infinity']);
+SELECT skyclass.score_percentile(0.5, ARRAY[0.3, NULL]);
+SELECT skyclass.out_of_range(ARRAY[1, 5, 'NaN', -1]::real[], ARRAY[0, 0, 0, 0]::real[],
+                             ARRAY[2, 2, 2, 2]::real[]);
+SELECT skyclass.out_of_range(ARRAY[1, 5]::real[], ARRAY[0]::real[], ARRAY[2, 2]::real[]);
+SELECT skyclass.fill_missing(ARRAY[1, 'NaN', 3]::real[], ARRAY[0, 2, 0]::real[]);
+SELECT skyclass.fill_missing(ARRAY[1, 'NaN']::real[], ARRAY[[0, 2]]::real[]);
