@@ -30,7 +30,14 @@ side in interleaved rounds (medians):
 - ``e_sklearn``: the rows exported with binary COPY, scikit-learn's
   ``predict_proba`` (all cores) and the same calibration in numpy, and the
   predictions written back with binary COPY into a new table with the same
-  columns and primary key, in one transaction.
+  columns and primary key, in one transaction;
+- ``f_ood_select``: the OOD percentile of every row (the version's OOD forest, an
+  IsolationForest of 100 trees compiled like the model, through
+  ``skyclass.predict_raw``, ``fill_missing`` and ``score_percentile``), nothing
+  written: the OOD score's read path beside ``b_select``;
+- ``g_ood_call``: ``CALL skyclass.refresh_ood(...)`` in one session: the durable
+  OOD job (percentile, range flags, in_domain into ``skyclass.ood_score``) that
+  follows a rescoring, beside ``c_call``.
 
 Targets (issue 4): b >= 0.8 a; c >= 3 e; c >= 1.5 d. Also measured: compile
 time and single-thread speed versus model size, and the model alone on one
@@ -218,6 +225,26 @@ def register(
 
 
 # -- the raw model in C -------------------------------------------------------------------------
+def register_ood(url: str, version: int, x_train: Any) -> dict[str, Any]:
+    """Fit the version's OOD forest on the training rows, register and compile it (-O2)."""
+    from skyclass.compile import compile_model_version
+    from skyclass.domain.ood import fit_ood_scorer
+    from skyclass.domain.ood_store import register_ood_forest
+    from skyclass.registry.models import resolve_version
+
+    x = np.asarray(x_train, dtype=np.float64)
+    half = len(x) * 3 // 4
+    names = tuple(f"f{i}" for i in range(x.shape[1]))
+    scorer = fit_ood_scorer(x[:half], names, reference=x[half:])
+    with psycopg.connect(url, autocommit=True) as conn:
+        ood_version = register_ood_forest(
+            conn, resolve_version(conn, version), scorer, half, len(x) - half, "bench", 0.0
+        )
+        clock = time.perf_counter()
+        compile_model_version(ood_version, conn=conn)
+        return {"ood_version": ood_version, "compile_seconds": time.perf_counter() - clock}
+
+
 def build_driver(directory: Path) -> Path:
     """Compile bench/scoring_driver.c (gcc -O2 -pthread)."""
     binary = directory / "scoring_driver"
@@ -409,7 +436,29 @@ class ScoringBench:
             "c_call": self._call,
             "d_client": lambda: self._job("client"),
             "e_sklearn": self._sklearn,
+            "f_ood_select": self._ood_select,
+            "g_ood_call": self._ood_call,
         }
+
+    def _ood_select(self) -> float:
+        query = sql.SQL(
+            "SELECT count(*), sum(skyclass.score_percentile((skyclass.predict_raw(o.ood_version_id,"
+            " skyclass.fill_missing(f.x, o.fill)))[1], o.reference)) "
+            "FROM {} AS f, skyclass.ood_model AS o WHERE o.model_version_id = %s"
+        ).format(self.feature_set.table_identifier())
+        with psycopg.connect(self.url) as conn, self.measure("f_ood_select") as m:
+            row = conn.execute(query, (self.version,)).fetchone()
+        assert row is not None and row[0] == self.rows
+        return m.wall
+
+    def _ood_call(self) -> float:
+        self._checkpoint()
+        with psycopg.connect(self.url, autocommit=True) as conn, self.measure("g_ood_call") as m:
+            conn.execute(
+                "CALL skyclass.refresh_ood(%s, %s, chunk_size => %s)",
+                (str(self.version), CATALOG, CHUNK_SIZE),
+            )
+        return m.wall
 
     def _raw(self) -> float:
         with self.measure("a_raw_c") as m:
@@ -574,6 +623,7 @@ def run(
     repeats: int = 3,
     workers: int | None = None,
     sizes: bool = True,
+    only: tuple[str, ...] = (),
 ) -> ScoringResult:
     """Run the scoring benchmark on database ``url`` (about ``rows`` objects) and print it."""
     from skyclass.score.jobs import default_workers
@@ -599,6 +649,12 @@ def run(
             f"(compile {model_info['compile_seconds']:.1f} s, "
             f"{model_info['library_bytes']:,} bytes)"
         )
+        clock = wall()
+        ood_info = register_ood(url, version, x_train)
+        say(
+            f"  its OOD forest (model version {ood_info['ood_version']}): fitted and compiled in "
+            f"{wall() - clock:.1f} s (compile {ood_info['compile_seconds']:.1f} s)"
+        )
         driver = build_driver(directory)
         library = library_file(url, version, directory)
         features = directory / "features.f32"
@@ -616,11 +672,13 @@ def run(
             classes,
             (driver, library, features),
         )
-        seconds = interleaved(bench.variants(), repeats)
+        chosen = {k: v for k, v in bench.variants().items() if not only or k in only}
+        seconds = interleaved(chosen, repeats)
         result = _result(n, repeats, n_workers, model_info, seconds)
         _add_cpu(result, bench.measures)
         result.load_average = {"before": before, "after": load_average()}
-        result.client_predictors = client_predictors(model, library, x_train, repeats)
+        if not only:
+            result.client_predictors = client_predictors(model, library, x_train, repeats)
         print_result(result)
         if sizes:
             say("\ncompile time and single-thread speed versus model size")
@@ -641,12 +699,28 @@ def _result(
 ) -> ScoringResult:
     medians = {name: median(values) for name, values in seconds.items()}
     rates = {name: n / s for name, s in medians.items()}
+    if not {"a_raw_c", "b_select", "c_job", "c_call", "d_client", "e_sklearn"} <= set(rates):
+        # A run of some variants only (--variants): the OOD ratios when their parts ran.
+        ratios: dict[str, float] = {}
+        if {"f_ood_select", "b_select"} <= set(rates):
+            ratios["f_ood_select / b_select"] = rates["f_ood_select"] / rates["b_select"]
+        if {"g_ood_call", "c_call"} <= set(medians):
+            ratios["(c_call + g_ood_call) / c_call time"] = (
+                medians["c_call"] + medians["g_ood_call"]
+            ) / medians["c_call"]
+        return ScoringResult(n, repeats, n_workers, model_info, medians, rates, ratios, {}, seconds)
     ratios = {
         "b_select / a_raw_c": rates["b_select"] / rates["a_raw_c"],
         "c_job / e_sklearn": rates["c_job"] / rates["e_sklearn"],
         "c_job / d_client": rates["c_job"] / rates["d_client"],
         "c_call / e_sklearn": rates["c_call"] / rates["e_sklearn"],
         "c_job / b_select": rates["c_job"] / rates["b_select"],
+        # The OOD score: its read path against the model's, and the OOD job after a
+        # one-session rescoring (rescore, then refresh_ood) against the rescoring alone.
+        "f_ood_select / b_select": rates["f_ood_select"] / rates["b_select"],
+        "(c_call + g_ood_call) / c_call time": (
+            (medians["c_call"] + medians["g_ood_call"]) / medians["c_call"]
+        ),
     }
     targets = {
         "b >= 0.8 a": ratios["b_select / a_raw_c"] >= 0.8,
@@ -699,6 +773,14 @@ def print_result(result: ScoringResult) -> None:
     say("\nratios (rows/s over rows/s) and targets")
     say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))
     say(", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result.targets.items()))
+    if "f_ood_select" in result.seconds:
+        ood, model = result.seconds["f_ood_select"], result.seconds["b_select"]
+        job = result.seconds["g_ood_call"]
+        say(
+            f"\nOOD score per object: {1e6 * ood / result.rows:.2f} µs on the read path "
+            f"(model {1e6 * model / result.rows:.2f} µs, ratio {ood / model:.2f}), "
+            f"{1e6 * job / result.rows:.2f} µs in the durable OOD job (one session)"
+        )
     if result.client_predictors:
         rates = result.client_predictors
         say(
@@ -757,6 +839,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="sessions/threads (cores)")
     parser.add_argument("--no-sizes", action="store_true", help="skip the compile-size table")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="comma-separated variants to run (default: all), e.g. b_select,c_call,f_ood_select,"
+        "g_ood_call for the OOD cost alone",
+    )
     args = parser.parse_args(argv)
     rows = args.rows or (200_000 if args.quick else 1_000_000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -764,7 +852,14 @@ def main(argv: list[str] | None = None) -> None:
     with bench_database() as url:
         info = machine_info(url)
         print_machine(info)
-        result = run(url, rows=rows, repeats=repeats, workers=args.workers, sizes=not args.no_sizes)
+        result = run(
+            url,
+            rows=rows,
+            repeats=repeats,
+            workers=args.workers,
+            sizes=not args.no_sizes,
+            only=tuple(v for v in args.variants.split(",") if v),
+        )
     say(f"\ntotal {time.time() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, **asdict(result)}, indent=2, default=str))
