@@ -290,3 +290,50 @@ def test_refresh_ood_procedure_keeps_scores_current_from_sql(ood_db: tuple[str, 
         assert any("no OOD forest" in n for n in notices)
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="no catalog"):
             conn.execute("CALL skyclass.refresh_ood('faint:1', 'nope')")
+
+
+def test_skyclass_score_refreshes_the_ood_scores_of_the_version(
+    ood_db: tuple[str, OodFit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = ood_db
+    monkeypatch.setenv("SKYCLASS_DATABASE_URL", url)
+    deploy("faint_bright", "faint", url=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DELETE FROM skyclass.ood_score WHERE catalog_id = "
+            "(SELECT catalog_id FROM skyclass.catalog WHERE name = 'sdss_bright')"
+        )
+    result = CliRunner().invoke(
+        main,
+        ["score", "faint_bright", "--catalog", "sdss_bright", "--workers", "1", "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "OOD scores of sdss_bright refreshed" in result.output
+    assert "100.0% out of domain" in result.output
+    with psycopg.connect(url) as conn:
+        ids, _ = _features(conn, "sdss_bright")
+        missing = conn.execute(
+            "SELECT count(*) FROM skyclass.current_classification "
+            "WHERE deployment = 'faint_bright' AND catalog = 'sdss_bright' "
+            "AND ood_percentile IS NULL"
+        ).fetchone()
+    assert missing == (0,) and _scores_count(url, "sdss_bright") == ids.size
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "faint_bright",
+            "--catalog",
+            "sdss_bright",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-ood",
+        ],
+    )
+    assert result.exit_code == 0 and "OOD scores" not in result.output
+
+
+def _scores_count(url: str, catalog: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(_scores(conn, catalog)["object_id"].size)

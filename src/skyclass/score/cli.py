@@ -149,7 +149,7 @@ def score(
         f"with {run.label} (model version {run.model_version_id}) by the {run.scorer} scorer, "
         f"{run.workers} session(s), {run.chunks_done} chunks{resumed}{rate}"
     )
-    if ood and run.status == "done":
+    if ood and run.status == "succeeded":
         line = _refresh_ood(run.model_version_id, catalog)
         if line is not None:
             click.echo(line)
