@@ -337,3 +337,26 @@ def test_skyclass_score_refreshes_the_ood_scores_of_the_version(
 def _scores_count(url: str, catalog: str) -> int:
     with psycopg.connect(url) as conn:
         return int(_scores(conn, catalog)["object_id"].size)
+
+
+def test_dropping_a_catalog_removes_its_ood_scores_and_runs(ood_db: tuple[str, OodFit]) -> None:
+    """Last in this module: it drops sdss_bright."""
+    from skyclass.registry.drop import drop_catalog
+
+    url, _ = ood_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        run_ood_job(conn, "faint", "sdss_bright")
+        catalog_id = conn.execute(
+            "SELECT catalog_id FROM skyclass.catalog WHERE name = 'sdss_bright'"
+        ).fetchone()
+        assert catalog_id is not None
+    drop_catalog("sdss_bright", cascade=True, url=url)
+    with psycopg.connect(url) as conn:
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM skyclass.ood_score WHERE catalog_id = %s), "
+            "(SELECT count(*) FROM skyclass.ood_run WHERE catalog_id = %s)",
+            (catalog_id[0], catalog_id[0]),
+        ).fetchone()
+        assert left == (0, 0)
+        # The other catalogs keep theirs.
+        assert _scores(conn, "sdss_held")["object_id"].size > 0

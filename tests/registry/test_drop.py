@@ -77,7 +77,8 @@ def test_drop_lists_dependents_refuses_and_cascades_without_orphans(
             "FROM skyclass.catalog WHERE name = 'alpha'"
         )
     scored = _state(db_url)
-    assert scored == (1, 1, 1, 1, 1, 600)
+    # Two model versions: gal:1 and its OOD forest (gal_ood:1, fitted by `skyclass train`).
+    assert scored == (1, 1, 1, 1, 2, 600)
     tables = relations(db_url)
 
     code, out = run(db_url, "catalog", "drop", "alpha")
@@ -100,7 +101,7 @@ def test_drop_lists_dependents_refuses_and_cascades_without_orphans(
     assert code == 0, out
     assert "dropped scoring runs: 1" in out and "dropped catalog alpha (catalogs.alpha)" in out
     # The model version, its snapshot and its feature build's row stay; nothing else does.
-    assert _state(db_url) == (0, 1, 0, 0, 1, 0)
+    assert _state(db_url) == (0, 1, 0, 0, 2, 0)
     with psycopg.connect(db_url) as conn:
         snapshot = conn.execute(
             "SELECT 'snapshots.' || table_name FROM skyclass.training_snapshot"

@@ -1085,17 +1085,6 @@ ood_score = sa.Table(
     sa.Column("in_domain", sa.Boolean, nullable=False),
     sa.Column("ood_run_id", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("model_version_id", "catalog_id", "object_id", name="ood_score_pkey"),
-    sa.ForeignKeyConstraint(
-        ["model_version_id"],
-        ["skyclass.ood_model.model_version_id"],
-        name="ood_score_model_version_id_fkey",
-    ),
-    sa.ForeignKeyConstraint(
-        ["catalog_id"],
-        ["skyclass.catalog.catalog_id"],
-        name="ood_score_catalog_id_fkey",
-        ondelete="CASCADE",
-    ),
     comment=(
         "Per model version, catalog and object: OOD forest score (higher = stranger), its "
         "percentile among held-out training scores, out_of_range[i] for feature i of "

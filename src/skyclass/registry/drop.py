@@ -187,6 +187,8 @@ def drop_catalog(name: str, *, cascade: bool = False, url: str | None = None) ->
             _drop_view(conn, schema, table, name)
         else:
             drop_table(conn, schema, table, what=f"catalog {name!r}")
+        # OOD scores have no foreign key (it doubled their write cost): deleted here.
+        conn.execute("DELETE FROM skyclass.ood_score WHERE catalog_id = %s", (catalog_id,))
         try:
             with conn.transaction():
                 conn.execute("DELETE FROM skyclass.catalog WHERE catalog_id = %s", (catalog_id,))
