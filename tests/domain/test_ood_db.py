@@ -140,7 +140,7 @@ def test_in_database_percentiles_equal_the_python_scorer(ood_db: tuple[str, OodF
     assert fit.scorer is not None
     with psycopg.connect(url, autocommit=True) as conn:
         for catalog in ("sdss_bright", "sdss_held"):
-            run = run_ood_job(conn, "faint", catalog, chunk_size=700)
+            run = run_ood_job(conn, "faint", catalog, chunk_size=700, workers=2)
             assert run.status == "done" and run.chunks_done == run.chunks_total > 1
             ids, X = _features(conn, catalog)
             got = _scores(conn, catalog)

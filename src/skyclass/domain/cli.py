@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -86,7 +87,9 @@ def domain(
             if fit.created or fit.compile_seconds is not None:
                 click.echo(_fit_line(model, fit))
             if fit.compile_error is None:
-                run = run_ood_job(conn, model, catalog, progress=_bar(None))
+                run = run_ood_job(
+                    conn, model, catalog, progress=_bar(None), workers=min(os.cpu_count() or 1, 64)
+                )
                 click.echo(_run_line(run))
 
 
@@ -146,11 +149,19 @@ def _fit_line(model: str, fit: Any) -> str:
     help="Objects per chunk (each chunk commits on its own).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Parallel database sessions.  [default: number of cores]",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
 )
-def ood_score(model: str, catalog: str, chunk_size: int, progress: bool | None) -> None:
+def ood_score(
+    model: str, catalog: str, chunk_size: int, workers: int | None, progress: bool | None
+) -> None:
     """Compute the OOD scores of every object of a catalog for MODEL[:VERSION].
 
     Chunked and resumable: an interrupted run is resumed by the next start.
@@ -164,7 +175,14 @@ def ood_score(model: str, catalog: str, chunk_size: int, progress: bool | None) 
         fit = fit_version_ood(conn, model)
         if fit.created or fit.compile_seconds is not None:
             click.echo(_fit_line(model, fit))
-        run = run_ood_job(conn, model, catalog, chunk_size=chunk_size, progress=_bar(progress))
+        run = run_ood_job(
+            conn,
+            model,
+            catalog,
+            chunk_size=chunk_size,
+            progress=_bar(progress),
+            workers=workers or min(os.cpu_count() or 1, 64),
+        )
     click.echo(_run_line(run))
 
 

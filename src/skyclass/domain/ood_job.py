@@ -28,8 +28,10 @@ Readers see old and new scores side by side while a rerun proceeds.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +76,32 @@ def _check_extension(conn: psycopg.Connection[Any]) -> None:
         )
 
 
+def _score_in_sessions(
+    conn: psycopg.Connection[Any],
+    chunks: list[int],
+    n_sessions: int,
+    score: Callable[[psycopg.Connection[Any], list[int]], None],
+) -> None:
+    """Chunks dealt round-robin to ``n_sessions`` sessions (``conn`` and new ones)."""
+    password = conn.info.password
+    url = psycopg.conninfo.make_conninfo(
+        conn.info.dsn, **({"password": password} if password else {})
+    )
+    extra = [psycopg.connect(url, autocommit=True) for _ in range(n_sessions - 1)]
+    try:
+        sessions = [conn, *extra]
+        with ThreadPoolExecutor(max_workers=n_sessions) as pool:
+            futures = [
+                pool.submit(score, session, chunks[i::n_sessions])
+                for i, session in enumerate(sessions)
+            ]
+            for future in futures:
+                future.result()
+    finally:
+        for session in extra:
+            session.close()
+
+
 def _lock_key(model_version_id: int, catalog_id: int) -> str:
     return f"skyclass.ood:{model_version_id}:{catalog_id}"
 
@@ -87,10 +115,13 @@ def run_ood_job(
     trigger: str = "manual",
     progress: Callable[[int, int], None] | None = None,
     stop_after_chunks: int | None = None,
+    workers: int = 1,
 ) -> OodRunResult:
     """Score ``catalog`` with the OOD forest of model version ``ref``; resume or start a run.
 
     ``conn`` must be in autocommit mode (each chunk commits on its own).
+    ``workers`` sessions (``conn`` plus ``workers - 1`` new connections to
+    the same database) score the chunks side by side.
     ``progress(chunks_done, chunks_total)`` is called after each chunk.
     ``stop_after_chunks`` (tests) raises :class:`OodJobInterrupted` after
     that many chunks of this call, leaving the run resumable.
@@ -99,6 +130,8 @@ def run_ood_job(
         raise DomainError("the OOD job commits per chunk: give it an autocommit connection")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise DomainError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise DomainError(f"workers must be an integer from 1 to 64, not {workers!r}")
     t0 = time.perf_counter()
     version = resolve_version(conn, ref)
     info = load_catalog_info(conn, catalog)
@@ -143,6 +176,7 @@ def run_ood_job(
             progress,
             stop_after_chunks,
             t0,
+            workers,
         )
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
@@ -158,6 +192,7 @@ def _run_locked(
     progress: Callable[[int, int], None] | None,
     stop_after_chunks: int | None,
     t0: float,
+    workers: int = 1,
 ) -> OodRunResult:
     row = conn.execute(
         "SELECT skyclass.ood_start_run(%s, %s, %s, %s)",
@@ -178,15 +213,31 @@ def _run_locked(
     ).fetchone()
     assert total_row is not None
     total, done = int(total_row[0]), int(total_row[1])
-    try:
-        for n, chunk_no in enumerate(chunks):
-            if stop_after_chunks is not None and n >= stop_after_chunks:
-                raise OodJobInterrupted(f"stopped after {n} chunks (run {run_id})")
+    if stop_after_chunks is not None:
+        chunks = chunks[:stop_after_chunks] if stop_after_chunks < len(chunks) else chunks
+        interrupted = len(chunks) < total - done
+    else:
+        interrupted = False
+    lock = threading.Lock()
+
+    def score(session: psycopg.Connection[Any], mine: list[int]) -> None:
+        nonlocal done
+        for chunk_no in mine:
             # One statement in autocommit: the chunk's rows and its done mark commit together.
-            conn.execute("SELECT skyclass.ood_score_chunk(%s, %s)", (run_id, chunk_no))
-            done += 1
-            if progress is not None:
-                progress(done, total)
+            session.execute("SELECT skyclass.ood_score_chunk(%s, %s)", (run_id, chunk_no))
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+
+    try:
+        n_sessions = max(1, min(workers, len(chunks)))
+        if n_sessions == 1:
+            score(conn, chunks)
+        else:
+            _score_in_sessions(conn, chunks, n_sessions, score)
+        if interrupted:
+            raise OodJobInterrupted(f"stopped after {stop_after_chunks} chunks (run {run_id})")
         conn.execute("SELECT skyclass.ood_finish_run(%s)", (run_id,))
     except psycopg.Error as exc:
         conn.execute(
