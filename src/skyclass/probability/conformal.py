@@ -17,9 +17,10 @@ of the interval's half-widths,
 negative inside). For each OOD bin the *conformal quantile* ``q`` is the
 ``ceil((n + 1) a)``-th smallest of the bin's ``n`` calibration scores (none when
 ``(n + 1) a > n``), and the interval of an object in that bin is
-``[L - q (M - L + d), U + q (U - M + d)]``, held to contain ``M`` and clipped to
-the grid. It widens or narrows each object's own PDF interval (so it adapts to
-the PDF's width and asymmetry), needs only the stored PDF, and is one SQL lookup
+``[L - q (M - L + d), U + q (U - M + d)]``, held to contain ``M`` (and the 95%
+interval to contain the 68% one) and clipped to the grid. It widens or narrows
+each object's own PDF interval (so it adapts to the PDF's width and asymmetry),
+needs only the stored PDF, and is one SQL lookup
 (``skyclass.photoz_intervals``). A score based on the PDF's own levels
 (``|2 F(z) - 1|``) was tried first: it saturates at 1 when a PDF puts no mass
 where the truth is, which the most unusual objects often do, and a level of 1
@@ -76,7 +77,7 @@ LOG_T_LIMIT = 4.0
 
 
 def check_edges(edges: Sequence[float]) -> tuple[float, ...]:
-    """Validated OOD bin edges: at least 2, finite, strictly increasing, inside [0, 100]."""
+    """Validated OOD bin edges: at least 2, strictly increasing in [0, 100], the first 0."""
     e = tuple(float(v) for v in edges)
     if len(e) < 2:
         raise ModelOutputError("OOD bin edges need at least 2 values (1 bin)")
@@ -84,6 +85,10 @@ def check_edges(edges: Sequence[float]) -> tuple[float, ...]:
         raise ModelOutputError(f"OOD bin edges must be finite percentiles in [0, 100], not {e}")
     if any(b <= a for a, b in itertools.pairwise(e)):
         raise ModelOutputError(f"OOD bin edges must be strictly increasing, not {e}")
+    if e[0] != 0.0:
+        raise ModelOutputError(
+            f"the first OOD bin edge must be 0 (every percentile has a bin), not {e[0]}"
+        )
     return e
 
 
@@ -94,9 +99,8 @@ def ood_bin(
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.str_]]:
     """Bin index of each percentile (-1 when none) and the flag of the objects without one.
 
-    Bin ``b`` is ``[edges[b], edges[b+1])``; the first bin also takes percentiles
-    below ``edges[0]``. At or above the last edge, or out of range: ``out_of_domain``;
-    NaN: ``no_ood_score``.
+    Bin ``b`` is ``[edges[b], edges[b+1])``. At or above the last edge, or out of
+    range: ``out_of_domain``; NaN: ``no_ood_score``.
     """
     e = np.asarray(check_edges(edges))
     pct = np.asarray(percentile, dtype=np.float64).reshape(-1)
@@ -167,7 +171,7 @@ class IntervalCalibration:
     conformal: Mapping[float, tuple[float | None, ...]]
 
     def to_rows(self) -> list[tuple[int, float, float, float, float | None, int]]:
-        """``(bin, ood_lo, ood_hi, level, conformal_level, n)`` rows for the registry table."""
+        """``(bin, ood_lo, ood_hi, level, conformal_quantile, n)`` rows for the registry table."""
         return [
             (b, self.edges[b], self.edges[b + 1], a, self.conformal[a][b], self.n[b])
             for a in self.levels
@@ -255,6 +259,11 @@ def photoz_intervals(
             # The median stays inside; the grid bounds every interval.
             lo[a][ok] = np.clip(np.minimum(low - q * (med - low + WIDTH_FLOOR), med), e[0], e[-1])
             hi[a][ok] = np.clip(np.maximum(high + q * (high - med + WIDTH_FLOOR), med), e[0], e[-1])
+    # Levels are calibrated one by one; a wider level's interval is held to contain a narrower's.
+    ordered = sorted(tables)
+    for small, big in itertools.pairwise(ordered):
+        lo[big] = np.fmin(lo[big], lo[small])
+        hi[big] = np.fmax(hi[big], hi[small])
     return Intervals(lo=lo, hi=hi, flag=np.asarray(flag, dtype=np.str_))
 
 

@@ -140,6 +140,9 @@ BEGIN
     z_hi68 := least(greatest(greatest(s.z_hi68 + q68 * (s.z_hi68 - s.z_median + d), s.z_median), e0), e1);
     z_lo95 := least(greatest(least(s.z_lo95 - q95 * (s.z_median - s.z_lo95 + d), s.z_median), e0), e1);
     z_hi95 := least(greatest(greatest(s.z_hi95 + q95 * (s.z_hi95 - s.z_median + d), s.z_median), e0), e1);
+    -- Each level is calibrated on its own: the 95% interval is held to contain the 68% one.
+    z_lo95 := least(z_lo95, z_lo68);
+    z_hi95 := greatest(z_hi95, z_hi68);
     interval_flag := 'ok';
 END
 $function$;
@@ -147,7 +150,8 @@ COMMENT ON FUNCTION skyclass.photoz_intervals(bigint,real[],double precision,boo
 '68% and 95% photo-z intervals of a PDF (bin masses on the version''s bin edges) that hold in '
 'every OOD bin: the PDF''s central interval [L, U] widened or narrowed around its median M by '
 'the conformal quantile q of the object''s OOD-percentile bin (skyclass.interval_calibration): '
-'[L - q (M - L + 0.001), U + q (U - M + 0.001)], containing M, clipped to the grid. '
+'[L - q (M - L + 0.001), U + q (U - M + 0.001)], containing M (the 95% interval containing the'
+' 68% one), clipped to the grid. '
 'interval_flag: ok; out_of_domain (percentile at or above the top bin edge, or out_of_range) '
 'or too_few_calibration or no_ood_score (NULL percentile) with NULL intervals, never invented '
 'ones. Unknown version 42704; not photoz, percentile outside [0, 100] or a PDF that '
