@@ -32,7 +32,12 @@ from skyclass.probability.conformal import (
     recalibrate_probabilities,
 )
 from skyclass.probability.redshift import RedshiftGrid
-from skyclass.score.intervals import load_interval_calibration, load_probability_recalibration
+from skyclass.score.intervals import (
+    load_interval_calibration,
+    load_probability_recalibration,
+    version_intervals,
+    version_probabilities,
+)
 from skyclass.train.pipeline import TrainResult, train_model
 from skyclass.train.snapshot import create_snapshot
 from tests.conftest import drop_database, new_database
@@ -150,7 +155,11 @@ def test_sql_intervals_equal_the_python_path_with_the_same_flags(
             ).fetchone()
             for p, v, o in zip(pdfs, pct, oor, strict=True)
         ]
+        via_version = version_intervals(conn, photoz.model_version_id, pdfs, pct, oor)
     want = photoz_intervals(pdfs.astype(np.float64), grid, pct, stored, oor)
+    assert via_version.flag.tolist() == want.flag.tolist()
+    # The stored edges are the parsed "0:1:0.05", not np.linspace: equal to rounding.
+    assert np.allclose(via_version.lo[0.95], want.lo[0.95], atol=1e-12, equal_nan=True)
     flags = [row[4] for row in got if row is not None]
     assert flags == want.flag.tolist()
     assert {FLAG_OK, FLAG_OUT_OF_DOMAIN, FLAG_NO_SCORE, FLAG_TOO_FEW} == set(flags)
@@ -183,7 +192,9 @@ def test_sql_recalibrated_probabilities_equal_the_python_path(
             ).fetchone()
             for p, v in zip(proba, pct, strict=True)
         ]
+        via_version, _ = version_probabilities(conn, classes.model_version_id, proba, pct)
     want, flag = recalibrate_probabilities(proba.astype(np.float64), pct, stored)
+    assert np.array_equal(via_version, want, equal_nan=True)
     for i, row in enumerate(got):
         assert row is not None
         if flag[i] != FLAG_OK:

@@ -13,9 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 
-from skyclass.probability.conformal import IntervalCalibration, ProbabilityRecalibration
+from skyclass.errors import ModelOutputError
+from skyclass.probability.conformal import (
+    IntervalCalibration,
+    Intervals,
+    ProbabilityRecalibration,
+    photoz_intervals,
+    recalibrate_probabilities,
+)
+from skyclass.probability.redshift import RedshiftGrid
 
 
 def load_interval_calibration(
@@ -57,3 +67,48 @@ def load_probability_recalibration(
         n=tuple(int(r[4]) for r in rows),
         temperature=tuple(None if r[3] is None else float(r[3]) for r in rows),
     )
+
+
+def version_intervals(
+    conn: psycopg.Connection[Any],
+    model_version_id: int,
+    pdf: npt.ArrayLike,
+    percentile: npt.ArrayLike,
+    out_of_range: npt.ArrayLike | None = None,
+) -> Intervals:
+    """What ``skyclass.photoz_intervals`` gives, for many objects at once, in the client.
+
+    Raises :class:`~skyclass.errors.ModelOutputError` when the version is not a photo-z
+    model or has no interval calibration.
+    """
+    row = conn.execute(
+        "SELECT task, bin_edges FROM skyclass.model_version WHERE model_version_id = %s",
+        (model_version_id,),
+    ).fetchone()
+    if row is None or row[0] != "photoz":
+        raise ModelOutputError(f"model version {model_version_id} is not a photo-z model")
+    calibration = load_interval_calibration(conn, model_version_id)
+    if calibration is None:
+        raise ModelOutputError(
+            f"model version {model_version_id} has no interval calibration "
+            "(trained before migration 0014): train a new version"
+        )
+    grid = RedshiftGrid(tuple(float(e) for e in row[1]))
+    return photoz_intervals(pdf, grid, percentile, calibration, out_of_range)
+
+
+def version_probabilities(
+    conn: psycopg.Connection[Any],
+    model_version_id: int,
+    proba: npt.ArrayLike,
+    percentile: npt.ArrayLike,
+    out_of_range: npt.ArrayLike | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.str_]]:
+    """What ``skyclass.recalibrated_probabilities`` gives (NaN rows for NULL), with the flags."""
+    recalibration = load_probability_recalibration(conn, model_version_id)
+    if recalibration is None:
+        raise ModelOutputError(
+            f"model version {model_version_id} has no probability recalibration "
+            "(trained before migration 0014, or not a classifier): train a new version"
+        )
+    return recalibrate_probabilities(proba, percentile, recalibration, out_of_range)
