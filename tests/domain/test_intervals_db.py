@@ -120,7 +120,7 @@ def test_training_stores_conformal_quantiles_per_ood_bin_and_the_scorer(
         known = [q for q in stored.conformal[level] if q is not None]
         assert len(known) >= 5
     record = settings[0]
-    assert record["method"] == "mondrian_conformal_pit"
+    assert record["method"] == "mondrian_conformal_half_widths"
     assert record["ood_scorer"]["reference"] == "calibration split (fold -1)"
 
 

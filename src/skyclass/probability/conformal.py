@@ -163,7 +163,7 @@ def conformal_quantile(scores: npt.ArrayLike, level: float) -> float | None:
 
 @dataclass(frozen=True)
 class IntervalCalibration:
-    """Conformal levels per OOD bin and nominal level (None: too few calibration objects)."""
+    """Conformal quantiles per OOD bin and nominal level (None: too few calibration objects)."""
 
     edges: tuple[float, ...]
     levels: tuple[float, ...]
@@ -189,7 +189,7 @@ def fit_interval_calibration(
     edges: Sequence[float] = OOD_EDGES,
     min_bin_size: int = MIN_BIN_SIZE,
 ) -> IntervalCalibration:
-    """Mondrian conformal levels from calibration PDFs, true redshifts and OOD percentiles.
+    """Mondrian conformal quantiles from calibration PDFs, true redshifts and OOD percentiles.
 
     Calibration objects at or above the top edge are left out (they get no interval later).
     """
@@ -234,7 +234,7 @@ def photoz_intervals(
     calibration: IntervalCalibration,
     out_of_range: npt.ArrayLike | None = None,
 ) -> Intervals:
-    """Central intervals of each PDF at its OOD bin's conformal level (the SQL function's rule)."""
+    """Each PDF's central intervals rescaled by its OOD bin's conformal quantiles (as in SQL)."""
     p = np.asarray(pdf, dtype=np.float64)
     index, flag = ood_bin(percentile, calibration.edges, out_of_range)
     if index.size != p.shape[0]:
@@ -381,7 +381,7 @@ def calibration_dict(calibration: IntervalCalibration | ProbabilityRecalibration
     """JSON form (for the training run's settings)."""
     if isinstance(calibration, IntervalCalibration):
         return {
-            "method": "mondrian_conformal_pit",
+            "method": "mondrian_conformal_half_widths",
             "edges": list(calibration.edges),
             "n": list(calibration.n),
             "levels": {str(a): list(v) for a, v in calibration.conformal.items()},
