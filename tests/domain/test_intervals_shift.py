@@ -165,6 +165,9 @@ def test_mondrian_intervals_hold_in_every_ood_quintile_where_one_quantile_does_n
     for run in faint:
         mondrian, _ = run.intervals(run.test, run.mondrian)
         assert np.mean(mondrian.flag == FLAG_OK) > 0.98
+        # No interval exactly where the OOD scorer says "not in domain".
+        outside = mondrian.flag == FLAG_OUT_OF_DOMAIN
+        assert np.array_equal(outside, ~run.scorer.in_domain(run.X[run.test]))
     for level in LEVELS:
         held = _mean_coverage(faint, "mondrian", level)
         assert all(abs(c - level) <= TOLERANCE for c in held), (level, held)
