@@ -83,6 +83,19 @@ ACTIONS: dict[str, str] = {
     "deploy": "SELECT skyclass.deploy('portal', {v})",
     "drop a catalog": "DROP TABLE catalogs.test_catalog",
     "unregister a catalog": "DELETE FROM skyclass.catalog WHERE false",
+    # Per-OOD-bin uncertainty of a version (revision 0014): read and applied by readers.
+    "read interval calibrations": (
+        "SELECT count(*) FROM skyclass.interval_calibration "
+        "UNION ALL SELECT count(*) FROM skyclass.probability_recalibration"
+    ),
+    "write interval calibrations": (
+        "INSERT INTO skyclass.probability_recalibration (model_version_id) SELECT {v} WHERE false"
+    ),
+    "call recalibrated_probabilities": (
+        "SELECT skyclass.recalibrated_probabilities({v}, array_fill(0.25::real, "
+        "ARRAY[(SELECT cardinality(classes) FROM skyclass.model_version "
+        "WHERE model_version_id = {v})]), 50)"
+    ),
 }
 
 A, D = ALLOWED, DENIED
@@ -112,6 +125,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read interval calibrations": A,
+        "write interval calibrations": D,
+        "call recalibrated_probabilities": A,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -135,6 +151,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read interval calibrations": A,
+        "write interval calibrations": D,
+        "call recalibrated_probabilities": A,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
@@ -153,6 +172,10 @@ def matrix_db(
             version = register(conn)
             add_objects(conn, version, object_features(50, seed=5))
             conn.execute("SELECT skyclass.deploy('sgq_current', %s)", (version,))
+            conn.execute(
+                "INSERT INTO skyclass.probability_recalibration VALUES (%s, 0, 0, 99, 1.1, 100)",
+                (version,),
+            )
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(fresh)))
             row = conn.execute(
                 "SELECT catalog_id FROM skyclass.catalog WHERE name = %s", (CATALOG,)

@@ -164,13 +164,21 @@ def test_classification_report_files(reports: Reports) -> None:
     assert "<title>skyclass report: sdss_classes v1</title>" in page
     for section in ("Metrics against the baselines", "Per class", "Provenance"):
         assert section in page
+    # The per-OOD-bin temperatures (7 bins) follow the metric tables.
+    uncertainty = _tables(page)[2]
+    assert [c[0] for c in uncertainty[0]] == [
+        "OOD percentile",
+        "calibration objects",
+        "temperature",
+    ]
+    assert [c[0] for c in uncertainty[1][:1]] == ["[0, 20)"] and len(uncertainty) == 8
 
 
 def test_metric_table_has_every_baseline_with_error_bars(
     reports: Reports, trained: Trained
 ) -> None:
     page = reports.sdss.html.read_text(encoding="utf-8")
-    overall, per_class = _tables(page)
+    overall, per_class, *_ = _tables(page)
     header = [text for text, _ in overall[0]]
     with psycopg.connect(trained.url) as conn:
         rows = conn.execute(
@@ -234,8 +242,9 @@ def test_photoz_report(reports: Reports) -> None:
     assert reports.photoz.notes == [
         "Not shown: no feature-group ablation was run in this training run."
     ]
-    (overall,) = _tables(page)
+    overall, uncertainty = _tables(page)
     labels = [row[0][0].rsplit(" ", 1)[0] for row in overall[1:]]
+    assert [c[0] for c in uncertainty[0]][2:] == ["q (68%)", "q (95%)"]
     for name in (
         "\N{GREEK SMALL LETTER SIGMA}_NMAD of Δz/(1+z)",
         "Outlier fraction η",

@@ -19,6 +19,7 @@ reliability``) makes ``N_CALLS_FULL`` and prints the outcomes per SQLSTATE.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from skyclass.db.cluster import EmbeddedCluster
 from tests.reliability.tier import FULL, count
@@ -88,6 +90,7 @@ class World:
     feature_table: str = ""
     runs: list[int] = field(default_factory=list)
     deployments: list[str] = field(default_factory=lambda: ["fuzz_a", "fuzz_b"])
+    photoz: int = 0  # a photo-z version with interval calibration rows (20 bins on [0, 1])
 
 
 Call = tuple[str, list[Any]]
@@ -212,6 +215,40 @@ def _pdf(rng: random.Random) -> Call:
     return "SELECT (skyclass.pdf_summary(%s::real[], %s::float8[])).*", [masses, edges]
 
 
+def _masses(rng: random.Random, n: int) -> list[Any]:
+    """``n`` masses: often a valid probability vector, else broken one way."""
+    size = n if rng.random() < 0.85 else rng.choice([0, 1, n - 1, n + 1, 40])
+    masses: list[Any] = [
+        float(np.float32(m))
+        for m in np.random.default_rng(rng.randrange(2**32)).dirichlet(np.ones(max(size, 1)))
+    ][:size]
+    roll = rng.random()
+    if roll < 0.15 and masses:
+        masses[rng.randrange(len(masses))] = _real(rng)
+    elif roll < 0.2 and masses:
+        masses = [m * rng.choice([0.0, 0.5, 2.0]) for m in masses]
+    elif roll < 0.23:
+        return [masses, list(masses)]  # 2-D
+    return masses
+
+
+def _photoz_intervals(rng: random.Random, w: World) -> Call:
+    version = w.photoz if rng.random() < 0.7 else _version(rng, w)
+    return (
+        "SELECT * FROM skyclass.photoz_intervals(%s, %s::real[], %s::float8, %s)",
+        [version, _masses(rng, 20), _float(rng, 0.0, 100.0), _bool(rng)],
+    )
+
+
+def _recalibrated(rng: random.Random, w: World) -> Call:
+    version = _version(rng, w)
+    n = len(w.classes.get(version, ("a", "b", "c"))) if version is not None else 3
+    return (
+        "SELECT skyclass.recalibrated_probabilities(%s, %s::real[], %s::float8, %s)",
+        [version, _masses(rng, n), _float(rng, 0.0, 100.0), _bool(rng)],
+    )
+
+
 # -- invariants ------------------------------------------------------------------------------
 def _check_predict(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
     p = rows[0][0]
@@ -247,6 +284,24 @@ def _check_pdf(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None
     low, high = np.float32(edges[0]), np.float32(edges[-1])
     assert low <= lo95 <= lo68 <= median <= hi68 <= hi95 <= high, (rows[0], params)
     assert low <= mean <= high and low <= mode <= high, (rows[0], params)
+
+
+def _check_intervals(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    lo68, hi68, lo95, hi95, flag = rows[0]
+    if flag == "ok":
+        assert 0.0 <= lo95 <= lo68 <= hi68 <= hi95 <= 1.0, (rows[0], params)
+    else:
+        assert (lo68, hi68, lo95, hi95) == (None,) * 4, (rows[0], params)
+        assert flag in (None, "out_of_domain", "too_few_calibration", "no_ood_score"), flag
+
+
+def _check_recalibrated(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    p = rows[0][0]
+    if p is None:
+        return
+    assert len(p) == len(w.classes[params[0]]), (p, params)
+    assert all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in p), p
+    assert abs(sum(p) - 1.0) < 1e-5, p
 
 
 def _check_distance(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
@@ -494,6 +549,16 @@ SPECS: dict[str, Spec] = {
         lambda rng, w: ("SELECT (skyclass.model_info(%s::bigint)).*", [_version(rng, w)]),
         C_STATES,
         _check_model_info,
+    ),
+    "skyclass.photoz_intervals(bigint,real[],double precision,boolean)": Spec(
+        _photoz_intervals,
+        frozenset({"22023", "42704", "55000", "22003", "2202E", "22P02"}),
+        _check_intervals,
+    ),
+    "skyclass.recalibrated_probabilities(bigint,real[],double precision,boolean)": Spec(
+        _recalibrated,
+        frozenset({"22023", "42704", "55000", "2202E", "22P02"}),
+        _check_recalibrated,
     ),
     "skyclass.pdf_summary(real[],double precision[])": Spec(
         lambda rng, w: _pdf(rng), frozenset({"22023", "22003", "2202E", "22P02"}), _check_pdf
@@ -836,6 +901,7 @@ def world(scoring_url: str) -> World:
         )
         x = np.random.default_rng(3).uniform(10, 30, (300, N_FEATURES)).astype(np.float32)
         add_test_objects(conn, versions[0], x)
+        photoz = _with_uncertainty_rows(conn, versions)
         classes = {
             int(r[0]): tuple(r[1])
             for r in conn.execute("SELECT model_version_id, classes FROM skyclass.model_version")
@@ -852,7 +918,40 @@ def world(scoring_url: str) -> World:
         classes=classes,
         models=sorted(fuzz_versions.versions),
         feature_table=str(row[0]),
+        photoz=photoz,
     )
+
+
+def _with_uncertainty_rows(conn: psycopg.Connection[Any], versions: list[int]) -> int:
+    """Temperatures per OOD bin for ``versions``; a photo-z version with interval rows."""
+    edges = (0.0, 20.0, 40.0, 60.0, 80.0, 90.0, 95.0, 99.0)
+    bins = list(zip(range(7), edges, edges[1:], strict=False))
+    for v in versions:
+        conn.cursor().executemany(
+            "INSERT INTO skyclass.probability_recalibration VALUES (%s, %s, %s, %s, %s, %s)",
+            [(v, b, lo, hi, None if b == 6 else 0.8 + 0.1 * b, 100) for b, lo, hi in bins],
+        )
+    rng = np.random.default_rng(5)
+    grid = np.linspace(0.0, 1.0, 21)
+    labels = np.repeat(np.arange(20), 10)
+    model = HistGradientBoostingClassifier(max_iter=3).fit(rng.normal(size=(200, 3)), labels)
+    photoz = register_test_model(
+        conn,
+        model,
+        classes=[f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(grid)],
+        n_features=3,
+        task="photoz",
+        bin_edges=grid.tolist(),
+    )
+    conn.cursor().executemany(
+        "INSERT INTO skyclass.interval_calibration VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [
+            (photoz, level, b, lo, hi, None if b == 6 else q, 100)
+            for level, q in ((0.68, -0.2), (0.95, 1.5))
+            for b, lo, hi in bins
+        ],
+    )
+    return photoz
 
 
 def test_every_function_of_schema_skyclass_has_a_fuzz_spec(scoring_url: str) -> None:

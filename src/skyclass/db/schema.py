@@ -1092,3 +1092,51 @@ ood_score = sa.Table(
         "in_domain = percentile < threshold (99) and no feature out of range."
     ),
 )
+
+
+interval_calibration = sa.Table(
+    "interval_calibration",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("level", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("bin", sa.Integer, nullable=False),
+    sa.Column("ood_lo", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("ood_hi", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("conformal_quantile", pg.DOUBLE_PRECISION),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("model_version_id", "level", "bin", name="interval_calibration_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="interval_calibration_model_version_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Mondrian conformal quantile per photo-z model version, OOD-percentile bin "
+        "[ood_lo, ood_hi) and nominal level, from the calibration split (NULL: too few "
+        "objects in the bin)."
+    ),
+)
+
+
+probability_recalibration = sa.Table(
+    "probability_recalibration",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("bin", sa.Integer, nullable=False),
+    sa.Column("ood_lo", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("ood_hi", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("temperature", pg.DOUBLE_PRECISION),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("model_version_id", "bin", name="probability_recalibration_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="probability_recalibration_model_version_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Temperature per classification model version and OOD-percentile bin [ood_lo, ood_hi), "
+        "fitted on the calibration split (NULL: too few objects in the bin)."
+    ),
+)

@@ -173,6 +173,9 @@ class ReportData:
     feature_set: Mapping[str, Any]
     catalog: Mapping[str, Any]
     loads: tuple[CatalogLoad, ...]
+    #: Per OOD bin (migration 0014): (ood_lo, ood_hi, n, q68, q95) for photo-z versions,
+    #: (ood_lo, ood_hi, n, temperature) for classifiers; empty for older versions.
+    uncertainty: tuple[tuple[float | int | None, ...], ...] = ()
 
     @property
     def evaluations(self) -> tuple[Evaluation, ...]:
@@ -385,6 +388,29 @@ def read_report_data(conn: psycopg.Connection[Any], ref: str | int) -> ReportDat
             (feature_set["catalog_id"],),
         )
     )
+    if mv["task"] == "photoz":
+        uncertainty = tuple(
+            tuple(r)
+            for r in conn.execute(
+                """
+                SELECT ood_lo, ood_hi, max(n),
+                       max(conformal_quantile) FILTER (WHERE level = 0.68::float8),
+                       max(conformal_quantile) FILTER (WHERE level = 0.95::float8)
+                FROM skyclass.interval_calibration WHERE model_version_id = %s
+                GROUP BY bin, ood_lo, ood_hi ORDER BY bin
+                """,
+                (mv["model_version_id"],),
+            )
+        )
+    else:
+        uncertainty = tuple(
+            tuple(r)
+            for r in conn.execute(
+                "SELECT ood_lo, ood_hi, n, temperature FROM skyclass.probability_recalibration "
+                "WHERE model_version_id = %s ORDER BY bin",
+                (mv["model_version_id"],),
+            )
+        )
     return ReportData(
         model_name=mv["model_name"],
         model_description=mv["model_description"],
@@ -410,6 +436,7 @@ def read_report_data(conn: psycopg.Connection[Any], ref: str | int) -> ReportDat
         feature_set=feature_set,
         catalog=catalog,
         loads=loads,
+        uncertainty=uncertainty,
     )
 
 

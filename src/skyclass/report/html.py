@@ -715,6 +715,50 @@ def _stage_note(data: ReportData) -> str:
     return text
 
 
+def _number(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def uncertainty_table(data: ReportData) -> str:
+    """The stored corrections per OOD bin: conformal quantiles (photo-z) or temperatures."""
+    if not data.uncertainty:
+        return (
+            '<p class="note">This version stores no corrections per OOD bin (trained before '
+            "they existed, or without a calibration split): the SQL functions "
+            "<code>skyclass.photoz_intervals</code> and "
+            "<code>skyclass.recalibrated_probabilities</code> refuse it.</p>"
+        )
+    photoz = data.task == "photoz"
+    head = "<th>q (68%)</th><th>q (95%)</th>" if photoz else "<th>temperature</th>"
+    rows = "".join(
+        f"<tr><td>[{_number(r[0], 0)}, {_number(r[1], 0)})</td>"
+        f'<td class="n">{int(r[2] or 0):,}</td>'
+        + "".join(f'<td class="n">{_number(v)}</td>' for v in r[3:])
+        + "</tr>"
+        for r in data.uncertainty
+    )
+    if photoz:
+        note = (
+            "Per bin of the OOD percentile, the conformal quantile q that turns a PDF's central "
+            "interval [L, U] with median M into [L - q (M - L + 0.001), U + q (U - M + 0.001)] "
+            "(q &gt; 0 widens, q &lt; 0 narrows); fitted on the calibration split. "
+        )
+    else:
+        note = (
+            "Per bin of the OOD percentile, the temperature applied on top of the calibration "
+            "map (T &gt; 1 softens the probabilities); fitted on the calibration split. "
+        )
+    note += (
+        "A dash: fewer than 50 calibration objects, so no interval or probability there. "
+        "Objects at percentile 99 or above, or with a feature out of the training range, get "
+        "none either."
+    )
+    return (
+        f'<p class="note">{note}</p><table class="metrics"><thead><tr><th>OOD percentile</th>'
+        f"<th>calibration objects</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def render_html(
     data: ReportData,
     plots: Sequence[Plot],
@@ -738,6 +782,7 @@ def render_html(
             + metric_tables(data),
         ),
         ("figures", "Figures", missing + figures(plots)),
+        ("uncertainty", "Uncertainty per OOD bin", uncertainty_table(data)),
         (
             "provenance",
             "Provenance",

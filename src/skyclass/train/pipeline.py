@@ -116,6 +116,7 @@ from skyclass.train.snapshot import (
     load_snapshot,
     snapshot_data,
 )
+from skyclass.train.uncertainty import Uncertainty, fit_uncertainty, insert_uncertainty
 
 CALIBRATIONS = ("temperature", "isotonic", "none")
 ROC_POINTS = 200
@@ -819,6 +820,13 @@ def train_model(
             with _estimator_errors(f"{calibration} calibration"):
                 cal_params = fit_calibration(calibration, proba_cal, y_cal, model_classes)
             settings["calibration_fit"] = cal_params.to_dict()
+        uncertainty: Uncertainty | None = None
+        if calibration_rows.any():
+            say("uncertainty per OOD bin on the calibration split")
+            uncertainty = _uncertainty(task, model, model_classes, cal_params, seed, names)
+            settings["uncertainty"] = uncertainty.record
+        else:
+            notes.append("uncertainty per OOD bin skipped: the snapshot has no calibration split")
         importances = []
         if importance and calibration_rows.any():
             say("permutation importance on the calibration split")
@@ -882,6 +890,8 @@ def train_model(
                 checkpoint=checkpoint,
                 calibration=columns,
             )
+            if uncertainty is not None:
+                insert_uncertainty(conn, version_id, uncertainty)
             if importances:
                 with conn.cursor() as cur:
                     cur.executemany(
@@ -906,6 +916,34 @@ def train_model(
         notes=tuple(notes),
         seconds=time.perf_counter() - clock,
     )
+
+
+def _uncertainty(
+    task: _Task,
+    model: Classifier,
+    model_classes: npt.NDArray[Any],
+    cal_params: CalibrationParams | None,
+    seed: int,
+    names: Sequence[str],
+) -> Uncertainty:
+    """Per-OOD-bin intervals or temperatures of the final model on the calibration split."""
+    data = task.data
+    cal = data.fold == -1
+    proba = align_proba(model.predict_proba(data.X[cal]), model_classes, model_classes)
+    index = {c: i for i, c in enumerate(model_classes.tolist())}
+    y_cal = np.asarray([index.get(v, -1) for v in task.y[cal].tolist()], dtype=np.intp)
+    with _estimator_errors("the uncertainty per OOD bin"):
+        return fit_uncertainty(
+            data.X[task.used],
+            data.X[cal],
+            y_cal,
+            proba,
+            tuple(names),
+            calibration=cal_params,
+            grid=task.grid,
+            z_cal=data.z_true[cal] if task.grid is not None else None,
+            seed=seed,
+        )
 
 
 # --------------------------------------------------------------------------- ablation
