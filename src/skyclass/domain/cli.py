@@ -41,8 +41,20 @@ from skyclass.domain.defaults import BOOTSTRAP, SEED, W_MAX, W_MIN
     show_default=True,
     help="Upper clip bound of the importance weights.",
 )
+@click.option(
+    "--client-scoring",
+    is_flag=True,
+    help="Score the catalog with scikit-learn in the client instead of the compiled "
+    "domain classifier in the database.",
+)
 def domain(
-    model: str, catalog: str, seed: int, n_bootstrap: int, w_min: float, w_max: float
+    model: str,
+    catalog: str,
+    seed: int,
+    n_bootstrap: int,
+    w_min: float,
+    w_max: float,
+    client_scoring: bool,
 ) -> None:
     """Covariate shift of MODEL[:VERSION] on a catalog and its expected metrics there.
 
@@ -50,12 +62,23 @@ def domain(
     of the catalog), stores its cross-validated AUC, each catalog object's
     propensity and clipped importance weight, and the importance-weighted
     expected metrics with bootstrap errors and the effective sample size.
+    The classifier is registered as a version of MODEL_domain and, when the
+    role may register native code (a superuser), compiled and scored in the
+    database by skyclass.predict; otherwise scikit-learn scores the catalog.
+    From SQL: SELECT * FROM skyclass.expected_metrics('MODEL:VERSION', 'NAME').
     """
     from skyclass.db.connect import connect
     from skyclass.domain.run import format_result, run_domain
 
     with connect() as conn:
         result = run_domain(
-            conn, model, catalog, seed=seed, n_bootstrap=n_bootstrap, w_min=w_min, w_max=w_max
+            conn,
+            model,
+            catalog,
+            seed=seed,
+            n_bootstrap=n_bootstrap,
+            w_min=w_min,
+            w_max=w_max,
+            in_database=not client_scoring,
         )
     click.echo(format_result(result))
