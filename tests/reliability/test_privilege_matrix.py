@@ -77,6 +77,16 @@ ACTIONS: dict[str, str] = {
     "deploy": "SELECT skyclass.deploy('portal', {v})",
     "drop a catalog": "DROP TABLE catalogs.test_catalog",
     "unregister a catalog": "DELETE FROM skyclass.catalog WHERE false",
+    # Domain fits (skyclass domain, revisions 0012 and 0015): published read-only like
+    # predictions; only the owner writes them (it registers and compiles the classifier).
+    "read domain fits and expected metrics": (
+        "SELECT count(*) FROM skyclass.domain_shift AS d "
+        "JOIN skyclass.domain_metric AS m USING (domain_shift_id) "
+        "JOIN skyclass.domain_object AS o USING (domain_shift_id)"
+    ),
+    "write domain fits": (
+        "INSERT INTO skyclass.domain_shift (model_version_id) SELECT {v} WHERE false"
+    ),
 }
 
 A, D = ALLOWED, DENIED
@@ -102,6 +112,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read domain fits and expected metrics": A,
+        "write domain fits": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -121,6 +133,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read domain fits and expected metrics": D,
+        "write domain fits": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }

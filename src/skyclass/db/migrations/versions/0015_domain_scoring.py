@@ -61,8 +61,9 @@ BEGIN
             coalesce(n_train::text, 'NULL'), coalesce(n_sample::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF w_min IS NULL OR w_max IS NULL OR NOT (w_min > 0 AND w_min < w_max)
-       OR w_max = 'Infinity'::double precision THEN
+    -- NaN sorts above every number in PostgreSQL: w_max < infinity also refuses NaN.
+    IF w_min IS NULL OR w_max IS NULL
+       OR NOT (w_min > 0 AND w_min < w_max AND w_max < 'Infinity'::double precision) THEN
         RAISE EXCEPTION 'clip bounds must satisfy 0 < w_min < w_max < infinity, not % and %',
             coalesce(w_min::text, 'NULL'), coalesce(w_max::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
