@@ -898,8 +898,7 @@ domain_shift = sa.Table(
         "domain_version_id",
         sa.BigInteger,
         comment=(
-            "The domain classifier as a model version (classes training, catalog); "
-            "NULL before 0015"
+            "The domain classifier as a model version (classes training, catalog); NULL before 0015"
         ),
     ),
     sa.Column(
