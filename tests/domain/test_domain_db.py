@@ -381,3 +381,26 @@ def test_importance_weight_matches_python(shift_db: str) -> None:
     assert [r[0] for r in rows] == expected.w.tolist()
     assert [r[1] for r in rows] == expected.clipped.tolist()
     assert 0 < expected.clipped.sum() < p.size
+
+
+def test_report_has_a_domain_section(shift_db: str, tmp_path: Path) -> None:
+    """The model report shows the newest fit per catalog: table, distributions, weights, sky."""
+    from skyclass.report import make_report
+
+    with psycopg.connect(shift_db) as conn:
+        result = run_domain(conn, "faint", "sdss_bright", n_bootstrap=20)
+        conn.commit()
+    files = make_report("faint:1", tmp_path / "report", url=shift_db)
+    page = files.html.read_text(encoding="utf-8")
+    names = {p.name for p in files.pngs}
+    assert {"domain-features.png", "domain-weights.png", "domain-sky.png"} <= names, names
+    assert 'id="domain"' in page and "Where the model can be trusted" in page
+    assert f'id="domain-{result.domain_shift_id}"' in page
+    assert f"{result.auc:.3f}" in page and "expected on sdss_bright" in page
+    (view,) = files.data.domain
+    assert view.domain_shift_id == result.domain_shift_id and view.scorer == "database"
+    assert sum(view.propensity_counts) == sum(view.weight_counts) == result.n_catalog
+    assert view.sky is not None and view.sky.shape == (result.n_catalog, 3)
+    # the catalog sample really is brighter in u than the training snapshot
+    u = view.feature_names.index("u")
+    assert np.nanmedian(view.catalog_x[:, u]) < np.nanmedian(view.train_x[:, u]) - 0.3

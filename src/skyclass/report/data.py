@@ -60,6 +60,7 @@ from skyclass.db.connect import connect
 from skyclass.errors import SkyclassError
 from skyclass.probability import DEFAULT_FPR
 from skyclass.registry.models import resolve_version
+from skyclass.report.domain import DomainView, read_domain_views
 
 Key = tuple[str, str, str]
 """(name, class_name, stage) of a metric or curve row."""
@@ -173,6 +174,8 @@ class ReportData:
     feature_set: Mapping[str, Any]
     catalog: Mapping[str, Any]
     loads: tuple[CatalogLoad, ...]
+    #: The newest domain fit per catalog the version was applied to (``skyclass domain``).
+    domain: tuple[DomainView, ...] = ()
 
     @property
     def evaluations(self) -> tuple[Evaluation, ...]:
@@ -410,6 +413,7 @@ def read_report_data(conn: psycopg.Connection[Any], ref: str | int) -> ReportDat
         feature_set=feature_set,
         catalog=catalog,
         loads=loads,
+        domain=tuple(read_domain_views(conn, int(mv["model_version_id"]))),
     )
 
 
