@@ -258,8 +258,7 @@ def _domain(model_version_id: int, sizes: DemoSizes, url: str) -> None:
         name = f"{e.name}[{e.class_name}]" if e.class_name else e.name
         _say(f"{name:<24} {e.value:>9.3f} ± {e.std:<6.3f} {e.unweighted:>18.3f}")
     _say(
-        f"in SQL: SELECT * FROM skyclass.expected_metrics('{model_version_id}', "
-        f"'{BOSS_CATALOG}');"
+        f"in SQL: SELECT * FROM skyclass.expected_metrics('{model_version_id}', '{BOSS_CATALOG}');"
     )
 
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -180,25 +178,23 @@ def compile_domain_version(conn: psycopg.Connection[Any], domain_version_id: int
     compile_model_version(domain_version_id, conn=conn)
 
 
-def propensity_sql(conn: psycopg.Connection[Any], domain_version_id: int, catalog: str) -> None:
-    """Score ``catalog`` in the database into the temporary table ``domain_propensity``.
+def score_sql(
+    conn: psycopg.Connection[Any],
+    domain_version_id: int,
+    catalog: str,
+    clip: tuple[int, int, float, float],
+) -> None:
+    """Score ``catalog`` in the database into the temporary table ``domain_scored``.
 
-    The table (``object_id``, ``propensity``) lives until the transaction ends.
+    Columns ``object_id``, ``propensity``, ``weight``, ``clipped``: the
+    propensity from ``skyclass.domain_propensity`` and the weight from
+    ``skyclass.importance_weight`` with ``clip`` = (n_train, n_sample, w_min,
+    w_max). The table lives until the transaction ends.
     """
     conn.execute(
-        "CREATE TEMPORARY TABLE domain_propensity ON COMMIT DROP AS "
-        "SELECT object_id, propensity FROM skyclass.domain_propensity(%s, %s)",
-        (domain_version_id, catalog),
+        "CREATE TEMPORARY TABLE domain_scored ON COMMIT DROP AS "
+        "SELECT p.object_id, p.propensity, w.weight::real AS weight, w.clipped "
+        "FROM skyclass.domain_propensity(%s, %s) AS p CROSS JOIN LATERAL "
+        "skyclass.importance_weight(p.propensity, %s, %s, %s, %s) AS w",
+        (domain_version_id, catalog, *clip),
     )
-
-
-def fetch_propensities(
-    conn: psycopg.Connection[Any],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Object ids and propensities of the temporary table, ordered by object id."""
-    with conn.cursor(binary=True) as cur:
-        cur.execute("SELECT object_id, propensity FROM domain_propensity ORDER BY object_id")
-        rows = cur.fetchall()
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    p = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-    return ids, p

@@ -25,8 +25,8 @@ from skyclass.domain.compiled import (
     checkpoint_of,
     compile_domain_version,
     database_scoring,
-    propensity_sql,
     register_domain_version,
+    score_sql,
 )
 from skyclass.domain.expected import (
     DEFAULT_BOOTSTRAP,
@@ -119,12 +119,11 @@ def run_domain(
     clip = (fit.n_train, fit.n_sample, w_min, w_max)
     with conn.transaction():
         if scoring.possible:
-            propensity_sql(conn, domain_version_id, cat.name)
+            score_sql(conn, domain_version_id, cat.name, clip)
             agg = conn.execute(
-                "SELECT count(*), coalesce(avg(w.clipped::int), 0)::float8, "
-                "coalesce(avg((t.propensity > %s)::int), 0)::float8 FROM domain_propensity AS t "
-                "CROSS JOIN LATERAL skyclass.importance_weight(t.propensity, %s, %s, %s, %s) AS w",
-                (UNCOVERED_P, *clip),
+                "SELECT count(*), coalesce(avg(clipped::int), 0)::float8, "
+                "coalesce(avg((propensity > %s)::int), 0)::float8 FROM domain_scored",
+                (UNCOVERED_P,),
             ).fetchone()
             assert agg is not None
             n_catalog, catalog_clipped, uncovered = int(agg[0]), float(agg[1]), float(agg[2])
@@ -175,10 +174,9 @@ def run_domain(
         if scoring.possible:
             conn.execute(
                 "INSERT INTO skyclass.domain_object (domain_shift_id, object_id, propensity, "
-                "weight, clipped) SELECT %s, t.object_id, t.propensity, w.weight, w.clipped "
-                "FROM domain_propensity AS t CROSS JOIN LATERAL "
-                "skyclass.importance_weight(t.propensity, %s, %s, %s, %s) AS w",
-                (shift_id, *clip),
+                "weight, clipped) SELECT %s, object_id, propensity, weight, clipped "
+                "FROM domain_scored",
+                (shift_id,),
             )
         else:
             _copy_objects(conn, shift_id, features.object_id, p_catalog, catalog_w)

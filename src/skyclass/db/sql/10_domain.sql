@@ -11,27 +11,28 @@ CREATE OR REPLACE FUNCTION skyclass.importance_weight(propensity double precisio
  IMMUTABLE PARALLEL SAFE
 AS $function$
 DECLARE
-    q   double precision;
     raw double precision;
 BEGIN
-    IF propensity IS NULL OR NOT (propensity >= 0 AND propensity <= 1) THEN
-        RAISE EXCEPTION 'propensity must be in [0, 1], not %', coalesce(propensity::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF n_train IS NULL OR n_sample IS NULL OR n_train < 1 OR n_sample < 1 THEN
-        RAISE EXCEPTION 'n_train and n_sample must be positive, not % and %',
-            coalesce(n_train::text, 'NULL'), coalesce(n_sample::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    -- One test on the common path (called once per catalog object); the details on failure.
     -- NaN sorts above every number in PostgreSQL: w_max < infinity also refuses NaN.
-    IF w_min IS NULL OR w_max IS NULL
-       OR NOT (w_min > 0 AND w_min < w_max AND w_max < 'Infinity'::double precision) THEN
+    IF (propensity >= 0 AND propensity <= 1 AND n_train >= 1 AND n_sample >= 1
+        AND w_min > 0 AND w_min < w_max AND w_max < 'Infinity'::double precision) IS NOT TRUE
+    THEN
+        IF propensity IS NULL OR NOT (propensity >= 0 AND propensity <= 1) THEN
+            RAISE EXCEPTION 'propensity must be in [0, 1], not %',
+                coalesce(propensity::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF n_train IS NULL OR n_sample IS NULL OR n_train < 1 OR n_sample < 1 THEN
+            RAISE EXCEPTION 'n_train and n_sample must be positive, not % and %',
+                coalesce(n_train::text, 'NULL'), coalesce(n_sample::text, 'NULL')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         RAISE EXCEPTION 'clip bounds must satisfy 0 < w_min < w_max < infinity, not % and %',
             coalesce(w_min::text, 'NULL'), coalesce(w_max::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    q := least(greatest(propensity, 1e-6), 1 - 1e-6);
-    raw := q / (1 - q) * (n_train::double precision / n_sample::double precision);
+    raw := least(greatest(propensity, 1e-6), 1 - 1e-6);
+    raw := raw / (1 - raw) * (n_train::double precision / n_sample::double precision);
     clipped := raw < w_min OR raw > w_max;
     weight := least(greatest(raw, w_min), w_max);
 END
