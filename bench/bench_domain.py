@@ -19,12 +19,13 @@ default). Per round, side by side:
   ``skyclass.domain_object``, one transaction.
 
 Both write the same rows (checked: propensities within 1e-5). Usage:
-``.venv/bin/python bench/bench_domain.py [--rows N] [--repeats N]``.
+``.venv/bin/python bench/bench_domain.py [--quick] [--rows N] [--repeats N] [--json FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -226,14 +227,18 @@ def main(argv: list[str] | None = None) -> None:
     from bench.common import bench_database, machine_info, print_machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="about 100k rows, 1 round")
+    parser.add_argument("--rows", type=int, default=None, help="about this many objects (1M)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    rows = args.rows or (100_000 if args.quick else 1_000_000)
+    repeats = args.repeats or (1 if args.quick else 2)
     started = time.time()
     with bench_database() as url:
         info = machine_info(url)
         print_machine(info)
-        result = run(url, args.rows, args.repeats)
+        result = run(url, rows, repeats)
     n = result["rows"]
     db, client = result["seconds"]["database"], result["seconds"]["client"]
     say(
@@ -251,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{result['max_propensity_difference']:.1e}; compile {result['compile_seconds']:.1f} s"
     )
     say(f"total {time.time() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, **result}, indent=2, default=str))
+        say(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
