@@ -212,11 +212,15 @@ def read_domain_views(conn: psycopg.Connection[Any], model_version_id: int) -> l
 def _sky(
     conn: psycopg.Connection[Any], catalog_id: int | None, shift_id: int, ood: str | None
 ) -> npt.NDArray[np.float64] | None:
-    """Up to SKY_SAMPLE rows of (ra, dec, propensity[, ood]); None without sky positions."""
+    """Up to SKY_SAMPLE rows of (ra, dec, propensity[, ood]).
+
+    None when the catalog has no sky positions or this role may not read it.
+    """
     if catalog_id is None:
         return None
     cat = conn.execute(
         "SELECT schema_name, table_name, ra_column IS NOT NULL AND dec_column IS NOT NULL "
+        "AND has_table_privilege(format('%%I.%%I', schema_name, table_name), 'SELECT') "
         "FROM skyclass.catalog WHERE catalog_id = %s",
         (catalog_id,),
     ).fetchone()
@@ -229,11 +233,7 @@ def _sky(
         "FROM skyclass.domain_object AS o JOIN {table} AS c ON c.object_id = o.object_id "
         "WHERE o.domain_shift_id = %s ORDER BY hashint8(o.object_id) LIMIT %s"
     ).format(extra=extra, table=sql.Identifier(cat[0], cat[1]))
-    try:
-        rows = conn.execute(query, (shift_id, SKY_SAMPLE)).fetchall()
-    except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
-        return None
+    rows = conn.execute(query, (shift_id, SKY_SAMPLE)).fetchall()
     if not rows:
         return None
     return np.asarray(rows, dtype=np.float64)
