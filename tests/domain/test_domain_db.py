@@ -130,6 +130,11 @@ def test_domain_run_stores_pair_objects_and_metrics(shift_db: str) -> None:
         (["domain", "faint", "--catalog", "nosuch"], "catalog 'nosuch' is not registered"),
         (["domain", "faint:9", "--catalog", "sdss_bright"], "has no version 9"),
         (["domain", "faint", "--catalog", "sdss_raw"], "skyclass features build"),
+        (["domain", "faint", "--catalog", "sdss_bright", "--w-max", "inf"], "clip bounds"),
+        (
+            ["domain", "faint", "--catalog", "sdss_bright", "--w-min", "5", "--w-max", "2"],
+            "clip bounds",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(

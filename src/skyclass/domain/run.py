@@ -10,6 +10,7 @@ The pair, objects and metrics are written in one transaction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from skyclass.domain.compiled import (
     register_domain_version,
     score_sql,
 )
+from skyclass.domain.errors import DomainError
 from skyclass.domain.expected import (
     DEFAULT_BOOTSTRAP,
     Estimate,
@@ -87,6 +89,8 @@ def run_domain(
     is compiled and the catalog is scored by ``skyclass.predict`` in the
     server (``scorer`` database), otherwise by scikit-learn here (python).
     """
+    if not 0 < w_min < w_max < math.inf:
+        raise DomainError(f"clip bounds must satisfy 0 < w_min < w_max < inf, not {w_min}, {w_max}")
     version = source.resolve_version(conn, model)
     cat = source.load_catalog_info(conn, catalog)
     features = source.catalog_features(conn, version, cat)
