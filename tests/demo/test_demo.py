@@ -47,6 +47,9 @@ def test_demo_runs_twice_and_shows_results(db_url: str, tmp_path: Path) -> None:
     assert threshold, out
     assert re.search(r"([\d,]+) candidates in the whole catalog", out)
     assert re.search(r"[\d,]+ objects changed class \(", out)
+    # the BOSS catalog, unlike the SDSS training set: its expected metrics and coverage
+    assert re.search(r"domain-classifier AUC 0\.\d+ ± 0\.\d+ \(0\.5 = no shift\); [\d.]+% of ", out)
+    assert re.search(r"^\s+balanced_accuracy\s+0\.\d+ ± 0\.\d+\s+0\.\d+\s*$", out, re.M), out
 
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM catalogs.sdss17").fetchone() == (99_999,)
@@ -61,7 +64,13 @@ def test_demo_runs_twice_and_shows_results(db_url: str, tmp_path: Path) -> None:
             "LEFT JOIN skyclass.model_artifact AS a USING (model_version_id) "
             "GROUP BY m.name ORDER BY m.name"
         ).fetchall()
-        assert versions == [("photoz", 2, 2), ("sgq", 4, 4)]
+        # each run fits, compiles and scores a domain classifier of sgq v1 against boss_dr10
+        assert versions == [("photoz", 2, 2), ("sgq", 4, 4), ("sgq_domain", 2, 2)]
+        shifts = conn.execute(
+            "SELECT d.scorer, d.n_catalog, v.version, d.auc > 0.8 FROM skyclass.domain_shift "
+            "AS d JOIN skyclass.model_version AS v USING (model_version_id) ORDER BY v.version"
+        ).fetchall()
+        assert shifts[-1] == ("database", 35_762, 3, True), shifts
         deployed = conn.execute(
             "SELECT deployment, catalog, count(*), max(v.version) "
             "FROM skyclass.current_classification JOIN skyclass.model_version AS v "

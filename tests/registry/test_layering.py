@@ -28,6 +28,7 @@ BY_NAME = {
 # Writers that read a row by name to lock and change it in the same transaction.
 WRITERS = {
     ("model", "train/pipeline.py"),  # checks the task, then creates the next version FOR UPDATE
+    ("model", "domain/compiled.py"),  # locks <model>_domain, then creates its next version
     ("catalog", "ingest/load.py"),  # locks the catalog row it is about to load into
     ("feature_set", "features/build.py"),  # a build checks, under its lock, if it is new
     ("deployment", "score/deploy.py"),  # deletes the deployment it has just read

@@ -96,6 +96,16 @@ ACTIONS: dict[str, str] = {
         "ARRAY[(SELECT cardinality(classes) FROM skyclass.model_version "
         "WHERE model_version_id = {v})]), 50)"
     ),
+    # Domain fits (skyclass domain, revisions 0012 and 0015): published read-only like
+    # predictions; only the owner writes them (it registers and compiles the classifier).
+    "read domain fits and expected metrics": (
+        "SELECT count(*) FROM skyclass.domain_shift AS d "
+        "JOIN skyclass.domain_metric AS m USING (domain_shift_id) "
+        "JOIN skyclass.domain_object AS o USING (domain_shift_id)"
+    ),
+    "write domain fits": (
+        "INSERT INTO skyclass.domain_shift (model_version_id) SELECT {v} WHERE false"
+    ),
 }
 
 A, D = ALLOWED, DENIED
@@ -128,6 +138,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "read interval calibrations": A,
         "write interval calibrations": D,
         "call recalibrated_probabilities": A,
+        "read domain fits and expected metrics": A,
+        "write domain fits": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -154,6 +166,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "read interval calibrations": A,
         "write interval calibrations": D,
         "call recalibrated_probabilities": A,
+        "read domain fits and expected metrics": D,
+        "write domain fits": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }

@@ -397,6 +397,16 @@ def _check_existing_version(rows: list[tuple[Any, ...]], params: list[Any], w: W
     assert v is None or v in w.versions or v == w.uncompiled, v
 
 
+def _check_weight(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    weight, clipped = rows[0]
+    assert params[3] <= weight <= params[4] and math.isfinite(weight), (rows, params)
+    assert isinstance(clipped, bool)
+
+
+def _check_propensity(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    assert all(0.0 <= r[1] <= 1.0 for r in rows), rows[:3]
+
+
 # -- the specs, one per function of schema skyclass ------------------------------------------
 def _predict(name: str) -> Callable[[random.Random, World], Call]:
     def call(rng: random.Random, w: World) -> Call:
@@ -865,6 +875,48 @@ SPECS: dict[str, Spec] = {
         ),
         frozenset({"22023", "22P02"}),
         _check_differences,
+    ),
+    "skyclass.importance_weight(double precision,bigint,bigint,double precision,double precision)": Spec(  # noqa: E501
+        lambda rng, w: (
+            "SELECT * FROM skyclass.importance_weight(%s::float8, %s::bigint, %s::bigint, "
+            "%s::float8, %s::float8)",
+            [
+                _float(rng, 0.0, 1.0),
+                _bigint(rng, [1, 10, 1000]),
+                _bigint(rng, [1, 10, 1000]),
+                _float(rng, 0.001, 1.0),
+                _float(rng, 1.0, 1000.0),
+            ],
+        ),
+        frozenset({"22023"}),
+        _check_weight,
+    ),
+    "skyclass.domain_propensity(bigint,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.domain_propensity(%s::bigint, %s)",
+            [_version(rng, w), _text(rng, [w.catalog])],
+        ),
+        frozenset({"22023", "42704", "42P01"}) | C_STATES,
+        _check_propensity,
+    ),
+    "skyclass.domain_score(bigint,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.domain_score(%s::bigint, %s)",
+            [_bigint(rng, [1, 2]), _text(rng, [w.catalog])],
+        ),
+        frozenset({"22023", "42704", "42P01", "55000"}) | C_STATES,
+        _check_propensity,
+    ),
+    "skyclass.expected_metrics(text,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.expected_metrics(%s, %s)",
+            [
+                _text(rng, w.deployments + w.models + [f"{m}:1" for m in w.models]),
+                _text(rng, [w.catalog]),
+            ],
+        ),
+        frozenset({"22023", "42704", "42P01", "55000"}),
+        None,
     ),
 }
 for _trigger in (

@@ -894,10 +894,31 @@ domain_shift = sa.Table(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column(
+        "domain_version_id",
+        sa.BigInteger,
+        comment=(
+            "The domain classifier as a model version (classes training, catalog); NULL before 0015"
+        ),
+    ),
+    sa.Column(
+        "scorer",
+        sa.Text,
+        nullable=False,
+        server_default=sa.text("'python'::text"),
+        comment=(
+            "Where the catalog propensities were computed: database (skyclass.predict) or python"
+        ),
+    ),
     sa.ForeignKeyConstraint(
         ["model_version_id"],
         ["skyclass.model_version.model_version_id"],
         name="domain_shift_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["domain_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="domain_shift_domain_version_id_fkey",
     ),
     sa.ForeignKeyConstraint(
         ["catalog_id"],

@@ -61,6 +61,7 @@ class DemoSizes:
     photoz_baselines: tuple[str, ...] = ("dummy", "logistic")
     importance: bool = True
     chunk_size: int = 50_000
+    domain_bootstrap: int = 100
     notes: tuple[str, ...] = field(default=())
 
 
@@ -89,6 +90,7 @@ QUICK = DemoSizes(
     sgq_baselines=("dummy", "colour_cut"),
     photoz_baselines=("dummy",),
     chunk_size=25_000,
+    domain_bootstrap=30,
     notes=(
         "quick demo: small models, 3 folds, no logistic baseline; run `skyclass demo` for the "
         "full one",
@@ -224,6 +226,42 @@ def _score(target: str, catalog: str, sizes: DemoSizes, url: str) -> None:
     )
 
 
+def _domain(model_version_id: int, sizes: DemoSizes, url: str) -> None:
+    """Build the star/galaxy/QSO features on the BOSS catalog, fit the domain classifier."""
+    from skyclass.db.connect import connect
+    from skyclass.domain.run import run_domain
+    from skyclass.features import build_feature_set, example_spec_path
+
+    built = build_feature_set(
+        example_spec_path("sdss_ugriz"),
+        catalog=BOSS_CATALOG,
+        column_map={b: f"mag_{b}" for b in "ugriz"},
+        url=url,
+    )
+    _say(
+        f"{built.name} on {BOSS_CATALOG} (u..z from mag_u..mag_z): "
+        f"{built.n_objects:,} objects in {built.qualified_table}"
+    )
+    with connect(url) as conn:
+        result = run_domain(
+            conn, str(model_version_id), BOSS_CATALOG, n_bootstrap=sizes.domain_bootstrap
+        )
+    uncovered = f"{result.uncovered_fraction:.1%}"
+    _say(
+        f"domain-classifier AUC {result.auc:.3f} ± {result.auc_std:.3f} (0.5 = no shift); "
+        f"{uncovered} of {BOSS_CATALOG} is not covered by the training data"
+    )
+    if result.problems:
+        _say("expected metrics UNRELIABLE: " + "; ".join(result.problems))
+    _say(f"{'metric':<24} {'expected here':>18} {'CV (training mix)':>18}")
+    for e in result.estimates:
+        name = f"{e.name}[{e.class_name}]" if e.class_name else e.name
+        _say(f"{name:<24} {e.value:>9.3f} ± {e.std:<6.3f} {e.unweighted:>18.3f}")
+    _say(
+        f"in SQL: SELECT * FROM skyclass.expected_metrics('{model_version_id}', '{BOSS_CATALOG}');"
+    )
+
+
 def run_demo(
     *,
     quick: bool = False,
@@ -335,6 +373,12 @@ def run_demo(
     with timer.step("rescore the catalogs inside the database"):
         _score(SGQ_DEPLOYMENT, CATALOG, sizes, url)
         _score(PHOTOZ_DEPLOYMENT, BOSS_CATALOG, sizes, url)
+
+    with timer.step(
+        f"expected performance of {SGQ_MODEL} on a catalog unlike its training set "
+        f"({BOSS_CATALOG}: BOSS galaxies)"
+    ):
+        _domain(sgq_v1, sizes, url)
 
     with timer.step("train, compile and score a second star/galaxy/QSO version"):
         sgq_v2 = _train(

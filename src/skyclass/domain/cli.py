@@ -52,6 +52,12 @@ from skyclass.domain.defaults import BOOTSTRAP, SEED, W_MAX, W_MIN
     help="Also fit the version's OOD forest when it has none and compute the catalog's OOD "
     "scores in the database (skyclass ood score).",
 )
+@click.option(
+    "--client-scoring",
+    is_flag=True,
+    help="Score the catalog with scikit-learn in the client instead of the compiled "
+    "domain classifier in the database.",
+)
 def domain(
     model: str,
     catalog: str,
@@ -60,6 +66,7 @@ def domain(
     w_min: float,
     w_max: float,
     ood: bool,
+    client_scoring: bool,
 ) -> None:
     """Covariate shift of MODEL[:VERSION] on a catalog and its expected metrics there.
 
@@ -69,13 +76,24 @@ def domain(
     expected metrics with bootstrap errors and the effective sample size.
     With --ood (default) it then computes the catalog's per-object OOD scores
     (skyclass ood score), fitting the version's OOD forest first if needed.
+    The classifier is registered as a version of MODEL_domain and, when the
+    role may register native code (a superuser), compiled and scored in the
+    database by skyclass.predict; otherwise scikit-learn scores the catalog.
+    From SQL: SELECT * FROM skyclass.expected_metrics('MODEL:VERSION', 'NAME').
     """
     from skyclass.db.connect import connect
     from skyclass.domain.run import format_result, run_domain
 
     with connect() as conn:
         result = run_domain(
-            conn, model, catalog, seed=seed, n_bootstrap=n_bootstrap, w_min=w_min, w_max=w_max
+            conn,
+            model,
+            catalog,
+            seed=seed,
+            n_bootstrap=n_bootstrap,
+            w_min=w_min,
+            w_max=w_max,
+            in_database=not client_scoring,
         )
     click.echo(format_result(result))
     if ood:

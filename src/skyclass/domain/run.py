@@ -1,21 +1,35 @@
 """``skyclass domain``: fit, weigh, estimate and store for one (model version, catalog) pair.
 
-The per-object propensities are computed in Python with the fitted domain
-classifier and written with binary COPY (the compile/score path is not used
-yet for the domain classifier). Everything is written in one transaction.
+The domain classifier is registered as a model version of its own and
+compiled; the catalog's propensities and weights are then computed in the
+database (``skyclass.domain_propensity``, ``skyclass.importance_weight``) and
+written with ``INSERT ... SELECT``. A role that may not register native code
+gets the same rows computed by scikit-learn and written with binary COPY.
+The pair, objects and metrics are written in one transaction.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
 from skyclass.domain import source
 from skyclass.domain.classifier import DEFAULT_FOLDS, DEFAULT_SEED, HGB_PARAMS, fit_domain
+from skyclass.domain.compiled import (
+    DatabaseScoring,
+    checkpoint_of,
+    compile_domain_version,
+    database_scoring,
+    register_domain_version,
+    score_sql,
+)
+from skyclass.domain.errors import DomainError
 from skyclass.domain.expected import (
     DEFAULT_BOOTSTRAP,
     Estimate,
@@ -26,6 +40,7 @@ from skyclass.domain.weights import (
     UNCOVERED_P,
     W_MAX,
     W_MIN,
+    Weights,
     effective_size,
     importance_weights,
     reliability_problems,
@@ -50,6 +65,9 @@ class DomainResult:
     n_effective: float
     problems: tuple[str, ...]
     estimates: tuple[Estimate, ...]
+    domain_version_id: int
+    scorer: str
+    scorer_note: str = ""
 
 
 def run_domain(
@@ -62,8 +80,17 @@ def run_domain(
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     w_min: float = W_MIN,
     w_max: float = W_MAX,
+    in_database: bool = True,
 ) -> DomainResult:
-    """Fit the domain classifier of ``model`` against ``catalog`` and store every result."""
+    """Fit the domain classifier of ``model`` against ``catalog`` and store every result.
+
+    The classifier is registered as a version of ``<model>_domain``; with
+    ``in_database`` (the default) and a role that may register artifacts it
+    is compiled and the catalog is scored by ``skyclass.predict`` in the
+    server (``scorer`` database), otherwise by scikit-learn here (python).
+    """
+    if not 0 < w_min < w_max < math.inf:
+        raise DomainError(f"clip bounds must satisfy 0 < w_min < w_max < inf, not {w_min}, {w_max}")
     version = source.resolve_version(conn, model)
     cat = source.load_catalog_info(conn, catalog)
     features = source.catalog_features(conn, version, cat)
@@ -73,8 +100,6 @@ def run_domain(
     train_w = importance_weights(
         fit.train_propensity, fit.n_train, fit.n_sample, w_min=w_min, w_max=w_max
     )
-    p_catalog = fit.propensity(features.X)
-    catalog_w = importance_weights(p_catalog, fit.n_train, fit.n_sample, w_min=w_min, w_max=w_max)
     w = train_w.w[oof.rows]
     y = data.label_index[oof.rows]
     if oof.grid is None:
@@ -86,16 +111,42 @@ def run_domain(
             oof.z_true, oof.proba, oof.grid, w, n_bootstrap=n_bootstrap, seed=seed
         )
     n_eff = effective_size(w)
-    uncovered = uncovered_fraction(p_catalog)
-    problems = reliability_problems(n_eff, w.size, train_w.fraction_clipped_high, uncovered)
+    # The domain classifier becomes a model version, compiled when this role may register
+    # native code; the catalog is then scored by skyclass.predict inside the server.
+    scoring = database_scoring(conn) if in_database else DatabaseScoring(False, "not asked")
+    domain_version_id = register_domain_version(
+        conn, version, cat.name, fit, checkpoint_of(fit, version.n_features)
+    )
+    if scoring.possible:
+        compile_domain_version(conn, domain_version_id)
+    scorer = "database" if scoring.possible else "python"
+    clip = (fit.n_train, fit.n_sample, w_min, w_max)
     with conn.transaction():
+        if scoring.possible:
+            score_sql(conn, domain_version_id, cat.name, clip)
+            agg = conn.execute(
+                "SELECT count(*), coalesce(avg(clipped::int), 0)::float8, "
+                "coalesce(avg((propensity > %s)::int), 0)::float8 FROM domain_scored",
+                (UNCOVERED_P,),
+            ).fetchone()
+            assert agg is not None
+            n_catalog, catalog_clipped, uncovered = int(agg[0]), float(agg[1]), float(agg[2])
+        else:
+            p_catalog = fit.propensity(features.X)
+            catalog_w = importance_weights(
+                p_catalog, fit.n_train, fit.n_sample, w_min=w_min, w_max=w_max
+            )
+            n_catalog = int(features.object_id.size)
+            catalog_clipped = catalog_w.fraction_clipped
+            uncovered = uncovered_fraction(p_catalog)
+        problems = reliability_problems(n_eff, w.size, train_w.fraction_clipped_high, uncovered)
         row = conn.execute(
             "INSERT INTO skyclass.domain_shift (model_version_id, catalog_id, catalog_name, "
             "feature_set_id, n_train, n_sample, n_catalog, seed, classifier, auc, auc_std, "
             "fold_auc, w_min, w_max, train_clipped, catalog_clipped, uncovered_threshold, "
-            "uncovered_fraction, n_effective, reliable, problems) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "RETURNING domain_shift_id",
+            "uncovered_fraction, n_effective, reliable, problems, domain_version_id, scorer) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s) RETURNING domain_shift_id",
             (
                 version.model_version_id,
                 cat.catalog_id,
@@ -103,7 +154,7 @@ def run_domain(
                 features.feature_set.feature_set_id,
                 fit.n_train,
                 fit.n_sample,
-                int(features.object_id.size),
+                n_catalog,
                 seed,
                 Jsonb({"estimator": "HistGradientBoostingClassifier", **HGB_PARAMS}),
                 fit.auc,
@@ -112,32 +163,27 @@ def run_domain(
                 w_min,
                 w_max,
                 train_w.fraction_clipped,
-                catalog_w.fraction_clipped,
+                catalog_clipped,
                 UNCOVERED_P,
                 uncovered,
                 n_eff,
                 not problems,
                 problems,
+                domain_version_id,
+                scorer,
             ),
         ).fetchone()
         assert row is not None
         shift_id = int(row[0])
-        with (
-            conn.cursor(binary=True) as cur,
-            cur.copy(
-                "COPY skyclass.domain_object (domain_shift_id, object_id, propensity, weight, "
-                "clipped) FROM STDIN (FORMAT BINARY)"
-            ) as copy,
-        ):
-            copy.set_types(["int8", "int8", "float4", "float4", "bool"])
-            for oid, p, wt, c in zip(
-                features.object_id.tolist(),
-                p_catalog.tolist(),
-                catalog_w.w.tolist(),
-                catalog_w.clipped.tolist(),
-                strict=True,
-            ):
-                copy.write_row((shift_id, oid, p, wt, c))
+        if scoring.possible:
+            conn.execute(
+                "INSERT INTO skyclass.domain_object (domain_shift_id, object_id, propensity, "
+                "weight, clipped) SELECT %s, object_id, propensity, weight, clipped "
+                "FROM domain_scored",
+                (shift_id,),
+            )
+        else:
+            _copy_objects(conn, shift_id, features.object_id, p_catalog, catalog_w)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO skyclass.domain_metric (domain_shift_id, name, class_name, value, "
@@ -162,14 +208,43 @@ def run_domain(
         auc=fit.auc,
         auc_std=fit.auc_std,
         n_train=fit.n_train,
-        n_catalog=int(features.object_id.size),
+        n_catalog=n_catalog,
         train_clipped=train_w.fraction_clipped,
-        catalog_clipped=catalog_w.fraction_clipped,
+        catalog_clipped=catalog_clipped,
         uncovered_fraction=uncovered,
         n_effective=n_eff,
         problems=tuple(problems),
         estimates=tuple(estimates),
+        domain_version_id=domain_version_id,
+        scorer=scorer,
+        scorer_note=scoring.reason,
     )
+
+
+def _copy_objects(
+    conn: psycopg.Connection[Any],
+    shift_id: int,
+    object_id: npt.NDArray[np.int64],
+    propensity: npt.NDArray[np.float64],
+    weights: Weights,
+) -> None:
+    """Write the client-computed propensities and weights with binary COPY."""
+    with (
+        conn.cursor(binary=True) as cur,
+        cur.copy(
+            "COPY skyclass.domain_object (domain_shift_id, object_id, propensity, weight, "
+            "clipped) FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["int8", "int8", "float4", "float4", "bool"])
+        for oid, p, wt, c in zip(
+            object_id.tolist(),
+            propensity.tolist(),
+            weights.w.tolist(),
+            weights.clipped.tolist(),
+            strict=True,
+        ):
+            copy.write_row((shift_id, oid, p, wt, c))
 
 
 def _finite(value: float) -> float | None:
@@ -183,6 +258,13 @@ def format_result(result: DomainResult) -> str:
         f"  domain-classifier AUC {result.auc:.3f} ± {result.auc_std:.3f} "
         "(0.5 = no detectable shift)",
         f"  training rows {result.n_train}, catalog objects {result.n_catalog}",
+        f"  domain classifier: model version {result.domain_version_id}, catalog scored "
+        + (
+            "in the database (skyclass.predict)"
+            if result.scorer == "database"
+            else "by scikit-learn in the client"
+            + (f" ({result.scorer_note})" if result.scorer_note else "")
+        ),
         f"  weights clipped: {result.train_clipped:.1%} of training rows, "
         f"{result.catalog_clipped:.1%} of catalog objects",
         f"  catalog not covered by the training data (p > {UNCOVERED_P}): "

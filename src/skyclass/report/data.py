@@ -60,6 +60,7 @@ from skyclass.db.connect import connect
 from skyclass.errors import SkyclassError
 from skyclass.probability import DEFAULT_FPR
 from skyclass.registry.models import resolve_version
+from skyclass.report.domain import DomainView, read_domain_views
 
 Key = tuple[str, str, str]
 """(name, class_name, stage) of a metric or curve row."""
@@ -176,6 +177,8 @@ class ReportData:
     #: Per OOD bin (migration 0014): (ood_lo, ood_hi, n, q68, q95) for photo-z versions,
     #: (ood_lo, ood_hi, n, temperature) for classifiers; empty for older versions.
     uncertainty: tuple[tuple[float | int | None, ...], ...] = ()
+    #: The newest domain fit per catalog the version was applied to (``skyclass domain``).
+    domain: tuple[DomainView, ...] = ()
 
     @property
     def evaluations(self) -> tuple[Evaluation, ...]:
@@ -437,6 +440,7 @@ def read_report_data(conn: psycopg.Connection[Any], ref: str | int) -> ReportDat
         catalog=catalog,
         loads=loads,
         uncertainty=uncertainty,
+        domain=tuple(read_domain_views(conn, int(mv["model_version_id"]))),
     )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from skyclass.report.data import Evaluation, MetricValue, ReportData
+from skyclass.report.domain import domain_section
 from skyclass.report.plots import HIGHER_IS_BETTER, LOWER_IS_BETTER, Plot, pm
 
 OVERALL_ORDER = (
@@ -769,6 +770,8 @@ def render_html(
     """The whole report page of ``data`` with ``plots`` embedded; ``notes`` say what is missing."""
     title = f"{data.model_name} v{data.version}"
     n_base = len(data.baselines)
+    model_plots = [p for p in plots if not p.name.startswith("domain-")]
+    shift_plots = [p for p in plots if p.name.startswith("domain-")]
     missing = "".join(f'<p class="note missing">{esc(n)}</p>' for n in notes)
     sections = [
         (
@@ -781,7 +784,7 @@ def render_html(
             f"of the same run (same folds, same rows).{_stage_note(data)}</p>"
             + metric_tables(data),
         ),
-        ("figures", "Figures", missing + figures(plots)),
+        ("figures", "Figures", missing + figures(model_plots)),
         ("uncertainty", "Uncertainty per OOD bin", uncertainty_table(data)),
         (
             "provenance",
@@ -790,6 +793,15 @@ def render_html(
             "read from the skyclass registry tables.</p>" + provenance(data, generated_by),
         ),
     ]
+    if data.domain:
+        sections.insert(
+            2,
+            (
+                "domain",
+                "Where the model can be trusted",
+                domain_section(data.domain, figures(shift_plots)),
+            ),
+        )
     toc = "".join(f'<a href="#{sid}">{esc(name)}</a>' for sid, name, _ in sections)
     toc += "".join(f'<a href="#fig-{esc(p.name)}">{esc(p.title)}</a>' for p in plots)
     body = "".join(

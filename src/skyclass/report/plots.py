@@ -755,5 +755,8 @@ PHOTOZ_PLOTS: tuple[PlotFunction, ...] = (
 
 def render_plots(data: ReportData) -> list[Plot]:
     """Every figure the stored rows allow, in reading order for the model's task."""
+    from skyclass.report.domain import domain_plots
+
     functions = PHOTOZ_PLOTS if data.task == "photoz" else CLASSIFICATION_PLOTS
-    return [plot for plot in (f(data) for f in functions) if plot is not None]
+    plots = [plot for plot in (f(data) for f in functions) if plot is not None]
+    return plots + domain_plots(data.domain)
