@@ -671,7 +671,8 @@ BEGIN
           FROM generate_series(1, cardinality(ref.feature_names)) AS j
          WHERE s.n_sampled > 0 AND ref.feature_hi[j] > ref.feature_lo[j]
         UNION ALL
-        SELECT 'class', 'psi', s.n_objects, skyclass.drift_psi(s.class_counts, t.class_counts)) AS q;
+        SELECT 'class', 'psi', s.n_objects, skyclass.drift_psi(s.class_counts, t.class_counts)) AS q
+     WHERE s.run_id = run;
     SELECT * INTO prev FROM skyclass.drift_run WHERE run_id = d.previous_run_id;
     IF prev.run_id IS NOT NULL THEN
         SELECT * INTO prev_ref FROM skyclass.drift_reference WHERE model_version_id = prev.model_version_id;
@@ -713,7 +714,8 @@ BEGIN
             UNION ALL
             SELECT 'n_objects', 'relative_change', s.n_objects, p.n_objects,
                    abs(s.n_objects - p.n_objects)::float8 / p.n_objects
-             WHERE both_full) AS q;
+             WHERE both_full) AS q
+         WHERE s.run_id = run;
     END IF;
     SELECT count(*) INTO n FROM skyclass.drift WHERE run_id = run;
     RETURN n;
