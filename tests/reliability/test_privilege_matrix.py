@@ -77,6 +77,15 @@ ACTIONS: dict[str, str] = {
     "deploy": "SELECT skyclass.deploy('portal', {v})",
     "drop a catalog": "DROP TABLE catalogs.test_catalog",
     "unregister a catalog": "DELETE FROM skyclass.catalog WHERE false",
+    # Drift (revision 0016): scoring runs write it in their finish step; readers read it.
+    "read drift summaries and alerts": (
+        "SELECT count(*) FROM skyclass.drift AS d "
+        "JOIN skyclass.drift_summary AS s USING (run_id, scope, bin) "
+        "JOIN skyclass.drift_run AS r USING (run_id) "
+        "JOIN skyclass.drift_reference AS f USING (model_version_id) "
+        "JOIN skyclass.drift_reference_bin AS b USING (model_version_id)"
+    ),
+    "write drift rows": "INSERT INTO skyclass.drift_summary (run_id) SELECT 1 WHERE false",
 }
 
 A, D = ALLOWED, DENIED
@@ -102,6 +111,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read drift summaries and alerts": A,
+        "write drift rows": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -121,6 +132,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read drift summaries and alerts": D,
+        "write drift rows": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
