@@ -80,7 +80,12 @@ def scored(
         build_features(SDSS_SPEC.read_text(), url, catalog="sky")
         snap = create_snapshot(built, "class", n_folds=3, seed=0, url=url)
         train_model(
-            "sgq", snap.snapshot_id, params={"max_iter": 30}, baselines=(), importance=False, url=url
+            "sgq",
+            snap.snapshot_id,
+            params={"max_iter": 30},
+            baselines=(),
+            importance=False,
+            url=url,
         )
         compile_model_version("sgq:1", url=url)
         deploy("sgq_current", "sgq:1", url=url)
@@ -92,7 +97,7 @@ def scored(
             ).fetchone()
             assert row is not None
             shifted = conn.execute(
-                f"UPDATE features.{row[0]} AS f SET x[1] = f.x[1] + {SHIFT}, "  # noqa: S608
+                f"UPDATE features.{row[0]} AS f SET x[1] = f.x[1] + {SHIFT}, "
                 f"x[6] = f.x[6] + {SHIFT} FROM catalogs.sky AS c "
                 f"WHERE c.object_id = f.object_id AND {_in_box()}"
             ).rowcount
@@ -116,7 +121,7 @@ def _rows(url: str, run: int, where: str = "true") -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(
             "SELECT reference, scope, bin, quantity, metric, value, level, n_objects "
-            f"FROM skyclass.drift WHERE run_id = %s AND {where}",  # noqa: S608
+            f"FROM skyclass.drift WHERE run_id = %s AND {where}",
             (run,),
         ).fetchall()
 
@@ -190,9 +195,7 @@ def test_a_shift_in_one_box_alerts_its_regions_and_no_other(scored: Scored) -> N
     assert not flagged & untouched, sorted(flagged & untouched)
     assert all(r[5] == 0.0 for r in rows if r[2] in untouched and r[4] == "psi")
     # the other features did not move where nothing was shifted, nor g, r, i, z anywhere
-    assert all(
-        r[5] == 0.0 for r in rows if r[3] in ("g", "r", "i", "z", "g_r", "r_i", "i_z")
-    )
+    assert all(r[5] == 0.0 for r in rows if r[3] in ("g", "r", "i", "z", "g_r", "r_i", "i_z"))
 
 
 def test_the_shift_moves_the_box_away_from_the_training_data(scored: Scored) -> None:
@@ -220,14 +223,18 @@ def test_the_shift_moves_the_box_away_from_the_training_data(scored: Scored) -> 
 def test_the_cli_and_the_sql_function_report_the_box(scored: Scored) -> None:
     runner = CliRunner()
     env = {"SKYCLASS_DATABASE_URL": scored.url}
-    out = runner.invoke(main, ["drift", "sgq_current", "--catalog", "sky", "--format", "json"], env=env)
+    out = runner.invoke(
+        main, ["drift", "sgq_current", "--catalog", "sky", "--format", "json"], env=env
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["run_id"] == scored.runs[2]
     assert data["counts"].get("alert", 0) > 0
     assert all(r["level"] in ("warn", "alert") for r in data["rows"])
     # worst region against the previous run lies in the box
-    previous = [r for r in data["rows"] if r["reference"] == "previous_run" and r["scope"] == "region"]
+    previous = [
+        r for r in data["rows"] if r["reference"] == "previous_run" and r["scope"] == "region"
+    ]
     assert previous and scored.box_share[previous[0]["bin"]] > 0
     with psycopg.connect(scored.url) as conn:
         sql_rows = conn.execute(
@@ -275,3 +282,20 @@ def test_recording_again_gives_the_same_rows_and_bad_calls_change_nothing(scored
     assert sorted(_rows(scored.url, run)) == before
     with psycopg.connect(scored.url) as conn, pytest.raises(DomainError, match="min_level"):
         drift_report(conn, "sgq_current", "sky", min_level="loud")
+
+
+def test_the_report_shows_a_sky_map_and_a_magnitude_plot(scored: Scored, tmp_path: Path) -> None:
+    from skyclass.report import make_report
+
+    files = make_report("sgq:1", tmp_path / "report", url=scored.url)
+    names = {p.name for p in files.pngs}
+    assert {"drift_sky.png", "drift_magnitude.png"} <= names
+    page = files.html.read_text(encoding="utf-8")
+    assert "Drift by sky region" in page and "Drift by magnitude" in page
+    drift = files.data.drift
+    assert drift is not None and drift.run_id == scored.runs[2]
+    assert drift.previous_run_id == scored.runs[1]
+    assert sum(r.n_objects for r in drift.regions) == sum(scored.region_size.values())
+    # the box's regions carry the largest change against the previous run
+    worst = max((r for r in drift.regions if r.previous is not None), key=lambda r: r.previous or 0)
+    assert scored.box_share[worst.bin] > 0

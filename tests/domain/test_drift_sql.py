@@ -46,9 +46,7 @@ def test_healpix_ring_matches_astropy_healpix(conn: psycopg.Connection, nside: i
             (nside, ra.tolist(), dec.tolist()),
         ).fetchall()
     )[:, 0]
-    want = HEALPix(nside=nside, order="ring").lonlat_to_healpix(
-        (ra % 360) * u.deg, dec * u.deg
-    )
+    want = HEALPix(nside=nside, order="ring").lonlat_to_healpix((ra % 360) * u.deg, dec * u.deg)
     assert got.min() >= 0 and got.max() < 12 * nside * nside
     assert (got == want).all(), np.nonzero(got != want)
 
@@ -146,7 +144,9 @@ def test_wasserstein_of_known_histograms(conn: psycopg.Connection) -> None:
     assert w("{5,5,0}", "{10,0,0}", "{0,1,2,3}") == pytest.approx(0.5)
     assert w("{0,5,5}", "{10,0,0}", "{0,1,2,3}") == pytest.approx(1.5)
     # symmetric
-    assert w("{3,1,4}", "{1,5,9}", "{0,1,3,4}") == pytest.approx(w("{1,5,9}", "{3,1,4}", "{0,1,3,4}"))
+    assert w("{3,1,4}", "{1,5,9}", "{0,1,3,4}") == pytest.approx(
+        w("{1,5,9}", "{3,1,4}", "{0,1,3,4}")
+    )
 
 
 @pytest.mark.parametrize(

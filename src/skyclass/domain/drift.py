@@ -177,7 +177,7 @@ def format_table(report: DriftReport, limit: int = 40) -> str:
             lines.append(f"... {len(report.rows) - limit} more (--format json lists every row)")
     if report.regions:
         lines.append("worst regions (HEALPix RING, nside 4; highest PSI or Wasserstein/sigma):")
-        for region, value, level, row in report.regions:
+        for _region, value, level, row in report.regions:
             lines.append(
                 f"  {row.where}: {row.quantity} {row.metric} {value:.3f} against "
                 f"{'training' if row.reference == 'training' else 'the previous run'} [{level}]"

@@ -755,5 +755,8 @@ PHOTOZ_PLOTS: tuple[PlotFunction, ...] = (
 
 def render_plots(data: ReportData) -> list[Plot]:
     """Every figure the stored rows allow, in reading order for the model's task."""
+    # Imported here: the drift figures use this module's helpers.
+    from skyclass.report.drift_plots import DRIFT_PLOTS
+
     functions = PHOTOZ_PLOTS if data.task == "photoz" else CLASSIFICATION_PLOTS
-    return [plot for plot in (f(data) for f in functions) if plot is not None]
+    return [plot for plot in (f(data) for f in (*functions, *DRIFT_PLOTS)) if plot is not None]
