@@ -709,8 +709,8 @@ SPECS: dict[str, Spec] = {
     ),
     # Drift (revision 0016). The runs the calls start finish through finish_scoring_run, which
     # records their drift; these call the pieces directly with real and made-up runs.
-    "skyclass.drift_argument_error(text)": Spec(
-        lambda rng, w: ("SELECT skyclass.drift_argument_error(%s)", [_text(rng)]),
+    "skyclass._drift_argument_error(text)": Spec(
+        lambda rng, w: ("SELECT skyclass._drift_argument_error(%s)", [_text(rng)]),
         frozenset({"22023"}),
         None,
     ),
@@ -763,18 +763,18 @@ SPECS: dict[str, Spec] = {
         frozenset({"22023", "42704"}),
         None,
     ),
-    "skyclass.drift_bins_sql(skyclass.drift_reference,text)": Spec(
+    "skyclass._drift_bins_sql(skyclass.drift_reference,text)": Spec(
         lambda rng, w: (
-            "SELECT skyclass.drift_bins_sql(r, %s) FROM skyclass.drift_reference AS r "
+            "SELECT skyclass._drift_bins_sql(r, %s) FROM skyclass.drift_reference AS r "
             "WHERE r.model_version_id = %s::bigint",
             [_text(rng, ["o.x", "f.x"]), _bigint(rng, w.versions)],
         ),
         frozenset(),
         None,
     ),
-    "skyclass.drift_magnitude_sql(skyclass.drift_reference,text)": Spec(
+    "skyclass._drift_magnitude_sql(skyclass.drift_reference,text)": Spec(
         lambda rng, w: (
-            "SELECT skyclass.drift_magnitude_sql(r, %s) FROM skyclass.drift_reference AS r "
+            "SELECT skyclass._drift_magnitude_sql(r, %s) FROM skyclass.drift_reference AS r "
             "WHERE r.model_version_id = %s::bigint",
             [_text(rng, ["o.x", "f.x"]), _bigint(rng, w.versions)],
         ),

@@ -5,7 +5,7 @@
 -- changes a function also changes it here, and tests/db/test_head_sql.py keeps the two equal.
 -- Thresholds, regions and bins are explained in docs/drift.md.
 
-CREATE OR REPLACE FUNCTION skyclass.drift_argument_error(message text)
+CREATE OR REPLACE FUNCTION skyclass._drift_argument_error(message text)
  RETURNS bigint
  LANGUAGE plpgsql
  IMMUTABLE PARALLEL SAFE
@@ -17,7 +17,7 @@ BEGIN
         USING ERRCODE = 'invalid_parameter_value';
 END
 $function$;
-COMMENT ON FUNCTION skyclass.drift_argument_error(text) IS
+COMMENT ON FUNCTION skyclass._drift_argument_error(text) IS
 'Raise SQLSTATE 22023 with the message (used by SQL-language functions to refuse an argument).';
 
 CREATE OR REPLACE FUNCTION skyclass.healpix_ring(nside integer, ra_deg double precision, dec_deg double precision)
@@ -31,7 +31,7 @@ AS $function$
     -- planner inlines it: 1M objects take about 0.3 s, a plpgsql version 20 times longer.
     SELECT CASE
         WHEN nside IS NULL OR nside < 1 OR nside > 8192 OR nside & (nside - 1) <> 0 THEN
-            skyclass.drift_argument_error('nside must be a power of 2 from 1 to 8192, not ' || coalesce(nside::text, 'NULL'))
+            skyclass._drift_argument_error('nside must be a power of 2 from 1 to 8192, not ' || coalesce(nside::text, 'NULL'))
         WHEN ra_deg IS NULL OR dec_deg IS NULL OR ra_deg IN ('NaN', 'Infinity', '-Infinity') OR NOT dec_deg BETWEEN -90 AND 90 THEN NULL
         WHEN abs(sin(radians(dec_deg))) <= 2.0 / 3 THEN
             2 * nside * (nside - 1) + (nside + floor(nside * (0.5 + ((ra_deg - 360 * floor(ra_deg / 360)) / 90)) - nside * sin(radians(dec_deg)) * 0.75)::bigint - floor(nside * (0.5 + ((ra_deg - 360 * floor(ra_deg / 360)) / 90)) + nside * sin(radians(dec_deg)) * 0.75)::bigint) * 4 * nside
@@ -59,7 +59,7 @@ AS $function$
     SELECT CASE
         WHEN current_counts IS NULL OR reference_counts IS NULL THEN NULL
         WHEN cardinality(current_counts) <> cardinality(reference_counts) THEN
-            skyclass.drift_argument_error('the histograms must have the same number of bins, not '
+            skyclass._drift_argument_error('the histograms must have the same number of bins, not '
                 || cardinality(current_counts) || ' and ' || cardinality(reference_counts))::float8
         ELSE (SELECT CASE WHEN count(c) = count(*) AND count(r) = count(*) AND min(least(c, r)) >= 0
                                AND min(sc.nc) > 0 AND min(sr.nr) > 0
@@ -248,7 +248,7 @@ BEGIN
             ref.feature_std, mag, mag_e, v.classes)
     RETURNING * INTO ref;
     IF n > 0 THEN
-        cases := skyclass.drift_bins_sql(ref, 'o.x');
+        cases := skyclass._drift_bins_sql(ref, 'o.x');
         label := format('CASE WHEN t.label_index BETWEEN 0 AND %s THEN t.label_index + 1 END',
                         cardinality(v.classes) - 1);
         EXECUTE format(
@@ -275,7 +275,7 @@ BEGIN
             '       (SELECT array_agg(h.h ORDER BY h.j) FROM hist AS h WHERE h.scope = b.scope AND h.bin = b.bin), '
             '       c.counts '
             '  FROM bins AS b JOIN cls AS c USING (scope, bin)',
-            skyclass.drift_magnitude_sql(ref, 't.x'), label, src, cases,
+            skyclass._drift_magnitude_sql(ref, 't.x'), label, src, cases,
             cardinality(v.feature_names), cardinality(v.classes), r.model_version_id);
     END IF;
     RETURN ref;
@@ -288,7 +288,7 @@ COMMENT ON FUNCTION skyclass.drift_reference_of(bigint) IS
 'gives bins from the run''s own features and no training histograms. Unknown run: SQLSTATE '
 '42704; NULL: 22023.';
 
-CREATE OR REPLACE FUNCTION skyclass.drift_bins_sql(ref skyclass.drift_reference, x text)
+CREATE OR REPLACE FUNCTION skyclass._drift_bins_sql(ref skyclass.drift_reference, x text)
  RETURNS text
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
@@ -299,11 +299,11 @@ AS $function$
                              ARRAY(SELECT unnest(ref.feature_edges[j:j][1:9]))), ' ' ORDER BY j)
       FROM generate_series(1, cardinality(ref.feature_names)) AS j
 $function$;
-COMMENT ON FUNCTION skyclass.drift_bins_sql(skyclass.drift_reference,text) IS
+COMMENT ON FUNCTION skyclass._drift_bins_sql(skyclass.drift_reference,text) IS
 'SQL text of a CASE body (WHEN j THEN bin ...) giving the histogram bin of feature j of the '
 'real[] expression x: 0-9 by the reference deciles, 10 missing. For the drift queries.';
 
-CREATE OR REPLACE FUNCTION skyclass.drift_magnitude_sql(ref skyclass.drift_reference, x text)
+CREATE OR REPLACE FUNCTION skyclass._drift_magnitude_sql(ref skyclass.drift_reference, x text)
  RETURNS text
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
@@ -314,7 +314,7 @@ AS $function$
                             array_position(ref.feature_names, ref.magnitude_feature),
                             ref.magnitude_edges) END
 $function$;
-COMMENT ON FUNCTION skyclass.drift_magnitude_sql(skyclass.drift_reference,text) IS
+COMMENT ON FUNCTION skyclass._drift_magnitude_sql(skyclass.drift_reference,text) IS
 'SQL text giving the magnitude bin of the real[] expression x (-1 missing), or NULL::integer '
 'when the reference has no magnitude feature. For the drift queries.';
 
@@ -438,11 +438,11 @@ BEGIN
         '       CASE WHEN t.cx IS NOT NULL THEN mod((degrees(atan2(t.cy, t.cx)) + 360)::numeric, 360)::float8 END, '
         '       CASE WHEN t.cx IS NOT NULL THEN degrees(atan2(t.cz, sqrt(t.cx * t.cx + t.cy * t.cy))) END '
         '  FROM totals AS t JOIN classes AS c USING (scope, bin) LEFT JOIN features AS f USING (scope, bin)',
-        region, skyclass.drift_magnitude_sql(ref, 'f.x'), ref.classes,
+        region, skyclass._drift_magnitude_sql(ref, 'f.x'), ref.classes,
         CASE WHEN has_pos THEN 'cos(radians(c.dec)) * cos(radians(c.ra))' ELSE 'NULL::float8' END,
         CASE WHEN has_pos THEN 'cos(radians(c.dec)) * sin(radians(c.ra))' ELSE 'NULL::float8' END,
         CASE WHEN has_pos THEN 'sin(radians(c.dec))' ELSE 'NULL::float8' END,
-        sample, r.target_table, r.feature_table, joins, rows_of, skyclass.drift_bins_sql(ref, 'o.x'),
+        sample, r.target_table, r.feature_table, joins, rows_of, skyclass._drift_bins_sql(ref, 'o.x'),
         (SELECT string_agg(format('(%s)', j), ', ' ORDER BY j) FROM generate_series(0, nf) AS j),
         cardinality(ref.classes), nf, run);
     written := skyclass.compare_run_drift(run);
@@ -472,7 +472,7 @@ AS $function$
     -- count: 10% warn, 25% alert. Fewer than 500 objects on either side: low_count, no alert.
     SELECT CASE
         WHEN metric IS NULL OR metric NOT IN ('psi', 'wasserstein_sigma', 'abs_change', 'relative_change') THEN
-            skyclass.drift_argument_error('metric must be psi, wasserstein_sigma, abs_change or '
+            skyclass._drift_argument_error('metric must be psi, wasserstein_sigma, abs_change or '
                                           'relative_change, not ' || coalesce(metric, 'NULL'))::text
         WHEN coalesce(n_objects, 0) < 500 OR coalesce(n_reference, 0) < 500 THEN 'low_count'
         WHEN value IS NULL OR value = 'NaN' THEN 'ok'
