@@ -525,7 +525,7 @@ BEGIN
         sample := format('(hashint8(p.object_id) & 1048575) < %s', ceil(fraction * 1048576)::bigint);
     END IF;
     SELECT * INTO prev FROM skyclass.drift_run AS d
-     WHERE d.catalog_id = r.catalog_id AND d.run_id < run
+     WHERE d.catalog_id = r.catalog_id AND d.run_id < run AND d.n_objects > 0
        AND CASE WHEN r.deployment IS NOT NULL THEN d.deployment = r.deployment
                 ELSE d.model_version_id = r.model_version_id END
      ORDER BY d.run_id DESC LIMIT 1;
