@@ -45,7 +45,9 @@ from skyclass.features import build_feature_set, example_spec_path, load_spec  #
 DEPLOYMENT = "bench_drift"
 
 
-def run(url: str, *, rows: int = 1_000_000, repeats: int = 3) -> dict[str, Any]:
+def run(
+    url: str, *, rows: int = 1_000_000, repeats: int = 3, iterations: int = 100
+) -> dict[str, Any]:
     """Score the catalog ``repeats + 1`` times and compare the drift step with the rest."""
     from skyclass.score.deploy import deploy
     from skyclass.score.jobs import default_workers, score_catalog
@@ -59,7 +61,7 @@ def run(url: str, *, rows: int = 1_000_000, repeats: int = 3) -> dict[str, Any]:
     feature_set = build_feature_set(spec, url=url)
     say(f"catalog {CATALOG}: {n:,} objects with features in {wall() - clock:.1f} s")
     clock = wall()
-    model, calibration, classes, _ = train_model(url, feature_set)
+    model, calibration, classes, _ = train_model(url, feature_set, iterations)
     version, _ = register(url, model, calibration, classes, feature_set.feature_set_id)
     deploy(DEPLOYMENT, version, url=url)
     say(f"model version {version} trained, compiled and deployed in {wall() - clock:.1f} s")
@@ -99,6 +101,7 @@ def run(url: str, *, rows: int = 1_000_000, repeats: int = 3) -> dict[str, Any]:
     steady = [r for r in rounds if not r["first"]]
     result = {
         "rows": n,
+        "iterations": iterations,
         "workers": workers,
         "repeats": repeats,
         "rounds": rounds,
@@ -142,7 +145,7 @@ def print_result(result: dict[str, Any], info: dict[str, Any]) -> None:
     )
     print(
         f"median over {result['repeats']} runs of {result['rows']:,} objects "
-        f"({result['workers']} sessions): drift step {result['median_drift_seconds']:.2f} s = "
+        f"({result['workers']} sessions, model of {result['iterations']} iterations): drift step {result['median_drift_seconds']:.2f} s = "
         f"{result['median_ratio']:.1%} of the rest of the run "
         f"({result['median_job_seconds']:.2f} s job) on {info['cpu']}"
     )
@@ -152,12 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--iterations", type=int, default=100, help="boosting iterations of the model"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     with bench_database() as url:
         info = machine_info(url)
         print_machine(info)
-        result = run(url, rows=args.rows, repeats=args.repeats)
+        result = run(url, rows=args.rows, repeats=args.repeats, iterations=args.iterations)
         info["load_average_after"] = info["load_average"]
         print_result(result, info)
         if args.json is not None:

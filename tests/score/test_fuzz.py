@@ -781,6 +781,14 @@ SPECS: dict[str, Spec] = {
         frozenset(),
         None,
     ),
+    "skyclass._drift_grouping_sql(integer,text,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass._drift_grouping_sql(%s::integer, %s, %s)",
+            [_int(rng, [0, 1, 9]), _text(rng, ["sets", "j", "b"]), _text(rng, ["region, magbin"])],
+        ),
+        frozenset({"22023"}),
+        None,
+    ),
     "skyclass.record_run_drift(bigint,integer)": Spec(
         lambda rng, w: (
             "SELECT skyclass.record_run_drift(%s::bigint, %s::integer)",

@@ -1106,9 +1106,10 @@ drift_summary = sa.Table(
     ),
     comment=(
         "Per scoring run, per sky region (HEALPix RING pixel), per magnitude bin and overall "
-        "(bin 0): objects, predicted class counts, mean top probability, OOD fraction (NULL "
-        "until OOD scores exist), mean position, and feature histograms of a deterministic "
-        "object sample (feature x (10 bins + missing))."
+        "(bin 0), over a fixed hash sample of the run's objects (all up to 100,000): objects "
+        "(n_sampled; n_objects the estimate for the whole run), predicted class counts, mean "
+        "top probability, OOD fraction (NULL until OOD scores exist), mean position, feature "
+        "histograms (feature x (10 bins + missing))."
     ),
 )
 

@@ -151,13 +151,13 @@ DECLARE
     v        record;
     src      text;
     n        bigint;
+    total    bigint;
     mag      text;
     mag_idx  integer;
     mag_e    float8[];
     lo       float8;
     hi       float8;
     step     float8;
-    cases    text;
     label    text;
 BEGIN
     IF run IS NULL THEN
@@ -190,8 +190,17 @@ BEGIN
     END IF;
     IF coalesce(n, 0) = 0 THEN
         -- No training rows to compare with: the bins come from this run's own features.
+        EXECUTE format('SELECT count(*) FROM %s', r.feature_table) INTO total;
         src := r.feature_table;
         n := 0;
+    ELSE
+        total := n;
+    END IF;
+    -- Deciles and training histograms of more than 200,000 rows: of a fixed hash sample of
+    -- them (a decile of 200,000 values is known to a fraction of a percent).
+    IF total > 200000 THEN
+        src := format('(SELECT * FROM %s AS s WHERE (hashint8(s.object_id) & 1048575) < %s)',
+                      src, ceil(200000::float8 / total * 1048576)::bigint);
     END IF;
     -- The magnitude of the magnitude bins: the feature named r, else the first feature of a
     -- group named like "magnitudes"; none (no magnitude summaries) otherwise.
@@ -248,19 +257,20 @@ BEGIN
             ref.feature_std, mag, mag_e, v.classes)
     RETURNING * INTO ref;
     IF n > 0 THEN
-        cases := skyclass._drift_bins_sql(ref, 'o.x');
         label := format('CASE WHEN t.label_index BETWEEN 0 AND %s THEN t.label_index + 1 END',
                         cardinality(v.classes) - 1);
         EXECUTE format(
             'INSERT INTO skyclass.drift_reference_bin (model_version_id, scope, bin, n_objects, '
             '                                          feature_counts, class_counts) '
-            'WITH o AS (SELECT %1$s AS magbin, %2$s AS label, t.x FROM %3$s AS t), '
-            'cells AS (SELECT o.magbin, e.j, CASE e.j %4$s END AS b, count(*) AS n '
-            '            FROM o CROSS JOIN generate_series(1, %5$s) AS e(j) GROUP BY 1, 2, 3), '
-            'scoped AS (SELECT ''all''::text AS scope, 0 AS bin, j, b, n FROM cells '
-            '           UNION ALL SELECT ''magnitude'', magbin, j, b, n FROM cells WHERE magbin IS NOT NULL), '
-            'objects AS (SELECT ''all''::text AS scope, 0 AS bin, label, count(*) AS n FROM o GROUP BY label '
-            '            UNION ALL SELECT ''magnitude'', magbin, label, count(*) FROM o '
+            'WITH cells AS (SELECT o.magbin, %8$s AS j, %9$s AS b, count(*) AS n '
+            '                 FROM (SELECT %1$s AS magbin, %2$s AS label, %4$s FROM %3$s AS t) AS o '
+            '                GROUP BY GROUPING SETS (%10$s)), '
+            'o AS (SELECT magbin, b AS label, n FROM cells WHERE j = 0), '
+            'scoped AS (SELECT ''all''::text AS scope, 0 AS bin, j, b, n FROM cells WHERE j > 0 '
+            '           UNION ALL SELECT ''magnitude'', magbin, j, b, n FROM cells '
+            '            WHERE j > 0 AND magbin IS NOT NULL), '
+            'objects AS (SELECT ''all''::text AS scope, 0 AS bin, label, sum(n) AS n FROM o GROUP BY label '
+            '            UNION ALL SELECT ''magnitude'', magbin, label, sum(n) FROM o '
             '             WHERE magbin IS NOT NULL GROUP BY magbin, label), '
             'bins AS (SELECT DISTINCT scope, bin FROM objects), '
             'hist AS (SELECT k.scope, k.bin, k.j, array_agg(coalesce(s.n, 0) ORDER BY k.b) AS h '
@@ -275,8 +285,11 @@ BEGIN
             '       (SELECT array_agg(h.h ORDER BY h.j) FROM hist AS h WHERE h.scope = b.scope AND h.bin = b.bin), '
             '       c.counts '
             '  FROM bins AS b JOIN cls AS c USING (scope, bin)',
-            skyclass._drift_magnitude_sql(ref, 't.x'), label, src, cases,
-            cardinality(v.feature_names), cardinality(v.classes), r.model_version_id);
+            skyclass._drift_magnitude_sql(ref, 't.x'), label, src, skyclass._drift_bins_sql(ref, 't.x'),
+            cardinality(v.feature_names), cardinality(v.classes), r.model_version_id,
+            skyclass._drift_grouping_sql(cardinality(v.feature_names), 'j'),
+            skyclass._drift_grouping_sql(cardinality(v.feature_names), 'b'),
+            skyclass._drift_grouping_sql(cardinality(v.feature_names), 'sets', 'magbin'));
     END IF;
     RETURN ref;
 END
@@ -293,15 +306,15 @@ CREATE OR REPLACE FUNCTION skyclass._drift_bins_sql(ref skyclass.drift_reference
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
 AS $function$
-    -- WHEN j THEN bin of feature j: 0 .. 9 by the reference deciles, 10 when missing (NaN).
-    SELECT string_agg(format('WHEN %1$s THEN CASE WHEN %2$s[%1$s] = ''NaN''::real OR %2$s[%1$s] IS NULL '
-                             'THEN 10 ELSE width_bucket(%2$s[%1$s], %3$L::float8[]) END', j, x,
-                             ARRAY(SELECT unnest(ref.feature_edges[j:j][1:9]))), ' ' ORDER BY j)
+    -- "bin of feature 1 AS b1, ...": 0 .. 9 by the reference deciles, 10 when missing (NaN).
+    SELECT string_agg(format('CASE WHEN %2$s[%1$s] = ''NaN''::real OR %2$s[%1$s] IS NULL '
+                             'THEN 10 ELSE width_bucket(%2$s[%1$s], %3$L::float8[]) END AS b%1$s', j, x,
+                             ARRAY(SELECT unnest(ref.feature_edges[j:j][1:9]))), ', ' ORDER BY j)
       FROM generate_series(1, cardinality(ref.feature_names)) AS j
 $function$;
 COMMENT ON FUNCTION skyclass._drift_bins_sql(skyclass.drift_reference,text) IS
-'SQL text of a CASE body (WHEN j THEN bin ...) giving the histogram bin of feature j of the '
-'real[] expression x: 0-9 by the reference deciles, 10 missing. For the drift queries.';
+'SQL text of a select list "bin of feature 1 AS b1, ..." for the real[] expression x: 0-9 by '
+'the reference deciles, 10 missing. For the drift queries.';
 
 CREATE OR REPLACE FUNCTION skyclass._drift_magnitude_sql(ref skyclass.drift_reference, x text)
  RETURNS text
@@ -317,6 +330,35 @@ $function$;
 COMMENT ON FUNCTION skyclass._drift_magnitude_sql(skyclass.drift_reference,text) IS
 'SQL text giving the magnitude bin of the real[] expression x (-1 missing), or NULL::integer '
 'when the reference has no magnitude feature. For the drift queries.';
+
+CREATE OR REPLACE FUNCTION skyclass._drift_grouping_sql(n_features integer, part text, keys text DEFAULT ''::text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    -- The drift queries group each object once per histogram: by predicted class (label,
+    -- j = 0) and by the bin of every feature (b1 .. bn, j = 1 .. n), all in one pass with
+    -- GROUPING SETS, so that per-object expressions (the HEALPix region) are computed once.
+    SELECT CASE part
+        WHEN 'sets' THEN
+            format('(%s, label), ', keys)
+            || string_agg(format('(%s, b%s)', keys, j), ', ' ORDER BY j)
+        WHEN 'j' THEN
+            'CASE WHEN GROUPING(label) = 0 THEN 0 '
+            || string_agg(format('WHEN GROUPING(b%1$s) = 0 THEN %1$s', j), ' ' ORDER BY j) || ' END'
+        WHEN 'b' THEN
+            'CASE WHEN GROUPING(label) = 0 THEN label '
+            || string_agg(format('WHEN GROUPING(b%1$s) = 0 THEN b%1$s', j), ' ' ORDER BY j) || ' END'
+        ELSE skyclass._drift_argument_error('part must be sets, j or b, not ' || coalesce(part, 'NULL'))::text
+    END
+      FROM generate_series(1, CASE WHEN n_features BETWEEN 0 AND 1000 THEN n_features
+                                   ELSE skyclass._drift_argument_error('n_features must be between 0 and '
+                                        || '1000, not ' || coalesce(n_features::text, 'NULL')) END) AS j
+$function$;
+COMMENT ON FUNCTION skyclass._drift_grouping_sql(integer,text,text) IS
+'SQL text for the drift queries'' GROUPING SETS over label and b1 .. bn (part sets, with the '
+'grouping keys), and the expressions of the histogram number j and bin b of each group '
+'(parts j and b).';
 
 CREATE OR REPLACE FUNCTION skyclass.record_run_drift(run bigint, sample_size integer DEFAULT 100000)
  RETURNS integer
@@ -338,6 +380,7 @@ DECLARE
     started  timestamptz := clock_timestamp();
     jit_was  text := current_setting('jit');
     mem_was  text := current_setting('work_mem');
+    sort_was text := current_setting('enable_sort');
     written  integer;
 BEGIN
     IF run IS NULL THEN
@@ -364,10 +407,13 @@ BEGIN
     -- The expressions below are long (HEALPix, bins): JIT would compile them for longer than
     -- they run.
     PERFORM set_config('jit', 'off', true);
-    -- Hash the cells in memory: sorting them spills to disk and takes several times longer.
+    -- Hash the cells: the planner expects every object in a cell of its own and would sort
+    -- them (spilling to disk, several times slower) where a few thousand cells fit in memory.
+    -- A hash aggregate that outgrows work_mem spills by itself.
     IF pg_size_bytes(mem_was) < pg_size_bytes('64MB') THEN
         PERFORM set_config('work_mem', '64MB', true);
     END IF;
+    PERFORM set_config('enable_sort', 'off', true);
     DELETE FROM skyclass.drift_run WHERE run_id = run;
     SELECT c.ra_column IS NOT NULL INTO has_pos FROM skyclass.catalog AS c WHERE c.catalog_id = r.catalog_id;
     IF coalesce(has_pos, false) AND to_regclass(r.catalog_table) IS NOT NULL THEN
@@ -378,15 +424,19 @@ BEGIN
     END IF;
     IF r.write_kind = 'insert' THEN
         -- The version's partition holds every run's rows: this run's are its own.
-        rows_of := format(' WHERE p.run_id = %s', run);
+        rows_of := format(' AND p.run_id = %s', run);
     END IF;
-    EXECUTE format('SELECT count(*) FROM %s AS p%s', r.target_table, rows_of) INTO n_obj;
+    EXECUTE format('SELECT count(*) FROM %s AS p WHERE true%s', r.target_table, rows_of) INTO n_obj;
     IF n_obj > sample_size THEN
-        -- Feature histograms come from a fixed pseudo-random share of the objects, chosen by a
-        -- hash of object_id: every run of a catalog histograms the same objects, so an unchanged
-        -- catalog gives exactly the same histograms (zero drift) run after run.
+        -- The summaries come from a fixed pseudo-random share of the objects, chosen by a hash
+        -- of object_id: every run of a catalog summarises the same objects, so an unchanged
+        -- catalog gives exactly the same histograms (zero drift) run after run, and the cost
+        -- stops growing with the catalog. The predicate is repeated on every joined table so
+        -- that each is filtered while it is scanned, before any hash table is built.
         fraction := sample_size::float8 / n_obj;
-        sample := format('(hashint8(p.object_id) & 1048575) < %s', ceil(fraction * 1048576)::bigint);
+        sample := format('(hashint8(%%1$s.object_id) & 1048575) < %s', ceil(fraction * 1048576)::bigint);
+        sample := format(sample, 'p') || ' AND ' || format(sample, 'f')
+                  || CASE WHEN has_pos THEN ' AND ' || format(sample, 'c') ELSE '' END;
     END IF;
     SELECT * INTO prev FROM skyclass.drift_run AS d
      WHERE d.catalog_id = r.catalog_id AND d.run_id < run AND d.n_objects > 0
@@ -397,23 +447,22 @@ BEGIN
                                     nside, n_objects, sample_fraction, seconds)
     VALUES (run, r.model_version_id, r.catalog_id, r.deployment, prev.run_id,
             CASE WHEN has_pos THEN ref.nside END, n_obj, fraction, 0);
-    -- One pass over the run's objects. Every object adds a row j = 0 (bin: its predicted class,
-    -- with its top probability and position); an object of the sample also adds rows j = 1..n
-    -- (bin: its feature j's histogram bin, 0-9 deciles, 10 missing). Grouped by region and
-    -- magnitude bin, these cells roll up to the summaries of every scope. (A cross join with a
+    -- One pass over the sampled objects (all of them up to sample_size). Cells by region and
+    -- magnitude bin: j = 0 counts objects by predicted class (b), with their top probability
+    -- and position; j = 1..n count them by the histogram bin b of feature j (0-9 deciles, 10
+    -- missing). The cells roll up to the summaries of every scope. The sample predicate is on
+    -- the prediction rows' object_id, so the joins see only the sample. (A cross join with a
     -- VALUES list: a per-object unnest() or generate_series() costs several times more.)
     EXECUTE format(
-        'WITH o AS (SELECT %1$s AS region, %2$s AS magbin, '
-        '                  array_position(%3$L::text[], p.top_label::text) AS label, '
-        '                  p.top_probability AS tp, %4$s AS cx, %5$s AS cy, %6$s AS cz, f.x, '
-        '                  %7$s AS sampled '
-        '             FROM %8$s AS p JOIN %9$s AS f ON f.object_id = p.object_id%10$s%11$s OFFSET 0), '
-        'cells AS (SELECT o.region, o.magbin, e.j, '
-        '                 CASE e.j WHEN 0 THEN o.label %12$s END AS b, count(*) AS n, '
-        '                 sum(o.tp) FILTER (WHERE e.j = 0) AS tp, sum(o.cx) FILTER (WHERE e.j = 0) AS cx, '
-        '                 sum(o.cy) FILTER (WHERE e.j = 0) AS cy, sum(o.cz) FILTER (WHERE e.j = 0) AS cz '
-        '            FROM o CROSS JOIN (VALUES %13$s) AS e(j) '
-        '           WHERE e.j = 0 OR o.sampled GROUP BY 1, 2, 3, 4), '
+        'WITH cells AS ('
+        '  SELECT o.region, o.magbin, %12$s AS j, %13$s AS b, count(*) AS n, sum(o.tp) AS tp, '
+        '         sum(o.cx) AS cx, sum(o.cy) AS cy, sum(o.cz) AS cz '
+        '    FROM (SELECT %1$s AS region, %2$s AS magbin, '
+        '                 array_position(%3$L::text[], p.top_label::text) AS label, '
+        '                 p.top_probability AS tp, %4$s AS cx, %5$s AS cy, %6$s AS cz, %19$s '
+        '            FROM %8$s AS p JOIN %9$s AS f ON f.object_id = p.object_id%10$s '
+        '           WHERE %7$s%11$s) AS o '
+        '   GROUP BY GROUPING SETS (%20$s)), '
         'scoped AS (SELECT ''all''::text AS scope, 0::bigint AS bin, j, b, n, tp, cx, cy, cz FROM cells '
         '           UNION ALL SELECT ''region'', region, j, b, n, tp, cx, cy, cz FROM cells WHERE region IS NOT NULL '
         '           UNION ALL SELECT ''magnitude'', magbin, j, b, n, tp, cx, cy, cz FROM cells WHERE magbin IS NOT NULL), '
@@ -434,7 +483,8 @@ BEGIN
         '              GROUP BY 1, 2 HAVING count(*) = %15$s) '
         'INSERT INTO skyclass.drift_summary (run_id, scope, bin, n_objects, n_sampled, feature_counts, '
         '                                    class_counts, top_probability_mean, ra_mean, dec_mean) '
-        'SELECT %16$s, t.scope, t.bin, t.n, coalesce(f.n, 0), coalesce(f.counts, ''{}''), c.counts, t.tp / t.n, '
+        'SELECT %16$s, t.scope, t.bin, CASE WHEN t.scope = ''all'' THEN %17$s ELSE round(t.n / %18$s)::bigint END, '
+        '       t.n, coalesce(f.counts, ''{}''), c.counts, t.tp / t.n, '
         '       CASE WHEN t.cx IS NOT NULL THEN mod((degrees(atan2(t.cy, t.cx)) + 360)::numeric, 360)::float8 END, '
         '       CASE WHEN t.cx IS NOT NULL THEN degrees(atan2(t.cz, sqrt(t.cx * t.cx + t.cy * t.cy))) END '
         '  FROM totals AS t JOIN classes AS c USING (scope, bin) LEFT JOIN features AS f USING (scope, bin)',
@@ -442,21 +492,23 @@ BEGIN
         CASE WHEN has_pos THEN 'cos(radians(c.dec)) * cos(radians(c.ra))' ELSE 'NULL::float8' END,
         CASE WHEN has_pos THEN 'cos(radians(c.dec)) * sin(radians(c.ra))' ELSE 'NULL::float8' END,
         CASE WHEN has_pos THEN 'sin(radians(c.dec))' ELSE 'NULL::float8' END,
-        sample, r.target_table, r.feature_table, joins, rows_of, skyclass._drift_bins_sql(ref, 'o.x'),
-        (SELECT string_agg(format('(%s)', j), ', ' ORDER BY j) FROM generate_series(0, nf) AS j),
-        cardinality(ref.classes), nf, run);
+        sample, r.target_table, r.feature_table, joins, rows_of,
+        skyclass._drift_grouping_sql(nf, 'j'), skyclass._drift_grouping_sql(nf, 'b'),
+        cardinality(ref.classes), nf, run, n_obj, fraction, skyclass._drift_bins_sql(ref, 'f.x'),
+        skyclass._drift_grouping_sql(nf, 'sets', 'region, magbin'));
     written := skyclass.compare_run_drift(run);
     UPDATE skyclass.drift_run SET seconds = extract(epoch FROM clock_timestamp() - started)
      WHERE run_id = run;
     PERFORM set_config('jit', jit_was, true);
     PERFORM set_config('work_mem', mem_was, true);
+    PERFORM set_config('enable_sort', sort_was, true);
     RETURN written;
 END
 $function$;
 COMMENT ON FUNCTION skyclass.record_run_drift(bigint,integer) IS
 'Summarise a finishing or succeeded scoring run per sky region, magnitude bin and overall '
-'(skyclass.drift_summary; feature histograms from a fixed hash sample of about sample_size '
-'objects) and compare it with the training snapshot and the previous run '
+'(skyclass.drift_summary, over a fixed hash sample of about sample_size objects, the same '
+'objects in every run) and compare it with the training snapshot and the previous run '
 '(skyclass.compare_run_drift). Replaces the run''s earlier drift rows; returns the number of '
 'drift rows. Called by skyclass.finish_scoring_run. Unknown run: SQLSTATE 42704; another '
 'status or no tables: 55000; bad arguments: 22023.';
@@ -535,7 +587,7 @@ BEGIN
           FROM generate_series(1, cardinality(ref.feature_names)) AS j
          WHERE s.n_sampled > 0 AND ref.feature_hi[j] > ref.feature_lo[j]
         UNION ALL
-        SELECT 'class', 'psi', s.n_objects, skyclass.drift_psi(s.class_counts, t.class_counts)) AS q
+        SELECT 'class', 'psi', s.n_sampled, skyclass.drift_psi(s.class_counts, t.class_counts)) AS q
      WHERE s.run_id = run;
     SELECT * INTO prev FROM skyclass.drift_run WHERE run_id = d.previous_run_id;
     IF prev.run_id IS NOT NULL THEN
@@ -567,16 +619,16 @@ BEGIN
              WHERE same_bins AND s.n_sampled > 0 AND p.n_sampled > 0
                AND ref.feature_hi[j] > ref.feature_lo[j]
             UNION ALL
-            SELECT 'class', 'psi', s.n_objects, p.n_objects, skyclass.drift_psi(s.class_counts, p.class_counts)
+            SELECT 'class', 'psi', s.n_sampled, p.n_sampled, skyclass.drift_psi(s.class_counts, p.class_counts)
              WHERE same_classes
             UNION ALL
-            SELECT 'top_probability', 'abs_change', s.n_objects, p.n_objects,
+            SELECT 'top_probability', 'abs_change', s.n_sampled, p.n_sampled,
                    abs(s.top_probability_mean - p.top_probability_mean)
             UNION ALL
-            SELECT 'ood_fraction', 'abs_change', s.n_objects, p.n_objects, abs(s.ood_fraction - p.ood_fraction)
+            SELECT 'ood_fraction', 'abs_change', s.n_sampled, p.n_sampled, abs(s.ood_fraction - p.ood_fraction)
              WHERE s.ood_fraction IS NOT NULL AND p.ood_fraction IS NOT NULL
             UNION ALL
-            SELECT 'n_objects', 'relative_change', s.n_objects, p.n_objects,
+            SELECT 'n_objects', 'relative_change', s.n_sampled, p.n_sampled,
                    abs(s.n_objects - p.n_objects)::float8 / p.n_objects
              WHERE both_full) AS q
          WHERE s.run_id = run;
