@@ -30,8 +30,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_scoring import CATALOG, make_catalog, register, train_model  # noqa: E402
-from bench.common import (  # noqa: E402
+from bench.bench_scoring import CATALOG, make_catalog, register, train_model
+from bench.common import (
     bench_database,
     format_table,
     machine_info,
@@ -40,7 +40,7 @@ from bench.common import (  # noqa: E402
     say,
     wall,
 )
-from skyclass.features import build_feature_set, example_spec_path, load_spec  # noqa: E402
+from skyclass.features import build_feature_set, example_spec_path, load_spec
 
 DEPLOYMENT = "bench_drift"
 
@@ -96,7 +96,8 @@ def run(
         )
         say(
             f"  run {info.run_id}: job {job:.2f} s, drift step {drift:.2f} s "
-            f"({drift / (job - drift):.1%} of the rest){' [builds the reference]' if k == 0 else ''}"
+            f"({drift / (job - drift):.1%} of the rest)"
+            + (" [builds the reference]" if k == 0 else "")
         )
     steady = [r for r in rounds if not r["first"]]
     result = {
@@ -145,7 +146,8 @@ def print_result(result: dict[str, Any], info: dict[str, Any]) -> None:
     )
     print(
         f"median over {result['repeats']} runs of {result['rows']:,} objects "
-        f"({result['workers']} sessions, model of {result['iterations']} iterations): drift step {result['median_drift_seconds']:.2f} s = "
+        f"({result['workers']} sessions, model of {result['iterations']} iterations): "
+        f"drift step {result['median_drift_seconds']:.2f} s = "
         f"{result['median_ratio']:.1%} of the rest of the run "
         f"({result['median_job_seconds']:.2f} s job) on {info['cpu']}"
     )

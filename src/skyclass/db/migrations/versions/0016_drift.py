@@ -563,7 +563,12 @@ BEGIN
         -- The version's partition holds every run's rows: this run's are its own.
         rows_of := format(' AND p.run_id = %s', run);
     END IF;
-    EXECUTE format('SELECT count(*) FROM %s AS p WHERE true%s', r.target_table, rows_of) INTO n_obj;
+    IF r.write_kind = 'partition' THEN
+        -- The run's chunks counted their rows as they wrote them.
+        SELECT coalesce(sum(k.rows), 0) INTO n_obj FROM skyclass.scoring_chunk AS k WHERE k.run_id = run;
+    ELSE
+        EXECUTE format('SELECT count(*) FROM %s AS p WHERE true%s', r.target_table, rows_of) INTO n_obj;
+    END IF;
     IF n_obj > sample_size THEN
         -- The summaries come from a fixed pseudo-random share of the objects, chosen by a hash
         -- of object_id: every run of a catalog summarises the same objects, so an unchanged
