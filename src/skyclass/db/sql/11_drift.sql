@@ -381,6 +381,15 @@ DECLARE
     jit_was  text := current_setting('jit');
     mem_was  text := current_setting('work_mem');
     sort_was text := current_setting('enable_sort');
+    c_region bigint[];
+    c_magbin integer[];
+    c_j      integer[];
+    c_b      integer[];
+    c_n      bigint[];
+    c_tp     float8[];
+    c_cx     float8[];
+    c_cy     float8[];
+    c_cz     float8[];
     written  integer;
 BEGIN
     IF run IS NULL THEN
@@ -455,19 +464,32 @@ BEGIN
     -- One pass over the sampled objects (all of them up to sample_size). Cells by region and
     -- magnitude bin: j = 0 counts objects by predicted class (b), with their top probability
     -- and position; j = 1..n count them by the histogram bin b of feature j (0-9 deciles, 10
-    -- missing). The cells roll up to the summaries of every scope. The sample predicate is on
-    -- the prediction rows' object_id, so the joins see only the sample. (A cross join with a
-    -- VALUES list: a per-object unnest() or generate_series() costs several times more.)
+    -- missing), all from one GROUPING SETS aggregate so that the per-object expressions (the
+    -- HEALPix region, the bins) are computed once per object. A plain SELECT (into arrays),
+    -- not part of the INSERT below: only a read-only query may use parallel workers.
     EXECUTE format(
-        'WITH cells AS ('
-        '  SELECT o.region, o.magbin, %12$s AS j, %13$s AS b, count(*) AS n, sum(o.tp) AS tp, '
-        '         sum(o.cx) AS cx, sum(o.cy) AS cy, sum(o.cz) AS cz '
-        '    FROM (SELECT %1$s AS region, %2$s AS magbin, '
-        '                 array_position(%3$L::text[], p.top_label::text) AS label, '
-        '                 p.top_probability AS tp, %4$s AS cx, %5$s AS cy, %6$s AS cz, %19$s '
-        '            FROM %8$s AS p JOIN %9$s AS f ON f.object_id = p.object_id%10$s '
-        '           WHERE %7$s%11$s) AS o '
-        '   GROUP BY GROUPING SETS (%20$s)), '
+        'SELECT array_agg(region), array_agg(magbin), array_agg(j), array_agg(b), array_agg(n), '
+        '       array_agg(tp), array_agg(cx), array_agg(cy), array_agg(cz) '
+        '  FROM (SELECT o.region, o.magbin, %12$s AS j, %13$s AS b, count(*) AS n, sum(o.tp) AS tp, '
+        '               sum(o.cx) AS cx, sum(o.cy) AS cy, sum(o.cz) AS cz '
+        '          FROM (SELECT %1$s AS region, %2$s AS magbin, '
+        '                       array_position(%3$L::text[], p.top_label::text) AS label, '
+        '                       p.top_probability::float8 AS tp, %4$s AS cx, %5$s AS cy, %6$s AS cz, %14$s '
+        '                  FROM %8$s AS p JOIN %9$s AS f ON f.object_id = p.object_id%10$s '
+        '                 WHERE %7$s%11$s) AS o '
+        '         GROUP BY GROUPING SETS (%15$s)) AS cells',
+        region, skyclass._drift_magnitude_sql(ref, 'f.x'), ref.classes,
+        CASE WHEN has_pos THEN 'cos(radians(c.dec)) * cos(radians(c.ra))' ELSE 'NULL::float8' END,
+        CASE WHEN has_pos THEN 'cos(radians(c.dec)) * sin(radians(c.ra))' ELSE 'NULL::float8' END,
+        CASE WHEN has_pos THEN 'sin(radians(c.dec))' ELSE 'NULL::float8' END,
+        sample, r.target_table, r.feature_table, joins, rows_of,
+        skyclass._drift_grouping_sql(nf, 'j'), skyclass._drift_grouping_sql(nf, 'b'),
+        skyclass._drift_bins_sql(ref, 'f.x'), skyclass._drift_grouping_sql(nf, 'sets', 'region, magbin'))
+       INTO c_region, c_magbin, c_j, c_b, c_n, c_tp, c_cx, c_cy, c_cz;
+    -- Roll the cells up to the summaries of every scope.
+    EXECUTE format(
+        'WITH cells AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) '
+        '                 AS c(region, magbin, j, b, n, tp, cx, cy, cz)), '
         'scoped AS (SELECT ''all''::text AS scope, 0::bigint AS bin, j, b, n, tp, cx, cy, cz FROM cells '
         '           UNION ALL SELECT ''region'', region, j, b, n, tp, cx, cy, cz FROM cells WHERE region IS NOT NULL '
         '           UNION ALL SELECT ''magnitude'', magbin, j, b, n, tp, cx, cy, cz FROM cells WHERE magbin IS NOT NULL), '
@@ -476,7 +498,7 @@ BEGIN
         'totals AS (SELECT scope, bin, sum(n) AS n, sum(tp) AS tp, sum(cx) AS cx, sum(cy) AS cy, '
         '                  sum(cz) AS cz FROM sums WHERE j = 0 GROUP BY 1, 2), '
         'classes AS (SELECT t.scope, t.bin, array_agg(coalesce(s.n, 0) ORDER BY k.b) AS counts '
-        '              FROM totals AS t CROSS JOIN generate_series(1, %14$s) AS k(b) '
+        '              FROM totals AS t CROSS JOIN generate_series(1, %1$s) AS k(b) '
         '              LEFT JOIN sums AS s ON s.scope = t.scope AND s.bin = t.bin AND s.j = 0 AND s.b = k.b '
         '             GROUP BY 1, 2), '
         'hist AS (SELECT g.scope, g.bin, g.j, array_agg(coalesce(s.n, 0) ORDER BY k.b) AS h, sum(s.n) AS n '
@@ -485,22 +507,16 @@ BEGIN
         '           LEFT JOIN sums AS s ON s.scope = g.scope AND s.bin = g.bin AND s.j = g.j AND s.b = k.b '
         '          GROUP BY 1, 2, 3), '
         'features AS (SELECT scope, bin, array_agg(h ORDER BY j) AS counts, min(n) AS n FROM hist '
-        '              GROUP BY 1, 2 HAVING count(*) = %15$s) '
+        '              GROUP BY 1, 2 HAVING count(*) = %2$s) '
         'INSERT INTO skyclass.drift_summary (run_id, scope, bin, n_objects, n_sampled, feature_counts, '
         '                                    class_counts, top_probability_mean, ra_mean, dec_mean) '
-        'SELECT %16$s, t.scope, t.bin, CASE WHEN t.scope = ''all'' THEN %17$s ELSE round(t.n / %18$s)::bigint END, '
+        'SELECT %3$s, t.scope, t.bin, CASE WHEN t.scope = ''all'' THEN %4$s ELSE round(t.n / %5$s)::bigint END, '
         '       t.n, coalesce(f.counts, ''{}''), c.counts, t.tp / t.n, '
         '       CASE WHEN t.cx IS NOT NULL THEN mod((degrees(atan2(t.cy, t.cx)) + 360)::numeric, 360)::float8 END, '
         '       CASE WHEN t.cx IS NOT NULL THEN degrees(atan2(t.cz, sqrt(t.cx * t.cx + t.cy * t.cy))) END '
         '  FROM totals AS t JOIN classes AS c USING (scope, bin) LEFT JOIN features AS f USING (scope, bin)',
-        region, skyclass._drift_magnitude_sql(ref, 'f.x'), ref.classes,
-        CASE WHEN has_pos THEN 'cos(radians(c.dec)) * cos(radians(c.ra))' ELSE 'NULL::float8' END,
-        CASE WHEN has_pos THEN 'cos(radians(c.dec)) * sin(radians(c.ra))' ELSE 'NULL::float8' END,
-        CASE WHEN has_pos THEN 'sin(radians(c.dec))' ELSE 'NULL::float8' END,
-        sample, r.target_table, r.feature_table, joins, rows_of,
-        skyclass._drift_grouping_sql(nf, 'j'), skyclass._drift_grouping_sql(nf, 'b'),
-        cardinality(ref.classes), nf, run, n_obj, fraction, skyclass._drift_bins_sql(ref, 'f.x'),
-        skyclass._drift_grouping_sql(nf, 'sets', 'region, magbin'));
+        cardinality(ref.classes), nf, run, n_obj, fraction)
+      USING c_region, c_magbin, c_j, c_b, c_n, c_tp, c_cx, c_cy, c_cz;
     written := skyclass.compare_run_drift(run);
     UPDATE skyclass.drift_run SET seconds = extract(epoch FROM clock_timestamp() - started)
      WHERE run_id = run;
