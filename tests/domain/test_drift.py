@@ -299,3 +299,39 @@ def test_the_report_shows_a_sky_map_and_a_magnitude_plot(scored: Scored, tmp_pat
     # the box's regions carry the largest change against the previous run
     worst = max((r for r in drift.regions if r.previous is not None), key=lambda r: r.previous or 0)
     assert scored.box_share[worst.bin] > 0
+
+
+def test_a_sample_summarises_the_same_objects_every_time(scored: Scored) -> None:
+    """With sample_size below the run's size: a fixed hash sample, exact overall count."""
+    run = scored.runs[2]
+
+    def summary() -> list[tuple]:
+        with psycopg.connect(scored.url) as conn:
+            return conn.execute(
+                "SELECT scope, bin, n_objects, n_sampled, feature_counts, class_counts "
+                "FROM skyclass.drift_summary WHERE run_id = %s ORDER BY scope, bin",
+                (run,),
+            ).fetchall()
+
+    try:
+        with psycopg.connect(scored.url, autocommit=True) as conn:
+            conn.execute("SELECT skyclass.record_run_drift(%s, 10000)", (run,))
+            fraction = conn.execute(
+                "SELECT sample_fraction, n_objects FROM skyclass.drift_run WHERE run_id = %s",
+                (run,),
+            ).fetchone()
+        first = summary()
+        with psycopg.connect(scored.url, autocommit=True) as conn:
+            conn.execute("SELECT skyclass.record_run_drift(%s, 10000)", (run,))
+        assert summary() == first
+        assert fraction is not None and fraction[0] == pytest.approx(10_000 / fraction[1])
+        overall = next(r for r in first if r[0] == "all")
+        assert overall[2] == fraction[1]  # the whole run's count, exact
+        assert abs(overall[3] - 10_000) < 400  # the sample: 10,000 +- 4 sigma
+        regions = [r for r in first if r[0] == "region"]
+        assert sum(r[3] for r in regions) == overall[3]
+        # estimated region counts scale the sample back up to the run
+        assert abs(sum(r[2] for r in regions) - fraction[1]) < 0.01 * fraction[1]
+    finally:
+        with psycopg.connect(scored.url, autocommit=True) as conn:
+            conn.execute("SELECT skyclass.record_run_drift(%s)", (run,))
