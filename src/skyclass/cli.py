@@ -16,6 +16,7 @@ from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
 from skyclass.domain.cli import domain, ood
+from skyclass.domain.drift_cli import drift
 from skyclass.errors import SkyclassError
 from skyclass.features.cli import features
 from skyclass.ingest.cli import ingest
@@ -195,6 +196,7 @@ main.add_command(train)
 main.add_command(models)
 main.add_command(ablate)
 main.add_command(domain)
+main.add_command(drift)
 
 
 if __name__ == "__main__":

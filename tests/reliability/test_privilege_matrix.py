@@ -106,6 +106,15 @@ ACTIONS: dict[str, str] = {
     "write domain fits": (
         "INSERT INTO skyclass.domain_shift (model_version_id) SELECT {v} WHERE false"
     ),
+    # Drift (revision 0016): scoring runs write it in their finish step; readers read it.
+    "read drift summaries and alerts": (
+        "SELECT count(*) FROM skyclass.drift AS d "
+        "JOIN skyclass.drift_summary AS s USING (run_id, scope, bin) "
+        "JOIN skyclass.drift_run AS r USING (run_id) "
+        "JOIN skyclass.drift_reference AS f USING (model_version_id) "
+        "JOIN skyclass.drift_reference_bin AS b USING (model_version_id)"
+    ),
+    "write drift rows": "INSERT INTO skyclass.drift_summary (run_id) SELECT 1 WHERE false",
 }
 
 A, D = ALLOWED, DENIED
@@ -140,6 +149,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "call recalibrated_probabilities": A,
         "read domain fits and expected metrics": A,
         "write domain fits": D,
+        "read drift summaries and alerts": A,
+        "write drift rows": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -168,6 +179,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "call recalibrated_probabilities": A,
         "read domain fits and expected metrics": D,
         "write domain fits": D,
+        "read drift summaries and alerts": D,
+        "write drift rows": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }

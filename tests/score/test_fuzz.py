@@ -407,6 +407,53 @@ def _check_propensity(rows: list[tuple[Any, ...]], params: list[Any], w: World) 
     assert all(0.0 <= r[1] <= 1.0 for r in rows), rows[:3]
 
 
+def _counts(rng: random.Random) -> list[Any] | None:
+    """A histogram: mostly non-negative counts, sometimes empty, negative or NULL-holding."""
+    roll = rng.random()
+    if roll < 0.05:
+        return None
+    n = rng.choice([0, 1, 3, 11, 11, 11])
+    values: list[Any] = [rng.randint(0, 1000) for _ in range(n)]
+    if roll < 0.15 and values:
+        values[rng.randrange(n)] = rng.choice([None, -1, -(2**62), 2**62])
+    return values
+
+
+def _edges(rng: random.Random) -> list[Any] | None:
+    """Bin edges: mostly 12 ascending values, sometimes descending, short or non-finite."""
+    if rng.random() < 0.05:
+        return None
+    edges: list[Any] = sorted(rng.uniform(-5, 30) for _ in range(rng.choice([0, 2, 4, 12, 12])))
+    roll = rng.random()
+    if roll < 0.1:
+        edges.reverse()
+    elif roll < 0.2 and edges:
+        edges[rng.randrange(len(edges))] = rng.choice([math.nan, math.inf, None, 1e308])
+    return edges
+
+
+def _check_healpix(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    pixel = rows[0][0]
+    nside = params[0]
+    assert pixel is None or 0 <= pixel < 12 * nside * nside, (pixel, params)
+
+
+def _check_non_negative(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    value = rows[0][0]
+    assert value is None or (math.isfinite(value) and value >= 0), (value, params)
+
+
+def _check_level(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    assert rows[0][0] in ("ok", "warn", "alert", "low_count"), rows
+
+
+def _check_alerts(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    minimum = {"ok": 0, "warn": 1, "alert": 2}[params[3]]
+    rank = {"ok": 0, "warn": 1, "alert": 2, "low_count": 0}
+    assert all(rank[r[7]] >= minimum for r in rows), rows[:3]
+    assert len({r[0] for r in rows}) <= 1, "rows of one run"
+
+
 # -- the specs, one per function of schema skyclass ------------------------------------------
 def _predict(name: str) -> Callable[[random.Random, World], Call]:
     def call(rng: random.Random, w: World) -> Call:
@@ -917,6 +964,114 @@ SPECS: dict[str, Spec] = {
         ),
         frozenset({"22023", "42704", "42P01", "55000"}),
         None,
+    ),
+    # Drift (revision 0016). The runs the calls start finish through finish_scoring_run, which
+    # records their drift; these call the pieces directly with real and made-up runs.
+    "skyclass._drift_argument_error(text)": Spec(
+        lambda rng, w: ("SELECT skyclass._drift_argument_error(%s)", [_text(rng)]),
+        frozenset({"22023"}),
+        None,
+    ),
+    "skyclass.healpix_ring(integer,double precision,double precision)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.healpix_ring(%s::integer, %s::float8, %s::float8)",
+            [
+                _int(rng, [1, 4, 64, 8192]),
+                _float(rng, -720.0, 720.0),
+                _float(rng, -100.0, 100.0),
+            ],
+        ),
+        frozenset({"22023"}),
+        _check_healpix,
+    ),
+    "skyclass.drift_psi(bigint[],bigint[])": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.drift_psi(%s::bigint[], %s::bigint[])",
+            [_counts(rng), _counts(rng)],
+        ),
+        frozenset({"22023"}),
+        _check_non_negative,
+    ),
+    "skyclass.drift_wasserstein(bigint[],bigint[],double precision[])": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.drift_wasserstein(%s::bigint[], %s::bigint[], %s::float8[])",
+            [_counts(rng), _counts(rng), _edges(rng)],
+        ),
+        frozenset({"22023"}),
+        _check_non_negative,
+    ),
+    "skyclass.drift_level(text,double precision,bigint,bigint)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.drift_level(%s, %s::float8, %s::bigint, %s::bigint)",
+            [
+                _text(rng, ["psi", "wasserstein_sigma", "abs_change", "relative_change"]),
+                _float(rng, 0.0, 1.0),
+                _bigint(rng, [10, 500, 10**6]),
+                _bigint(rng, [10, 500, 10**6]),
+            ],
+        ),
+        frozenset({"22023"}),
+        _check_level,
+    ),
+    "skyclass.drift_reference_of(bigint)": Spec(
+        lambda rng, w: (
+            "SELECT (skyclass.drift_reference_of(%s::bigint)).model_version_id",
+            [_bigint(rng, w.runs)],
+        ),
+        frozenset({"22023", "42704"}),
+        None,
+    ),
+    "skyclass._drift_bins_sql(skyclass.drift_reference,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass._drift_bins_sql(r, %s) FROM skyclass.drift_reference AS r "
+            "WHERE r.model_version_id = %s::bigint",
+            [_text(rng, ["o.x", "f.x"]), _bigint(rng, w.versions)],
+        ),
+        frozenset(),
+        None,
+    ),
+    "skyclass._drift_magnitude_sql(skyclass.drift_reference,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass._drift_magnitude_sql(r, %s) FROM skyclass.drift_reference AS r "
+            "WHERE r.model_version_id = %s::bigint",
+            [_text(rng, ["o.x", "f.x"]), _bigint(rng, w.versions)],
+        ),
+        frozenset(),
+        None,
+    ),
+    "skyclass._drift_grouping_sql(integer,text,text)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass._drift_grouping_sql(%s::integer, %s, %s)",
+            [_int(rng, [0, 1, 9]), _text(rng, ["sets", "j", "b"]), _text(rng, ["region, magbin"])],
+        ),
+        frozenset({"22023"}),
+        None,
+    ),
+    "skyclass.record_run_drift(bigint,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.record_run_drift(%s::bigint, %s::integer)",
+            [_bigint(rng, w.runs), _int(rng, [1000, 100000])],
+        ),
+        frozenset({"22023", "42704", "55000"}),
+        _check_non_negative,
+    ),
+    "skyclass.compare_run_drift(bigint)": Spec(
+        lambda rng, w: ("SELECT skyclass.compare_run_drift(%s::bigint)", [_bigint(rng, w.runs)]),
+        frozenset({"22023", "42704"}),
+        _check_non_negative,
+    ),
+    "skyclass.drift_alerts(text,text,bigint,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.drift_alerts(%s, %s, %s::bigint, %s)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _bigint(rng, w.runs),
+                _text(rng, ["ok", "warn", "alert"]),
+            ],
+        ),
+        frozenset({"22023", "42704"}),
+        _check_alerts,
     ),
 }
 for _trigger in (

@@ -1161,3 +1161,184 @@ probability_recalibration = sa.Table(
         "fitted on the calibration split (NULL: too few objects in the bin)."
     ),
 )
+
+
+drift_reference = sa.Table(
+    "drift_reference",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("snapshot_id", sa.BigInteger, nullable=False),
+    sa.Column(
+        "source",
+        sa.Text,
+        nullable=False,
+        comment="training_snapshot, or first_run when the snapshot holds no rows (no training "
+        "comparison)",
+    ),
+    sa.Column("n_train", sa.BigInteger, nullable=False),
+    sa.Column("nside", sa.Integer, nullable=False),
+    sa.Column("feature_names", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("feature_edges", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("feature_lo", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("feature_hi", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("feature_std", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("magnitude_feature", sa.Text),
+    sa.Column("magnitude_edges", pg.ARRAY(pg.DOUBLE_PRECISION)),
+    sa.Column("classes", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.PrimaryKeyConstraint("model_version_id", name="drift_reference_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="drift_reference_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["snapshot_id"],
+        ["skyclass.training_snapshot.snapshot_id"],
+        name="drift_reference_snapshot_id_fkey",
+    ),
+    comment=(
+        "Per model version, the fixed bins of its drift summaries: per-feature decile edges of "
+        "the training snapshot (2-D: feature x 9 edges), outer bin ends and robust sigmas, the "
+        "magnitude feature and its 0.5-mag bin edges, the HEALPix nside of the sky regions."
+    ),
+)
+
+
+drift_reference_bin = sa.Table(
+    "drift_reference_bin",
+    metadata,
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("bin", sa.Integer, nullable=False),
+    sa.Column("n_objects", sa.BigInteger, nullable=False),
+    sa.Column("feature_counts", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("class_counts", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.PrimaryKeyConstraint("model_version_id", "scope", "bin", name="drift_reference_bin_pkey"),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.drift_reference.model_version_id"],
+        name="drift_reference_bin_model_version_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Histograms of the training snapshot in the bins of skyclass.drift_reference: all "
+        "objects (scope all, bin 0) and per magnitude bin; feature_counts is feature x (10 bins "
+        "+ missing), class_counts the labels per class."
+    ),
+)
+
+
+drift_run = sa.Table(
+    "drift_run",
+    metadata,
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("deployment", sa.Text),
+    sa.Column("previous_run_id", sa.BigInteger),
+    sa.Column("nside", sa.Integer),
+    sa.Column("n_objects", sa.BigInteger, nullable=False),
+    sa.Column("sample_fraction", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("seconds", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.PrimaryKeyConstraint("run_id", name="drift_run_pkey"),
+    sa.ForeignKeyConstraint(
+        ["run_id"],
+        ["skyclass.scoring_run.run_id"],
+        name="drift_run_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.drift_reference.model_version_id"],
+        name="drift_run_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["previous_run_id"],
+        ["skyclass.drift_run.run_id"],
+        name="drift_run_previous_run_id_fkey",
+        ondelete="SET NULL",
+    ),
+    sa.Index("ix_drift_run_job", "catalog_id", "deployment", "model_version_id", "run_id"),
+    comment=(
+        "One row per scoring run whose drift was summarised (in its finish step): the previous "
+        "run it is compared with, the HEALPix nside (NULL: catalog without positions), the "
+        "share of objects in the feature-histogram sample and the seconds the step took."
+    ),
+)
+
+
+drift_summary = sa.Table(
+    "drift_summary",
+    metadata,
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column(
+        "bin",
+        sa.Integer,
+        nullable=False,
+        comment="all: 0; region: HEALPix RING pixel at drift_run.nside; magnitude: 0 brighter "
+        "than the first edge, k between edges k and k+1, -1 magnitude missing",
+    ),
+    sa.Column("n_objects", sa.BigInteger, nullable=False),
+    sa.Column("n_sampled", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column(
+        "feature_counts",
+        pg.ARRAY(sa.BigInteger),
+        nullable=False,
+        server_default=sa.text("'{}'::bigint[]"),
+    ),
+    sa.Column("class_counts", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("top_probability_mean", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("ood_fraction", pg.DOUBLE_PRECISION),
+    sa.Column("ra_mean", pg.DOUBLE_PRECISION),
+    sa.Column("dec_mean", pg.DOUBLE_PRECISION),
+    sa.PrimaryKeyConstraint("run_id", "scope", "bin", name="drift_summary_pkey"),
+    sa.ForeignKeyConstraint(
+        ["run_id"],
+        ["skyclass.drift_run.run_id"],
+        name="drift_summary_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Per scoring run, per sky region (HEALPix RING pixel), per magnitude bin and overall "
+        "(bin 0), over a fixed hash sample of the run's objects (all up to 100,000): objects "
+        "(n_sampled; n_objects the estimate for the whole run), predicted class counts, mean "
+        "top probability, OOD fraction (NULL until OOD scores exist), mean position, feature "
+        "histograms (feature x (10 bins + missing))."
+    ),
+)
+
+
+drift = sa.Table(
+    "drift",
+    metadata,
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("reference", sa.Text, nullable=False),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("bin", sa.Integer, nullable=False),
+    sa.Column("quantity", sa.Text, nullable=False),
+    sa.Column("metric", sa.Text, nullable=False),
+    sa.Column("value", pg.DOUBLE_PRECISION),
+    sa.Column("n_objects", sa.BigInteger, nullable=False),
+    sa.Column("n_reference", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "run_id", "reference", "scope", "bin", "quantity", "metric", name="drift_pkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["run_id"], ["skyclass.drift_run.run_id"], name="drift_run_id_fkey", ondelete="CASCADE"
+    ),
+    sa.Index("ix_drift_level", "run_id", "level"),
+    comment=(
+        "Drift of a scoring run against the training snapshot and the previous run of the same "
+        "deployment and catalog, per region, magnitude bin and overall: PSI and "
+        "Wasserstein/sigma of each feature, PSI of the predicted classes, change of mean top "
+        "probability, OOD fraction and object count, with its alert level (docs/drift.md)."
+    ),
+)

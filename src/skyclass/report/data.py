@@ -147,6 +147,41 @@ class CatalogLoad:
 
 
 @dataclass(frozen=True)
+class DriftBin:
+    """One region or magnitude bin of a scoring run's drift summary (``skyclass.drift_summary``).
+
+    ``training`` and ``previous`` are the worst feature PSI against the training
+    snapshot and the previous run (None when not compared or too few objects),
+    ``class_psi`` the PSI of the predicted classes against the training labels.
+    """
+
+    bin: int
+    n_objects: int
+    ra: float | None
+    dec: float | None
+    low: float | None
+    high: float | None
+    top_probability: float
+    training: float | None
+    previous: float | None
+    class_psi: float | None
+
+
+@dataclass(frozen=True)
+class DriftData:
+    """The drift summary of the newest scoring run of a model version with one."""
+
+    run_id: int
+    catalog: str
+    deployment: str | None
+    previous_run_id: int | None
+    magnitude_feature: str | None
+    regions: tuple[DriftBin, ...]
+    magnitudes: tuple[DriftBin, ...]
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything one report shows, for one model version."""
 
@@ -179,6 +214,7 @@ class ReportData:
     uncertainty: tuple[tuple[float | int | None, ...], ...] = ()
     #: The newest domain fit per catalog the version was applied to (``skyclass domain``).
     domain: tuple[DomainView, ...] = ()
+    drift: DriftData | None = None
 
     @property
     def evaluations(self) -> tuple[Evaluation, ...]:
@@ -441,6 +477,87 @@ def read_report_data(conn: psycopg.Connection[Any], ref: str | int) -> ReportDat
         loads=loads,
         uncertainty=uncertainty,
         domain=tuple(read_domain_views(conn, int(mv["model_version_id"]))),
+        drift=read_drift(conn, int(mv["model_version_id"])),
+    )
+
+
+_DRIFT_BINS = """
+SELECT s.bin, s.n_objects, s.ra_mean, s.dec_mean,
+       CASE WHEN s.scope = 'magnitude' AND s.bin > 0 THEN f.magnitude_edges[s.bin] END,
+       CASE WHEN s.scope = 'magnitude' AND s.bin >= 0 THEN f.magnitude_edges[s.bin + 1] END,
+       s.top_probability_mean,
+       (SELECT max(d.value) FROM skyclass.drift AS d
+         WHERE d.run_id = s.run_id AND d.scope = s.scope AND d.bin = s.bin
+           AND d.reference = 'training' AND d.metric = 'psi' AND d.quantity <> 'class'
+           AND d.level <> 'low_count'),
+       (SELECT max(d.value) FROM skyclass.drift AS d
+         WHERE d.run_id = s.run_id AND d.scope = s.scope AND d.bin = s.bin
+           AND d.reference = 'previous_run' AND d.metric = 'psi' AND d.quantity <> 'class'
+           AND d.level <> 'low_count'),
+       (SELECT max(d.value) FROM skyclass.drift AS d
+         WHERE d.run_id = s.run_id AND d.scope = s.scope AND d.bin = s.bin
+           AND d.reference = 'training' AND d.quantity = 'class' AND d.level <> 'low_count')
+  FROM skyclass.drift_summary AS s
+  JOIN skyclass.drift_run AS r USING (run_id)
+  JOIN skyclass.drift_reference AS f USING (model_version_id)
+ WHERE s.run_id = %s AND s.scope = %s
+ ORDER BY s.bin
+"""
+
+
+def read_drift(conn: psycopg.Connection[Any], model_version_id: int) -> DriftData | None:
+    """The drift of the newest scoring run of the version that has drift summaries, or None.
+
+    None also when the drift tables are not readable by the connecting role
+    (the report then leaves the section out).
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT r.run_id, c.name, r.deployment, r.previous_run_id, f.magnitude_feature "
+                "FROM skyclass.drift_run AS r JOIN skyclass.catalog AS c USING (catalog_id) "
+                "JOIN skyclass.drift_reference AS f USING (model_version_id) "
+                "WHERE r.model_version_id = %s ORDER BY r.run_id DESC LIMIT 1",
+                (model_version_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            bins = {
+                scope: tuple(
+                    DriftBin(
+                        bin=int(b[0]),
+                        n_objects=int(b[1]),
+                        ra=_float(b[2]),
+                        dec=_float(b[3]),
+                        low=_float(b[4]),
+                        high=_float(b[5]),
+                        top_probability=float(b[6]),
+                        training=_float(b[7]),
+                        previous=_float(b[8]),
+                        class_psi=_float(b[9]),
+                    )
+                    for b in conn.execute(_DRIFT_BINS, (row[0], scope))
+                )
+                for scope in ("region", "magnitude")
+            }
+            counts = {
+                str(level): int(n)
+                for level, n in conn.execute(
+                    "SELECT level, count(*) FROM skyclass.drift WHERE run_id = %s GROUP BY level",
+                    (row[0],),
+                )
+            }
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable):
+        return None
+    return DriftData(
+        run_id=int(row[0]),
+        catalog=str(row[1]),
+        deployment=row[2],
+        previous_run_id=None if row[3] is None else int(row[3]),
+        magnitude_feature=row[4],
+        regions=bins["region"],
+        magnitudes=bins["magnitude"],
+        counts=counts,
     )
 
 

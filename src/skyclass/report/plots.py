@@ -757,6 +757,9 @@ def render_plots(data: ReportData) -> list[Plot]:
     """Every figure the stored rows allow, in reading order for the model's task."""
     from skyclass.report.domain import domain_plots
 
+    # Imported here: the drift figures use this module's helpers.
+    from skyclass.report.drift_plots import DRIFT_PLOTS
+
     functions = PHOTOZ_PLOTS if data.task == "photoz" else CLASSIFICATION_PLOTS
-    plots = [plot for plot in (f(data) for f in functions) if plot is not None]
+    plots = [plot for plot in (f(data) for f in (*functions, *DRIFT_PLOTS)) if plot is not None]
     return plots + domain_plots(data.domain)

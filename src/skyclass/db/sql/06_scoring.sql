@@ -760,6 +760,7 @@ DECLARE
     timeout  text := current_setting('lock_timeout');
     attempt  integer := 0;
     done     boolean := false;
+    drift_error text;
 BEGIN
     SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run FOR UPDATE;
     IF r.run_id IS NULL THEN
@@ -790,6 +791,17 @@ BEGIN
         -- these columns (3 labels, probabilities, ids) and costs a tenth of the default one.
         SET LOCAL default_statistics_target = 10;
         EXECUTE format('ANALYZE %s', r.target_table);
+    END IF;
+    -- Drift summaries and alerts of the run (skyclass.record_run_drift), before the swap so
+    -- that readers are not kept waiting. Monitoring never fails a run: an error becomes a
+    -- warning and the run has no drift rows (skyclass.record_run_drift can add them later).
+    BEGIN
+        PERFORM skyclass.record_run_drift(run);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS drift_error = MESSAGE_TEXT;
+        RAISE WARNING 'scoring run %: no drift summaries: %', run, drift_error;
+    END;
+    IF r.write_kind = 'partition' THEN
         parent := format('predictions.%I', 'mv_' || r.model_version_id);
         -- Swap the new catalog partition in: readers see the old rows or the new ones, never a
         -- mix. DETACH needs an exclusive lock on the version's partition; wait for it in short
@@ -828,9 +840,9 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION skyclass.finish_scoring_run(bigint) IS
-'Complete a run whose chunks are all done: swap its catalog partition in (replacing the '
-'previous one of that version and catalog in one transaction), mark it succeeded, release the'
-' lock. Unknown run: SQLSTATE 42704; not running, not planned, chunks left or lock held '
+'Complete a run whose chunks are all done: record its drift (skyclass.record_run_drift), swap'
+' its catalog partition in (replacing the previous one of that version and catalog in one '
+'transaction), mark it succeeded, release the lock. Unknown run: SQLSTATE 42704; not running, not planned, chunks left or lock held '
 'elsewhere: 55000.';
 
 CREATE OR REPLACE PROCEDURE skyclass.score_chunks(IN run bigint)
