@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from skyclass.score.codec import MAX_PROBABILITY_ERROR
 from skyclass.score.errors import AlreadyRunningError
 from skyclass.score.jobs import score_catalog
 from skyclass.score.runs import get_run, list_runs
@@ -71,9 +72,11 @@ def _feature_table(conn: psycopg.Connection[Any], version: int) -> sql.Identifie
 
 
 def _partitions(conn: psycopg.Connection[Any], version: int) -> list[str]:
+    """The published run tables of a version (skyclass.prediction shows exactly these)."""
     rows = conn.execute(
-        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = to_regclass(%s)",
-        (f"predictions.mv_{version}",),
+        "SELECT table_name FROM skyclass.prediction_table WHERE model_version_id = %s "
+        "ORDER BY run_id",
+        (version,),
     ).fetchall()
     return [str(r[0]) for r in rows]
 
@@ -96,7 +99,7 @@ def test_rescore_full_only_new_and_full_again(conn: psycopg.Connection[Any]) -> 
     assert sorted(preds) == ids.tolist()
     proba = np.array([preds[i][3] for i in ids.tolist()], dtype=np.float64)
     reference = case(CASE).reference(x, "isotonic")
-    assert np.abs(proba - reference).max() <= 1e-6
+    assert np.abs(proba - reference).max() <= MAX_PROBABILITY_ERROR + 1e-6
     classes = np.array(case(CASE).classes)
     labels = [preds[i][1] for i in ids.tolist()]
     assert labels == classes[np.argmax(proba.astype(np.float32), axis=1)].tolist()
@@ -125,8 +128,11 @@ def test_rescore_full_only_new_and_full_again(conn: psycopg.Connection[Any]) -> 
     preds = predictions(conn, version)
     assert len(preds) == 5700 and {p[0] for p in preds.values()} == {third["run_id"]}
     after = _partitions(conn, version)
-    assert len(before) == len(after) == 1 and before != after
-    assert conn.execute("SELECT to_regclass(%s)", (before[0],)).fetchone() == (None,)
+    # The full run and the two only_new runs (the last one empty) were published; the new
+    # full run replaced all three, and their tables are gone.
+    assert len(before) == 3 and len(after) == 1 and after[0] not in before
+    for table in before:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)
     count = conn.execute(
         "SELECT count(*), count(DISTINCT object_id) FROM skyclass.prediction"
     ).fetchone()
