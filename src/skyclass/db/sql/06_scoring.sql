@@ -252,7 +252,7 @@ BEGIN
             decode := decode || format(', NULL::real AS %I', zname[j]);
         END LOOP;
     END IF;
-    decode_labels := format('(%L::text[])[t.top + 1] AS top_label, ARRAY[%s]::real[] AS probabilities',
+    decode_labels := format('(%L::text[])[t.top + 1] COLLATE "C" AS top_label, ARRAY[%s]::real[] AS probabilities',
                                v.classes, array_to_string(mass, ', '));
 END
 $function$;
@@ -1041,7 +1041,7 @@ BEGIN
             'NULL::bigint AS run_id, NULL::integer AS catalog_id, NULL::real AS top_probability, '
             'NULL::real AS z_mean, NULL::real AS z_median, NULL::real AS z_mode, NULL::real AS z_lo68, '
             'NULL::real AS z_hi68, NULL::real AS z_lo95, NULL::real AS z_hi95, '
-            'NULL::timestamptz AS scored_at, NULL::text AS top_label, NULL::real[] AS probabilities '
+            'NULL::timestamptz AS scored_at, NULL::text COLLATE "C" AS top_label, NULL::real[] AS probabilities '
             'WHERE false'];
     END IF;
     EXECUTE 'CREATE OR REPLACE VIEW skyclass.prediction AS ' || array_to_string(branches, ' UNION ALL ');

@@ -234,7 +234,7 @@ BEGIN
             decode := decode || format(', NULL::real AS %I', zname[j]);
         END LOOP;
     END IF;
-    decode_labels := format('(%L::text[])[t.top + 1] AS top_label, ARRAY[%s]::real[] AS probabilities',
+    decode_labels := format('(%L::text[])[t.top + 1] COLLATE "C" AS top_label, ARRAY[%s]::real[] AS probabilities',
                                v.classes, array_to_string(mass, ', '));
 END
 $function$;
@@ -280,7 +280,7 @@ BEGIN
             'NULL::bigint AS run_id, NULL::integer AS catalog_id, NULL::real AS top_probability, '
             'NULL::real AS z_mean, NULL::real AS z_median, NULL::real AS z_mode, NULL::real AS z_lo68, '
             'NULL::real AS z_hi68, NULL::real AS z_lo95, NULL::real AS z_hi95, '
-            'NULL::timestamptz AS scored_at, NULL::text AS top_label, NULL::real[] AS probabilities '
+            'NULL::timestamptz AS scored_at, NULL::text COLLATE "C" AS top_label, NULL::real[] AS probabilities '
             'WHERE false'];
     END IF;
     EXECUTE 'CREATE OR REPLACE VIEW skyclass.prediction AS ' || array_to_string(branches, ' UNION ALL ');
@@ -1569,7 +1569,7 @@ CREATE TABLE skyclass.prediction (
     z_lo95 real,
     z_hi95 real,
     scored_at timestamp with time zone DEFAULT now() NOT NULL,
-    top_label text NOT NULL,
+    top_label text COLLATE "C" NOT NULL,
     probabilities real[] NOT NULL,
     CONSTRAINT prediction_pkey PRIMARY KEY (model_version_id, catalog_id, object_id)
 ) PARTITION BY LIST (model_version_id);
