@@ -44,8 +44,9 @@ def quantise_pdf(pdf: npt.ArrayLike) -> npt.NDArray[np.float64]:
     cdf = np.cumsum(p, axis=1)[:, :-1] / np.where(total == 0, np.nan, total)
     q = np.rint(np.clip(np.nan_to_num(cdf, nan=0.0), 0.0, 1.0) * 255)
     full = np.concatenate([np.zeros((len(p), 1)), q, np.full((len(p), 1), 255.0)], axis=1)
-    masses: npt.NDArray[np.float64] = np.diff(full, axis=1).astype(np.float32) / np.float32(255)
-    return masses.astype(np.float64)
+    masses = np.diff(full, axis=1).astype(np.float32) / np.float32(255)
+    out: npt.NDArray[np.float64] = masses.astype(np.float64)
+    return out
 
 
 def quantise_probabilities(p: npt.ArrayLike) -> npt.NDArray[np.float64]:
