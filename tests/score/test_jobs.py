@@ -395,3 +395,35 @@ def test_migration_0004_downgrades_with_predictions_and_upgrades_again(
         assert after.execute("SELECT count(*) FROM skyclass.model_version").fetchone() == (1,)
     upgrade(jobs_url)
     assert current_revision(jobs_url) == head_revision()
+
+
+def _index_kinds(conn: psycopg.Connection[Any], version: int) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT a.amname FROM skyclass.prediction_table AS p, "
+        "pg_partition_tree(p.table_name::regclass) AS t "
+        "JOIN pg_index AS i ON i.indrelid = t.relid JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "JOIN pg_am AS a ON a.oid = c.relam WHERE p.model_version_id = %s",
+        (version,),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def test_prediction_index_setting(conn: psycopg.Connection[Any]) -> None:
+    version = register(conn)
+    ids = add_objects(conn, version, object_features(1200, seed=9))
+    conn.execute("CALL skyclass.rescore(%s, %s, chunk_size => 500)", (str(version), CATALOG))
+    assert _index_kinds(conn, version) == {"btree"}
+    conn.execute("SET skyclass.prediction_index = 'brin'")
+    conn.execute("CALL skyclass.rescore(%s, %s, chunk_size => 500)", (str(version), CATALOG))
+    assert _index_kinds(conn, version) == {"brin"}
+    # The same rows, found by object either way.
+    some = ids[::97].tolist()
+    found = conn.execute(
+        "SELECT count(*) FROM skyclass.prediction WHERE model_version_id = %s "
+        "AND object_id = ANY(%s)",
+        (version, some),
+    ).fetchone()
+    assert found == (len(some),)
+    conn.execute("SET skyclass.prediction_index = 'hash'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="btree or brin"):
+        conn.execute("CALL skyclass.rescore(%s, %s, chunk_size => 500)", (str(version), CATALOG))

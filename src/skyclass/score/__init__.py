@@ -12,7 +12,8 @@ Storage (revision 0017)
     partitioned by RANGE (object_id) into one table per chunk, in the compact
     layout of ``skyclass.prediction_codec`` (object_id, top class, 16-bit
     probabilities; see :mod:`skyclass.score.codec`), rows in object_id order
-    under a BRIN index. ``skyclass.prediction_table`` lists the published run
+    under a b-tree on object_id (a BRIN index with ``skyclass.prediction_index =
+    brin``). ``skyclass.prediction_table`` lists the published run
     tables and ``skyclass.prediction`` is a view over them (one branch per
     table, the run's version, catalog, run id and time as constants): one
     prediction per object and version, where object ids are only unique within
@@ -57,7 +58,8 @@ Jobs
 Privileges
     Jobs create tables in schema ``predictions`` and rewrite the view
     ``skyclass.prediction``, which PostgreSQL allows its owner only: run them
-    as the role that ran the migrations (or a member of it). Portals read through ``skyclass_reader``.
+    as the role that ran the migrations (or a member of it). Portals read
+    through ``skyclass_reader``.
 """
 
 from __future__ import annotations

@@ -548,8 +548,9 @@ CREATE OR REPLACE FUNCTION skyclass.plan_scoring_run(run bigint)
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    r        skyclass.scoring_run;
-    target_t text;
+    r          skyclass.scoring_run;
+    target_t   text;
+    index_kind text;
 BEGIN
     SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run FOR UPDATE;
     IF r.run_id IS NULL THEN
@@ -573,9 +574,18 @@ BEGIN
     END IF;
     EXECUTE format('CREATE TABLE %s (%s) PARTITION BY RANGE (object_id)', target_t,
                    (skyclass.prediction_codec(r.model_version_id)).columns);
-    -- A block range index: rows are written in object_id order, so it finds an object in one
-    -- page for a fraction of a byte per row (a b-tree would cost 20 bytes per row).
-    EXECUTE format('CREATE INDEX ON %s USING brin (object_id) WITH (pages_per_range = 1)', target_t);
+    -- Rows are written in object_id order. The index on object_id: a b-tree (the default,
+    -- 24 bytes per row: lookups of a few objects, as joins with a cone search make, in
+    -- microseconds), or with skyclass.prediction_index = 'brin' a block range index (a
+    -- fraction of a byte per row; a lookup then reads a chunk's whole BRIN index and the
+    -- planner prefers scanning everything: for catalogs read in bulk).
+    index_kind := coalesce(nullif(current_setting('skyclass.prediction_index', true), ''), 'btree');
+    IF index_kind NOT IN ('btree', 'brin') THEN
+        RAISE EXCEPTION 'skyclass.prediction_index must be btree or brin, not %', quote_literal(index_kind)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('CREATE INDEX ON %s USING %s (object_id)%s', target_t, index_kind,
+                   CASE WHEN index_kind = 'brin' THEN ' WITH (pages_per_range = 1)' ELSE '' END);
     UPDATE skyclass.scoring_run
        SET write_kind = CASE WHEN r.mode = 'only_new' AND EXISTS (
                                  SELECT 1 FROM skyclass.prediction_table AS p
@@ -590,7 +600,8 @@ END
 $function$;
 COMMENT ON FUNCTION skyclass.plan_scoring_run(bigint) IS
 'Plan a new run (a no-op for a resumed one): create the run''s table (compact layout of '
-'skyclass.prediction_codec, range-partitioned by object_id, BRIN index; write_kind insert for '
+'skyclass.prediction_codec, range-partitioned by object_id, a b-tree on object_id or a BRIN '
+'index with skyclass.prediction_index = brin; bad setting: 22023; write_kind insert for '
 'only_new on a catalog with published predictions, partition otherwise), split the objects '
 'into chunks.';
 
@@ -704,7 +715,7 @@ BEGIN
                    FROM pg_catalog.pg_attribute AS a
                   WHERE a.attrelid = to_regclass(tbl) AND a.attnum > 0 AND NOT a.attisdropped));
         END IF;
-        -- Attaching builds the chunk's BRIN index (rows are in object_id order).
+        -- Attaching builds the chunk's index (rows are in object_id order).
         EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
             r.target_table, tbl,
             CASE WHEN c.first_object_id = (-9223372036854775807)::bigint - 1 THEN 'MINVALUE'
