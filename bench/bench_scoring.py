@@ -117,6 +117,9 @@ class ScoringResult:
     cpu_ratios: dict[str, float] = field(default_factory=dict)
     # The model alone on one client thread, rows/s: {"tl2cgen": .., "gtil": ..}
     client_predictors: dict[str, float] = field(default_factory=dict)
+    # Bytes per prediction of the published run table and WAL per prediction of the jobs.
+    storage: dict[str, float] = field(default_factory=dict)
+    cpu_model: str = ""
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -385,6 +388,7 @@ class Measure:
     wall: float = 0.0
     client_cpu: float = 0.0
     server_cpu: float | None = None
+    wal_bytes: int | None = None
 
 
 # -- the variants -------------------------------------------------------------------------------
@@ -419,6 +423,7 @@ class ScoringBench:
     def measure(self, name: str) -> Iterator[Measure]:
         """Wall and CPU seconds of the block, recorded under ``name``."""
         m = Measure()
+        lsn = self._lsn()
         server, client = self.meter.server(), self.meter.client()
         clock = wall()
         yield m
@@ -426,7 +431,20 @@ class ScoringBench:
         m.client_cpu = self.meter.client() - client
         after = self.meter.server()
         m.server_cpu = None if server is None or after is None else after - server
+        m.wal_bytes = self._wal_since(lsn)
         self.measures.setdefault(name, []).append(m)
+
+    def _lsn(self) -> str:
+        with psycopg.connect(self.url) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        return str(row[0]) if row else "0/0"
+
+    def _wal_since(self, lsn: str) -> int:
+        with psycopg.connect(self.url) as conn:
+            row = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (lsn,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def variants(self) -> dict[str, Any]:
         return {
@@ -672,10 +690,17 @@ def run(
             classes,
             (driver, library, features),
         )
-        chosen = {k: v for k, v in bench.variants().items() if not only or k in only}
-        seconds = interleaved(chosen, repeats)
+        variants = bench.variants()
+        if only:
+            unknown = set(only) - set(variants)
+            if unknown:
+                raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(variants)}")
+            variants = {k: v for k, v in variants.items() if k in only}
+        seconds = interleaved(variants, repeats)
         result = _result(n, repeats, n_workers, model_info, seconds)
         _add_cpu(result, bench.measures)
+        result.storage = storage(url, version, feature_set, bench.measures)
+        result.cpu_model = cpu_model()
         result.load_average = {"before": before, "after": load_average()}
         if not only:
             result.client_predictors = client_predictors(model, library, x_train, repeats)
@@ -700,15 +725,26 @@ def _result(
     medians = {name: median(values) for name, values in seconds.items()}
     rates = {name: n / s for name, s in medians.items()}
     if not {"a_raw_c", "b_select", "c_job", "c_call", "d_client", "e_sklearn"} <= set(rates):
-        # A run of some variants only (--variants): the OOD ratios when their parts ran.
-        ratios: dict[str, float] = {}
+        # --only: the ratios of the variants that ran
+        pairs = [
+            ("b_select", "a_raw_c"),
+            ("c_job", "a_raw_c"),
+            ("c_call", "a_raw_c"),
+            ("c_job", "b_select"),
+            ("c_job", "e_sklearn"),
+            ("c_job", "d_client"),
+        ]
+        some = {f"{a} / {b}": rates[a] / rates[b] for a, b in pairs if a in rates and b in rates}
         if {"f_ood_select", "b_select"} <= set(rates):
-            ratios["f_ood_select / b_select"] = rates["f_ood_select"] / rates["b_select"]
+            some["f_ood_select / b_select"] = rates["f_ood_select"] / rates["b_select"]
         if {"g_ood_call", "c_call"} <= set(medians):
-            ratios["(c_call + g_ood_call) / c_call time"] = (
+            some["(c_call + g_ood_call) / c_call time"] = (
                 medians["c_call"] + medians["g_ood_call"]
             ) / medians["c_call"]
-        return ScoringResult(n, repeats, n_workers, model_info, medians, rates, ratios, {}, seconds)
+        met = {}
+        if "c_job / a_raw_c" in some:
+            met["c >= 0.7 a"] = some["c_job / a_raw_c"] >= 0.7
+        return ScoringResult(n, repeats, n_workers, model_info, medians, rates, some, met, seconds)
     ratios = {
         "b_select / a_raw_c": rates["b_select"] / rates["a_raw_c"],
         "c_job / e_sklearn": rates["c_job"] / rates["e_sklearn"],
@@ -721,9 +757,12 @@ def _result(
         "(c_call + g_ood_call) / c_call time": (
             (medians["c_call"] + medians["g_ood_call"]) / medians["c_call"]
         ),
+        "c_job / a_raw_c": rates["c_job"] / rates["a_raw_c"],
+        "c_call / a_raw_c": rates["c_call"] / rates["a_raw_c"],
     }
     targets = {
         "b >= 0.8 a": ratios["b_select / a_raw_c"] >= 0.8,
+        "c >= 0.7 a": ratios["c_job / a_raw_c"] >= 0.7,
         "c >= 3 e": ratios["c_job / e_sklearn"] >= 3.0,
         "c >= 1.5 d": ratios["c_job / d_client"] >= 1.5,
     }
@@ -740,13 +779,63 @@ def _add_cpu(result: ScoringResult, measures: dict[str, list[Measure]]) -> None:
         server = None if None in servers else median([s for s in servers if s is not None])
         total = client + (server or 0.0)
         result.cpu[name] = {"client": client, "server": server, "total": total}
-    if all(result.cpu.get(k, {}).get("server") is not None for k in ("c_job", "d_client")):
+    if result.cpu.get("c_job", {}).get("server") is not None:
         cost = {k: v["total"] or 0.0 for k, v in result.cpu.items()}
+        pairs = [
+            ("c_job", "e_sklearn"),
+            ("c_job", "d_client"),
+            ("c_job", "a_raw_c"),
+            ("c_call", "a_raw_c"),
+            ("b_select", "a_raw_c"),
+        ]
         result.cpu_ratios = {
-            "c_job / e_sklearn": cost["e_sklearn"] / cost["c_job"],
-            "c_job / d_client": cost["d_client"] / cost["c_job"],
-            "c_job / a_raw_c": cost["a_raw_c"] / cost["c_job"],
+            f"{a} / {b}": cost[b] / cost[a] for a, b in pairs if a in cost and b in cost
         }
+
+
+def cpu_model() -> str:
+    """The CPU model of this machine, printed beside every ratio."""
+    from bench.common import _cpu_model
+
+    return _cpu_model()
+
+
+def storage(
+    url: str, version: int, feature_set: Any, measures: dict[str, list[Measure]]
+) -> dict[str, float]:
+    """Bytes per prediction of the version's published tables, WAL bytes per prediction."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT sum(pg_relation_size(t.relid)), sum(pg_indexes_size(t.relid)), "
+            "sum(pg_total_relation_size(t.relid)) "
+            "FROM skyclass.prediction_table AS p, pg_partition_tree(p.table_name::regclass) AS t "
+            "WHERE p.model_version_id = %s AND t.isleaf",
+            (version,),
+        ).fetchone()
+        count = conn.execute(
+            "SELECT count(*) FROM skyclass.prediction WHERE model_version_id = %s", (version,)
+        ).fetchone()
+        feature = conn.execute(
+            sql.SQL(
+                "SELECT pg_total_relation_size(%s::regclass), pg_relation_size(%s::regclass), "
+                "count(*) FROM {}"
+            ).format(feature_set.table_identifier()),
+            (feature_set.table_identifier().as_string(conn),) * 2,
+        ).fetchone()
+    rows = int(count[0]) if count else 0
+    out: dict[str, float] = {"rows": float(rows)}
+    if row and rows:
+        out["heap_bytes_per_prediction"] = int(row[0] or 0) / rows
+        out["index_bytes_per_prediction"] = int(row[1] or 0) / rows
+        out["bytes_per_prediction"] = int(row[2] or 0) / rows
+    if feature and feature[2]:
+        out["feature_bytes_per_row"] = int(feature[0]) / int(feature[2])
+        out["feature_heap_bytes_per_row"] = int(feature[1]) / int(feature[2])
+    for name in ("c_job", "c_call", "d_client"):
+        wal = [m.wal_bytes for m in measures.get(name, []) if m.wal_bytes is not None]
+        if wal and rows:
+            out[f"{name}_wal_bytes_per_prediction"] = median([float(w) for w in wal]) / rows
+    return out
 
 
 def print_result(result: ScoringResult) -> None:
@@ -770,7 +859,7 @@ def print_result(result: ScoringResult) -> None:
             ],
         )
     )
-    say("\nratios (rows/s over rows/s) and targets")
+    say(f"\nratios (rows/s over rows/s) and targets, CPU: {result.cpu_model}")
     say(format_table(("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.ratios.items()]))
     say(", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result.targets.items()))
     if "f_ood_select" in result.seconds:
@@ -787,8 +876,20 @@ def print_result(result: ScoringResult) -> None:
             f"\nthe model alone on one client thread: GTIL {rates['gtil']:,.0f} rows/s, "
             f"TL2cgen {rates['tl2cgen']:,.0f} rows/s ({rates['tl2cgen'] / rates['gtil']:.1f}x)"
         )
+    if result.storage:
+        st = result.storage
+        say(f"\nstorage of the published predictions ({st['rows']:,.0f} rows)")
+        say(
+            format_table(
+                ("what", "bytes per row"),
+                [(k, f"{v:.1f}") for k, v in st.items() if k != "rows"],
+            )
+        )
     if result.cpu_ratios:
-        say("\nthe same ratios by CPU seconds (client + server; less sensitive to other load)")
+        say(
+            "\nthe same ratios by CPU seconds (client + server; less sensitive to other load), "
+            f"CPU: {result.cpu_model}"
+        )
         say(
             format_table(
                 ("ratio", "value"), [(k, f"{v:.2f}") for k, v in result.cpu_ratios.items()]
@@ -840,10 +941,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-sizes", action="store_true", help="skip the compile-size table")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     parser.add_argument(
+        "--only",
         "--variants",
+        dest="only",
         default="",
-        help="comma-separated variants to run (default: all), e.g. b_select,c_call,f_ood_select,"
-        "g_ood_call for the OOD cost alone",
+        help="comma-separated variants to run (default: all), e.g. a_raw_c,b_select,c_job,c_call "
+        "at 10M rows, or b_select,c_call,f_ood_select,g_ood_call for the OOD cost alone",
     )
     args = parser.parse_args(argv)
     rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -858,7 +961,7 @@ def main(argv: list[str] | None = None) -> None:
             repeats=repeats,
             workers=args.workers,
             sizes=not args.no_sizes,
-            only=tuple(v for v in args.variants.split(",") if v),
+            only=tuple(v for v in args.only.split(",") if v),
         )
     say(f"\ntotal {time.time() - started:.0f} s")
     if args.json:

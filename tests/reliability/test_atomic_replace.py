@@ -81,21 +81,35 @@ def _publish_predictions(conn: psycopg.Connection) -> None:
     version = register_test_model(conn, forest, classes=["a", "b"], n_features=3)
     row = conn.execute("SELECT catalog_id FROM skyclass.catalog WHERE name = 'rd'").fetchone()
     assert row is not None
-    parent = f"mv_{version}"
+    # A published run in the compact layout of revision 0017: its row, its table, the view.
+    run = conn.execute(
+        "INSERT INTO skyclass.scoring_run (model_version_id, catalog_id, feature_set_id, mode, "
+        "write_kind, scorer, chunk_size, catalog_table, feature_table, target_table, "
+        "triggered_by, status, finished_at) SELECT %s, %s, v.feature_set_id, 'full', "
+        "'partition', 'database', 1, 'catalogs.rd', '', '', 'cli', 'succeeded', now() "
+        "FROM skyclass.model_version AS v WHERE v.model_version_id = %s RETURNING run_id",
+        (version, row[0], version),
+    ).fetchone()
+    assert run is not None
+    table = f"predictions.mv_{version}_c{row[0]}_r{run[0]}"
+    codec = conn.execute(
+        "SELECT columns, encode FROM skyclass.prediction_codec(%s)", (version,)
+    ).fetchone()
+    assert codec is not None
+    conn.execute(f"CREATE TABLE {table} ({codec[0]})")
     conn.execute(
-        f"CREATE TABLE predictions.{parent} PARTITION OF skyclass.prediction "
-        f"FOR VALUES IN ({version}) PARTITION BY LIST (catalog_id)"
+        f"INSERT INTO {table} SELECT {codec[1]} FROM (SELECT object_id, ARRAY[1, 0]::real[] "
+        "AS p FROM catalogs.rd ORDER BY object_id) AS s"
     )
     conn.execute(
-        f"CREATE TABLE predictions.{parent}_c{row[0]}_r0 PARTITION OF predictions.{parent} "
-        f"FOR VALUES IN ({row[0]})"
+        "UPDATE skyclass.scoring_run SET target_table = %s WHERE run_id = %s", (table, run[0])
     )
     conn.execute(
-        "INSERT INTO skyclass.prediction (model_version_id, object_id, run_id, catalog_id, "
-        "top_probability, top_label, probabilities) SELECT %s, object_id, 0, %s, 1, 'a', "
-        "ARRAY[1, 0]::real[] FROM catalogs.rd",
-        (version, row[0]),
+        "INSERT INTO skyclass.prediction_table (run_id, model_version_id, catalog_id, table_name) "
+        "VALUES (%s, %s, %s, %s)",
+        (run[0], version, row[0], table),
     )
+    conn.execute("SELECT skyclass.publish_predictions()")
     conn.execute("SELECT skyclass.deploy(%s, %s)", (DEPLOYMENT, version))
 
 

@@ -51,8 +51,10 @@ ACTIONS: dict[str, str] = {
         "SELECT count(*) FROM skyclass.crossmatch_sweep({t}::oid::regclass, {t}::oid::regclass, "
         "1, true)"
     ),
+    # skyclass.prediction is a view over the published run tables (revision 0017): writing
+    # predictions means publishing a run table in its registry.
     "write predictions": (
-        "INSERT INTO skyclass.prediction (model_version_id) SELECT {v} WHERE false"
+        "INSERT INTO skyclass.prediction_table (model_version_id) SELECT {v} WHERE false"
     ),
     "insert an artifact": (
         "INSERT INTO skyclass.model_artifact (model_version_id) SELECT {v} WHERE false"

@@ -331,6 +331,13 @@ def _check_match(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> No
     assert all(sorted(v) == list(range(1, len(v) + 1)) for v in ranks.values())
 
 
+def _check_codec(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
+    columns, encode, decode, labels = rows[0]
+    assert columns.startswith("object_id bigint NOT NULL, top smallint NOT NULL")
+    assert encode.startswith("s.object_id, ") and "AS top_probability" in decode
+    assert labels.endswith("AS probabilities")
+
+
 def _check_lock_key(rows: list[tuple[Any, ...]], params: list[Any], w: World) -> None:
     assert (rows[0][0] is None) == (None in params)
 
@@ -737,6 +744,26 @@ SPECS: dict[str, Spec] = {
             [_version(rng, w), _int(rng, [1, 2])],
         ),
         frozenset({"42704"}),
+        None,
+    ),
+    "skyclass.prediction_codec(bigint)": Spec(
+        lambda rng, w: ("SELECT * FROM skyclass.prediction_codec(%s::bigint)", [_version(rng, w)]),
+        frozenset({"22023", "42704"}),
+        _check_codec,
+    ),
+    "skyclass.publish_predictions()": Spec(
+        lambda rng, w: ("SELECT skyclass.publish_predictions()", []),
+        frozenset(),
+        None,
+    ),
+    "skyclass.unpublish_predictions(integer)": Spec(
+        # Only catalogs that do not exist: withdrawing the real one would only be undone by
+        # the next full run.
+        lambda rng, w: (
+            "SELECT * FROM skyclass.unpublish_predictions(%s::integer)",
+            [rng.choice([None, -1, 0, 2**31 - 1, rng.randint(10**5, 10**6)])],
+        ),
+        frozenset({"22023"}),
         None,
     ),
     "skyclass.prediction_partition(bigint,integer)": Spec(

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from skyclass.score.codec import MAX_PROBABILITY_ERROR
 from skyclass.score.errors import AlreadyRunningError
 from skyclass.score.jobs import score_catalog
 from skyclass.score.runs import get_run, list_runs
@@ -71,9 +72,11 @@ def _feature_table(conn: psycopg.Connection[Any], version: int) -> sql.Identifie
 
 
 def _partitions(conn: psycopg.Connection[Any], version: int) -> list[str]:
+    """The published run tables of a version (skyclass.prediction shows exactly these)."""
     rows = conn.execute(
-        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = to_regclass(%s)",
-        (f"predictions.mv_{version}",),
+        "SELECT table_name FROM skyclass.prediction_table WHERE model_version_id = %s "
+        "ORDER BY run_id",
+        (version,),
     ).fetchall()
     return [str(r[0]) for r in rows]
 
@@ -96,7 +99,7 @@ def test_rescore_full_only_new_and_full_again(conn: psycopg.Connection[Any]) -> 
     assert sorted(preds) == ids.tolist()
     proba = np.array([preds[i][3] for i in ids.tolist()], dtype=np.float64)
     reference = case(CASE).reference(x, "isotonic")
-    assert np.abs(proba - reference).max() <= 1e-6
+    assert np.abs(proba - reference).max() <= MAX_PROBABILITY_ERROR + 1e-6
     classes = np.array(case(CASE).classes)
     labels = [preds[i][1] for i in ids.tolist()]
     assert labels == classes[np.argmax(proba.astype(np.float32), axis=1)].tolist()
@@ -125,8 +128,11 @@ def test_rescore_full_only_new_and_full_again(conn: psycopg.Connection[Any]) -> 
     preds = predictions(conn, version)
     assert len(preds) == 5700 and {p[0] for p in preds.values()} == {third["run_id"]}
     after = _partitions(conn, version)
-    assert len(before) == len(after) == 1 and before != after
-    assert conn.execute("SELECT to_regclass(%s)", (before[0],)).fetchone() == (None,)
+    # The full run and the two only_new runs (the last one empty) were published; the new
+    # full run replaced all three, and their tables are gone.
+    assert len(before) == 3 and len(after) == 1 and after[0] not in before
+    for table in before:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)
     count = conn.execute(
         "SELECT count(*), count(DISTINCT object_id) FROM skyclass.prediction"
     ).fetchone()
@@ -389,3 +395,35 @@ def test_migration_0004_downgrades_with_predictions_and_upgrades_again(
         assert after.execute("SELECT count(*) FROM skyclass.model_version").fetchone() == (1,)
     upgrade(jobs_url)
     assert current_revision(jobs_url) == head_revision()
+
+
+def _index_kinds(conn: psycopg.Connection[Any], version: int) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT a.amname FROM skyclass.prediction_table AS p, "
+        "pg_partition_tree(p.table_name::regclass) AS t "
+        "JOIN pg_index AS i ON i.indrelid = t.relid JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "JOIN pg_am AS a ON a.oid = c.relam WHERE p.model_version_id = %s",
+        (version,),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def test_prediction_index_setting(conn: psycopg.Connection[Any]) -> None:
+    version = register(conn)
+    ids = add_objects(conn, version, object_features(1200, seed=9))
+    conn.execute("CALL skyclass.rescore(%s, %s, chunk_size => 500)", (str(version), CATALOG))
+    assert _index_kinds(conn, version) == {"btree"}
+    conn.execute("SET skyclass.prediction_index = 'brin'")
+    conn.execute("CALL skyclass.rescore(%s, %s, chunk_size => 500)", (str(version), CATALOG))
+    assert _index_kinds(conn, version) == {"brin"}
+    # The same rows, found by object either way.
+    some = ids[::97].tolist()
+    found = conn.execute(
+        "SELECT count(*) FROM skyclass.prediction WHERE model_version_id = %s "
+        "AND object_id = ANY(%s)",
+        (version, some),
+    ).fetchone()
+    assert found == (len(some),)
+    conn.execute("SET skyclass.prediction_index = 'hash'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="btree or brin"):
+        conn.execute("CALL skyclass.rescore(%s, %s, chunk_size => 500)", (str(version), CATALOG))

@@ -91,5 +91,10 @@ def test_reader_reads_the_published_views(portal: tuple[str, str, int]) -> None:
 )
 def test_reader_cannot_write_or_touch_models(portal: tuple[str, str, int], statement: str) -> None:
     url, role, version = portal
-    with _as(url, role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+    # skyclass.prediction is a view nobody can write (revision 0017): PostgreSQL says so
+    # before it checks privileges.
+    refused: Any = psycopg.errors.InsufficientPrivilege
+    if "skyclass.prediction " in statement and not statement.startswith("SELECT"):
+        refused = (psycopg.errors.InsufficientPrivilege, psycopg.errors.FeatureNotSupported)
+    with _as(url, role) as conn, pytest.raises(refused):
         conn.execute(statement.format(v=version))

@@ -278,11 +278,12 @@ def _check_exact(url: str, version: int, ids: Any, run_id: int | None) -> None:
         assert conn.execute(
             "SELECT count(DISTINCT run_id) FROM skyclass.prediction"
         ).fetchone() == (1,)
-        # No half-built partitions: only the attached catalog partition and its chunks.
+        # No half-built tables: only the published run table and its chunks.
         leftovers = conn.execute(
             "SELECT count(*) FROM pg_class AS c "
             "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'predictions' AND c.relkind IN ('r', 'p') "
-            "AND NOT c.relispartition"
+            "AND NOT c.relispartition AND NOT EXISTS (SELECT FROM skyclass.prediction_table "
+            "AS p WHERE p.table_name::regclass = c.oid)"
         ).fetchone()
         assert leftovers == (0,)

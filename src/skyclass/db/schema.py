@@ -4,10 +4,10 @@ The migrations in ``skyclass/db/migrations/versions`` create exactly these table
 every table of schema ``skyclass`` (those of 0001 with SQLAlchemy, the others in raw
 SQL); ``tests/db/test_migrations.py`` runs Alembic's autogenerate comparison of
 tables, columns, types, nullability, comments, keys, unique constraints and indexes
-to catch drift between the two. ``prediction`` is declared as the partitioned parent
-it is; its partitions live in schema ``predictions`` (made by scoring jobs) and are
-outside the comparison, as are views and CHECK constraints (Alembic compares
-neither). Catalog tables themselves live in schema :data:`CATALOG_SCHEMA`, one
+to catch drift between the two. ``prediction`` is a view (revision 0017) over the
+run tables listed in ``prediction_table``, which live in schema ``predictions`` (made by
+scoring jobs) and are outside the comparison, as are views and CHECK constraints
+(Alembic compares neither). Catalog tables themselves live in schema :data:`CATALOG_SCHEMA`, one
 table per catalog, created by the ingest step, or one view per registered
 catalog over a table of its own schema (:mod:`skyclass.registry.register`).
 """
@@ -588,41 +588,31 @@ scoring_schedule = sa.Table(
 )
 
 
-prediction = sa.Table(
-    "prediction",
+prediction_table = sa.Table(
+    "prediction_table",
     metadata,
-    sa.Column("model_version_id", sa.BigInteger, nullable=False),
-    sa.Column("object_id", sa.BigInteger, nullable=False),
     sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
     sa.Column("catalog_id", sa.Integer, nullable=False),
-    sa.Column("top_probability", sa.REAL, nullable=False),
-    sa.Column("z_mean", sa.REAL, comment="Photo-z: mean of the PDF (bin centres)"),
-    sa.Column("z_median", sa.REAL, comment="Photo-z: median (CDF linear inside bins)"),
-    sa.Column("z_mode", sa.REAL, comment="Photo-z: centre of the densest bin"),
-    sa.Column("z_lo68", sa.REAL, comment="Photo-z: lower bound of the central 68% interval"),
-    sa.Column("z_hi68", sa.REAL, comment="Photo-z: upper bound of the central 68% interval"),
-    sa.Column("z_lo95", sa.REAL, comment="Photo-z: lower bound of the central 95% interval"),
-    sa.Column("z_hi95", sa.REAL, comment="Photo-z: upper bound of the central 95% interval"),
-    sa.Column(
-        "scored_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    sa.Column("table_name", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", name="prediction_table_pkey"),
+    sa.ForeignKeyConstraint(
+        ["run_id"], ["skyclass.scoring_run.run_id"], name="prediction_table_run_id_fkey"
     ),
-    sa.Column("top_label", sa.Text, nullable=False),
-    sa.Column(
-        "probabilities",
-        pg.ARRAY(sa.REAL),
-        nullable=False,
-        comment=(
-            "Calibrated class probabilities, or PDF bin masses, in model_version.classes order"
-        ),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="prediction_table_model_version_id_fkey",
     ),
-    sa.PrimaryKeyConstraint("model_version_id", "catalog_id", "object_id", name="prediction_pkey"),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"], ["skyclass.catalog.catalog_id"], name="prediction_table_catalog_id_fkey"
+    ),
+    sa.UniqueConstraint("table_name", name="prediction_table_table_name_key"),
+    sa.Index("ix_prediction_table_model_version_id_catalog_id", "model_version_id", "catalog_id"),
     comment=(
-        "One prediction per object, catalog and model version: calibrated "
-        "probabilities (or PDF bin masses) in the order of model_version.classes, the"
-        " top label and its probability, photo-z point estimates (NULL for "
-        "classifiers), and the run that wrote it. Versions never overwrite each "
-        "other; a full re-score of a version replaces its catalog partition "
-        "atomically."
+        "The published prediction tables: one row per run whose table the view "
+        "skyclass.prediction shows (the last full run of a version and catalog, and the "
+        "only_new runs after it)."
     ),
 )
 

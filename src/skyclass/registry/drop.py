@@ -235,6 +235,8 @@ def _drop_dependents(
         )
     if deps.schedules:
         _unschedule(conn, catalog_id, deps)
+    # The view skyclass.prediction stops showing the catalog's run tables before they go.
+    conn.execute("SELECT count(*) FROM skyclass.unpublish_predictions(%s)", (catalog_id,))
     for table in _prediction_tables(conn, catalog_id):
         drop_table(conn, PREDICTION_SCHEMA, table, what=f"catalog {deps.catalog!r}")
     # The job leases of the catalog (free: a live holder was refused above).

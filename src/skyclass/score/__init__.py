@@ -7,26 +7,28 @@ registers a pg_cron job that runs ``CALL skyclass.rescore(...)``. The SQL side
 (tables, job functions, views, roles) is migration 0004. Names are imported
 lazily so that the command line starts without numpy.
 
-Storage
-    ``skyclass.prediction`` is partitioned by LIST (model_version_id) into
-    ``predictions.mv_<version>``, each by LIST (catalog_id) into
-    ``predictions.mv_<version>_c<catalog>_r<run>`` (the catalog partition that
-    run ``<run>`` built), each by RANGE (object_id) into one table per chunk of
-    that run. The primary key is (model_version_id, catalog_id, object_id):
-    one prediction per object and version, where object ids are only unique
-    within a catalog and a version may score any catalog that has its feature
-    set. Versions never write into each other's partitions, so history is
-    kept by construction; ``skyclass.class_changes(a, b)`` compares two.
+Storage (revision 0017)
+    Every run writes ``predictions.mv_<version>_c<catalog>_r<run>``,
+    partitioned by RANGE (object_id) into one table per chunk, in the compact
+    layout of ``skyclass.prediction_codec`` (object_id, top class, 16-bit
+    probabilities; see :mod:`skyclass.score.codec`), rows in object_id order
+    under a b-tree on object_id (a BRIN index with ``skyclass.prediction_index =
+    brin``). ``skyclass.prediction_table`` lists the published run
+    tables and ``skyclass.prediction`` is a view over them (one branch per
+    table, the run's version, catalog, run id and time as constants): one
+    prediction per object and version, where object ids are only unique within
+    a catalog and a version may score any catalog that has its feature set.
+    Versions never write into each other's tables, so history is kept by
+    construction; ``skyclass.class_changes(a, b)`` compares two.
 
 A full re-score of a version
-    builds a new catalog partition beside the published one and, once every
-    chunk is done, swaps it in (DETACH and DROP the old one, ATTACH the new
-    one) in one transaction: readers see all of the old run's rows or all of
-    the new run's, never a mix and never a half-finished run, and the old
-    rows leave no dead tuples behind. ``only_new`` runs instead insert the
-    objects that have no prediction yet into the published partition (rows
-    land in the chunk table whose range holds their id; the ranges cover
-    every bigint).
+    builds a new run table beside the published ones and, once every chunk is
+    done, publishes it in their place (``skyclass.publish_predictions``
+    rewrites the view, the old tables are dropped) in one transaction: readers
+    see all of the old run's rows or all of the new run's, never a mix and
+    never a half-finished run, and the old rows leave no dead tuples behind.
+    ``only_new`` runs score the objects that have no prediction yet into a
+    table of their own, published beside the others.
 
 Jobs
     A run's chunks are contiguous object_id ranges of ``chunk_size`` feature
@@ -54,9 +56,10 @@ Jobs
     catalog without a feature row are counted per chunk and reported.
 
 Privileges
-    Jobs attach and detach partitions, which PostgreSQL allows the owner of
-    ``skyclass.prediction`` only: run them as the role that ran the
-    migrations (or a member of it). Portals read through ``skyclass_reader``.
+    Jobs create tables in schema ``predictions`` and rewrite the view
+    ``skyclass.prediction``, which PostgreSQL allows its owner only: run them
+    as the role that ran the migrations (or a member of it). Portals read
+    through ``skyclass_reader``.
 """
 
 from __future__ import annotations

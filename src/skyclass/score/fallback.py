@@ -20,7 +20,9 @@ same runs, chunks and prediction tables, but computes on the client:
 4. the top label is the first class of largest probability (as rounded to
    ``real``), photo-z versions get :func:`skyclass.probability.redshift.point_estimates`
    of the PDF (which ``skyclass.pdf_summary`` mirrors);
-5. rows go back with binary ``COPY`` into the chunk's table, and
+5. rows go back with binary ``COPY`` into a temporary table, from which the
+   encoding of ``skyclass.prediction_codec`` (the in-database scorer's own)
+   writes them into the chunk's table in object_id order, and
    ``skyclass.complete_scoring_chunk`` marks the chunk done in that same
    transaction.
 
@@ -45,13 +47,11 @@ from skyclass.ingest.copy_binary import (
     BIGINT,
     COPY_SIGNATURE,
     COPY_TRAILER,
-    INTEGER,
     REAL,
     Field,
     array_field,
     encode_rows,
     fixed_field,
-    text_field,
 )
 from skyclass.probability.calibration import CalibrationParams, apply_calibration
 from skyclass.probability.redshift import RedshiftGrid, point_estimates
@@ -59,15 +59,13 @@ from skyclass.score.errors import ScoringError
 from skyclass.score.runs import RunPlan
 
 Z_COLUMNS = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68", "z_lo95", "z_hi95")
-COPY_COLUMNS = (
-    "model_version_id",
-    "object_id",
-    "run_id",
-    "catalog_id",
-    "top_probability",
-    *Z_COLUMNS,
-    "top_label",
-    "probabilities",
+COPY_COLUMNS = ("object_id", "p", *Z_COLUMNS)
+# The rows as the client computes them; skyclass.prediction_codec's encoding turns them into
+# the run table's compact layout in the database (the same SQL as the in-database scorer).
+STAGING_TABLE = (
+    "CREATE TEMPORARY TABLE skyclass_chunk (object_id bigint NOT NULL, p real[] NOT NULL, "
+    + ", ".join(f"{z} real" for z in Z_COLUMNS)
+    + ") ON COMMIT DROP"
 )
 
 
@@ -277,8 +275,9 @@ def read_chunk_features(
     anti: sql.Composable = sql.SQL("")
     if plan.write_kind == "insert":
         anti = sql.SQL(
-            " AND NOT EXISTS (SELECT 1 FROM {} AS q WHERE q.object_id = f.object_id)"
-        ).format(plan.target_table)
+            " AND NOT EXISTS (SELECT 1 FROM skyclass.prediction AS q"
+            " WHERE q.object_id = f.object_id AND q.model_version_id = {} AND q.catalog_id = {})"
+        ).format(sql.Literal(plan.model_version_id), sql.Literal(plan.catalog_id))
     query = sql.SQL(
         "COPY (SELECT f.object_id, f.x FROM {} AS f WHERE f.object_id BETWEEN {} AND {}{}) "
         "TO STDOUT (FORMAT BINARY)"
@@ -304,10 +303,6 @@ def encode_predictions(
     """A complete binary COPY stream of the prediction rows (columns :data:`COPY_COLUMNS`)."""
     n = len(object_ids)
     p32 = np.ascontiguousarray(proba, dtype=np.float32)
-    # The stored probabilities are real: pick the top class from them, as SQL does.
-    top = np.argmax(p32, axis=1)
-    top_p = p32[np.arange(n), top]
-    labels = np.asarray(version.classes)[top]
     if version.task == "photoz":
         if version.bin_edges is None:
             raise ScoringError(f"photo-z model version {version.model_version_id} has no bin edges")
@@ -326,14 +321,9 @@ def encode_predictions(
         null = np.ones(n, dtype=bool)
         z_fields = [fixed_field(np.zeros(n, dtype=np.float32), REAL, null) for _ in Z_COLUMNS]
     fields: list[Field] = [
-        fixed_field(np.full(n, plan.model_version_id, dtype=np.int64), BIGINT),
         fixed_field(object_ids, BIGINT),
-        fixed_field(np.full(n, plan.run_id, dtype=np.int64), BIGINT),
-        fixed_field(np.full(n, plan.catalog_id, dtype=np.int32), INTEGER),
-        fixed_field(top_p, REAL),
-        *z_fields,
-        text_field(labels, None),
         array_field(p32, REAL, None),
+        *z_fields,
     ]
     return COPY_SIGNATURE + encode_rows(fields, n).tobytes() + COPY_TRAILER
 
@@ -363,30 +353,28 @@ def score_chunk_client(
     ids, x = read_chunk_features(conn, plan, first, last, scorer.version.n_features)
     proba = scorer.probabilities(x)
     data = encode_predictions(plan, scorer.version, ids, proba)
-    if plan.write_kind == "partition":
-        table = plan.chunk_table(chunk_no)
-        # The database creates the table with its constraints (the same as the in-database
-        # scorer's), so attaching it later needs no scan.
-        created = conn.execute(
-            "SELECT skyclass.create_chunk_table(%s, %s)", (plan.run_id, chunk_no)
-        ).fetchone()
-        expected = f"{plan.target_schema}.{plan.target_name}_{chunk_no}"
-        if created is None or created[0] != expected:
-            raise ScoringError(f"chunk table {created} is not the expected {expected}")
-        _copy_in(conn, table, data)
-        written = len(ids)
-    else:
-        conn.execute(
-            "CREATE TEMPORARY TABLE skyclass_chunk (LIKE skyclass.prediction INCLUDING DEFAULTS) "
-            "ON COMMIT DROP"
-        )
-        _copy_in(conn, sql.Identifier("skyclass_chunk"), data)
-        cursor = conn.execute(
-            sql.SQL("INSERT INTO {} SELECT * FROM skyclass_chunk ON CONFLICT DO NOTHING").format(
-                plan.target_table
-            )
-        )
-        written = cursor.rowcount
+    table = plan.chunk_table(chunk_no)
+    # The database creates the table with its constraints (the same as the in-database
+    # scorer's), so attaching it later needs no scan.
+    created = conn.execute(
+        "SELECT skyclass.create_chunk_table(%s, %s)", (plan.run_id, chunk_no)
+    ).fetchone()
+    expected = f"{plan.target_schema}.{plan.target_name}_{chunk_no}"
+    if created is None or created[0] != expected:
+        raise ScoringError(f"chunk table {created} is not the expected {expected}")
+    conn.execute(STAGING_TABLE)
+    _copy_in(conn, sql.Identifier("skyclass_chunk"), data)
+    encode = conn.execute(
+        "SELECT encode FROM skyclass.prediction_codec(%s)", (plan.model_version_id,)
+    ).fetchone()
+    if encode is None:
+        raise ScoringError(f"model version {plan.model_version_id} has no prediction codec")
+    cursor = conn.execute(
+        sql.SQL(
+            "INSERT INTO {} SELECT {} FROM (SELECT * FROM skyclass_chunk ORDER BY object_id) AS s"
+        ).format(table, sql.SQL(encode[0]))
+    )
+    written = cursor.rowcount
     conn.execute(
         "SELECT skyclass.complete_scoring_chunk(%s, %s, %s)", (plan.run_id, chunk_no, written)
     )

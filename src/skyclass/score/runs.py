@@ -38,11 +38,11 @@ class RunPlan:
 
     @property
     def target_table(self) -> sql.Identifier:
-        """The run's catalog partition (partition runs) or the partition it inserts into."""
+        """The run's own table (partitioned by object_id range into its chunk tables)."""
         return sql.Identifier(self.target_schema, self.target_name)
 
     def chunk_table(self, chunk_no: int) -> sql.Identifier:
-        """The table holding chunk ``chunk_no`` of a partition run."""
+        """The table holding chunk ``chunk_no`` of the run."""
         return sql.Identifier(self.target_schema, f"{self.target_name}_{chunk_no}")
 
 
@@ -67,7 +67,7 @@ def run_plan(conn: psycopg.Connection[Any], run_id: int) -> RunPlan:
     if row is None:
         raise ScoringError(f"scoring run {run_id} does not exist")
     target = str(row[4])
-    if row[2] == "partition" and not _TARGET.match(target):
+    if not _TARGET.match(target):
         raise ScoringError(f"scoring run {run_id} has an unexpected target table {target!r}")
     feature_schema, feature_name = _relation(conn, str(row[3]), "feature table")
     target_schema, target_name = _relation(conn, target, "prediction table")

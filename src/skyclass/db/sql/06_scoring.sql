@@ -153,13 +153,116 @@ CREATE OR REPLACE FUNCTION skyclass.prediction_partition(model_version bigint, c
  LANGUAGE sql
  STABLE STRICT
 AS $function$
-    SELECT format('predictions.%I', c.relname)
-      FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
-     WHERE i.inhparent = to_regclass(format('predictions.%I', 'mv_' || model_version))
-       AND c.relname LIKE format('mv\_%s\_c%s\_r%%', model_version, catalog)
+    SELECT p.table_name
+      FROM skyclass.prediction_table AS p JOIN skyclass.scoring_run AS r USING (run_id)
+     WHERE p.model_version_id = model_version AND p.catalog_id = catalog
+     ORDER BY r.write_kind = 'partition' DESC, p.run_id DESC
+     LIMIT 1
 $function$;
 COMMENT ON FUNCTION skyclass.prediction_partition(bigint,integer) IS
-'The attached partition holding a model version''s predictions of a catalog, or NULL.';
+'The published table of the last full run of a model version on a catalog (runs of only_new '
+'add tables beside it: skyclass.prediction_table lists them all), or NULL.';
+
+CREATE OR REPLACE FUNCTION skyclass.prediction_codec(model_version bigint, OUT columns text, OUT encode text, OUT decode text, OUT decode_labels text)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+DECLARE
+    v     record;
+    n     integer;
+    e0    double precision;
+    w     double precision;
+    zname text[] := ARRAY['z_mean', 'z_median', 'z_mode', 'z_lo68', 'z_hi68', 'z_lo95', 'z_hi95'];
+    bytes text[] := '{}';
+    cums  text[] := '{}';
+    mass  text[] := '{}';
+    m     integer;
+    k     integer;
+    j     integer;
+    part  text;
+BEGIN
+    IF model_version IS NULL THEN
+        RAISE EXCEPTION 'model_version must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT mv.classes, mv.bin_edges, mv.task INTO v
+      FROM skyclass.model_version AS mv WHERE mv.model_version_id = model_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model version % does not exist', model_version USING ERRCODE = 'undefined_object';
+    END IF;
+    n := cardinality(v.classes);
+    IF n IS NULL OR n < 1 THEN
+        RAISE EXCEPTION 'model version % has no classes', model_version
+            USING ERRCODE = 'invalid_object_definition';
+    END IF;
+    -- The top class, 0-based (array_position: the first of equal maxima, as before).
+    columns := 'object_id bigint NOT NULL, top smallint NOT NULL';
+    encode := format('s.object_id, (array_position(s.p, greatest(%s)) - 1)::smallint AS top',
+                     (SELECT string_agg(format('s.p[%s]', g.i), ', ' ORDER BY g.i) FROM generate_series(1, n) AS g(i)));
+    IF v.task = 'photoz' THEN
+        -- Point estimates: 16 bits over [first edge, last edge]; the PDF: its CDF at the n - 1
+        -- inner edges in 8 bits each, 7 to a bigint (masses are differences of the CDF).
+        e0 := v.bin_edges[1];
+        w := v.bin_edges[n + 1] - v.bin_edges[1];
+        FOR j IN 1 .. 7 LOOP
+            columns := columns || format(', %I smallint NOT NULL', 'z' || j);
+            encode := encode || format(
+                ', ((least(greatest(s.%I::float8, %s), %s) - %s) * %s - 32768)::smallint AS %I',
+                zname[j], e0, e0 + w, e0, 65535 / w, 'z' || j);
+        END LOOP;
+        m := (n - 1 + 6) / 7;
+        FOR k IN 1 .. n - 1 LOOP
+            cums := cums || format('(%s)', (SELECT string_agg(format('s.p[%s]::float8', g.i), ' + ' ORDER BY g.i)
+                                             FROM generate_series(1, k) AS g(i)));
+        END LOOP;
+        FOR j IN 1 .. m LOOP
+            part := NULL;
+            FOR k IN (j - 1) * 7 + 1 .. least(j * 7, n - 1) LOOP
+                part := concat_ws(' | ', part, format('((least(greatest(%s / nullif(%s, 0), 0), 1) * 255)::bigint << %s)',
+                                                      cums[k], (SELECT string_agg(format('s.p[%s]::float8', g.i), ' + ' ORDER BY g.i)
+                                                                  FROM generate_series(1, n) AS g(i)),
+                                                      8 * ((k - 1) % 7)));
+            END LOOP;
+            columns := columns || format(', %I bigint NOT NULL', 'c' || j);
+            encode := encode || format(', coalesce(%s, 0) AS %I', part, 'c' || j);
+        END LOOP;
+        FOR k IN 1 .. n LOOP
+            mass := mass || format('((%s - %s)::real / 255)',
+                CASE WHEN k = n THEN '255' ELSE format('((t.%I >> %s) & 255)', 'c' || ((k - 1) / 7 + 1), 8 * ((k - 1) % 7)) END,
+                CASE WHEN k = 1 THEN '0' ELSE format('((t.%I >> %s) & 255)', 'c' || ((k - 2) / 7 + 1), 8 * ((k - 2) % 7)) END);
+        END LOOP;
+        decode := format('(CASE t.top %s END)::real AS top_probability',
+                         (SELECT string_agg(format('WHEN %s THEN %s', g.i - 1, mass[g.i]), ' ' ORDER BY g.i)
+                            FROM generate_series(1, n) AS g(i)));
+        FOR j IN 1 .. 7 LOOP
+            decode := decode || format(', ((t.%I + 32768) * %s + %s)::real AS %I', 'z' || j, w / 65535, e0, zname[j]);
+        END LOOP;
+    ELSE
+        -- Probabilities: 16 bits each, p = (q + 32768) / 65535, at most 7.7e-6 from the model's.
+        FOR k IN 1 .. n LOOP
+            columns := columns || format(', %I smallint NOT NULL', 'p' || k);
+            encode := encode || format(', (least(greatest(s.p[%s]::float8, 0), 1) * 65535 - 32768)::smallint AS %I',
+                                       k, 'p' || k);
+            mass := mass || format('((t.%I + 32768)::real / 65535)', 'p' || k);
+        END LOOP;
+        decode := format('(CASE t.top %s END)::real AS top_probability',
+                         (SELECT string_agg(format('WHEN %s THEN %s', g.i - 1, mass[g.i]), ' ' ORDER BY g.i)
+                            FROM generate_series(1, n) AS g(i)));
+        FOR j IN 1 .. 7 LOOP
+            decode := decode || format(', NULL::real AS %I', zname[j]);
+        END LOOP;
+    END IF;
+    decode_labels := format('(%L::text[])[t.top + 1] COLLATE "C" AS top_label, ARRAY[%s]::real[] AS probabilities',
+                               v.classes, array_to_string(mass, ', '));
+END
+$function$;
+COMMENT ON FUNCTION skyclass.prediction_codec(bigint) IS
+'How a model version''s predictions are stored compactly (revision 0017): the column list of '
+'its run tables (object_id, the 0-based top class, then 16-bit probabilities p1..pn, or for '
+'photo-z 16-bit point estimates z1..z7 over the bin-edge range and the CDF at the inner edges '
+'in 8 bits, 7 to a bigint c1..cm), the SELECT list that encodes rows of alias s (object_id, '
+'p real[] and, for photo-z, z_mean..z_hi95), and the two that decode alias t into the '
+'published columns (top_probability to z_hi95; top_label and probabilities). Unknown version: SQLSTATE 42704; NULL: 22023.';
 
 CREATE OR REPLACE FUNCTION skyclass.scoring_chunk_query(run bigint, chunk integer)
  RETURNS text
@@ -170,11 +273,8 @@ DECLARE
     r        skyclass.scoring_run;
     c        skyclass.scoring_chunk;
     v        record;
-    n        integer;
-    elems    text;
-    top      text;
-    zcols    text;
-    lat      text := '';
+    codec    record;
+    inner_q  text;
     anti     text := '';
 BEGIN
     SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run;
@@ -182,37 +282,30 @@ BEGIN
     IF r.run_id IS NULL OR c.run_id IS NULL THEN
         RAISE EXCEPTION 'scoring run % has no chunk %', run, chunk USING ERRCODE = 'undefined_object';
     END IF;
-    SELECT mv.classes, mv.bin_edges, mv.task INTO v
+    SELECT mv.bin_edges, mv.task INTO v
       FROM skyclass.model_version AS mv WHERE mv.model_version_id = r.model_version_id;
-    n := cardinality(v.classes);
-    SELECT string_agg(format('s.p[%s]', k), ', ' ORDER BY k) INTO elems FROM generate_series(1, n) AS k;
-    top := format('greatest(%s)', elems);
-    IF v.task = 'photoz' THEN
-        zcols := 'z.z_mean, z.z_median, z.z_mode, z.z_lo68, z.z_hi68, z.z_lo95, z.z_hi95';
-        lat := format(' CROSS JOIN LATERAL skyclass.pdf_summary(s.p, %L::double precision[]) AS z',
-                          v.bin_edges);
-    ELSE
-        zcols := 'NULL::real AS z_mean, NULL::real AS z_median, NULL::real AS z_mode, '
-                 'NULL::real AS z_lo68, NULL::real AS z_hi68, NULL::real AS z_lo95, NULL::real AS z_hi95';
-    END IF;
+    codec := skyclass.prediction_codec(r.model_version_id);
     IF r.write_kind = 'insert' THEN
-        anti := format(' AND NOT EXISTS (SELECT 1 FROM %s AS q WHERE q.object_id = f.object_id'
+        anti := format(' AND NOT EXISTS (SELECT 1 FROM skyclass.prediction AS q WHERE q.object_id = f.object_id'
                        ' AND q.model_version_id = %s AND q.catalog_id = %s)',
-                       r.target_table, r.model_version_id, r.catalog_id);
+                       r.model_version_id, r.catalog_id);
     END IF;
     -- OFFSET 0 keeps the subquery: otherwise each reference to s.p would call predict again.
-    RETURN format(
-        'SELECT %s::bigint AS model_version_id, s.object_id, %s::bigint AS run_id, '
-        '%s::integer AS catalog_id, %s AS top_probability, %s, now() AS scored_at, '
-        '(%L::text[])[array_position(s.p, %s)] COLLATE "C" AS top_label, s.p AS probabilities '
-        'FROM (SELECT f.object_id, skyclass.predict(%s::bigint, f.x) AS p FROM %s AS f '
-        'WHERE f.object_id BETWEEN %L::bigint AND %L::bigint%s OFFSET 0) AS s%s',
-        r.model_version_id, r.run_id, r.catalog_id, top, zcols, v.classes, top,
-        r.model_version_id, r.feature_table, c.first_object_id, c.last_object_id, anti, lat);
+    -- Rows are written in object_id order, which the tables' BRIN index relies on.
+    inner_q := format(
+        'SELECT f.object_id, skyclass.predict(%s::bigint, f.x) AS p FROM %s AS f '
+        'WHERE f.object_id BETWEEN %L::bigint AND %L::bigint%s ORDER BY f.object_id OFFSET 0',
+        r.model_version_id, r.feature_table, c.first_object_id, c.last_object_id, anti);
+    IF v.task = 'photoz' THEN
+        inner_q := format('SELECT s0.object_id, s0.p, z.* FROM (%s) AS s0 CROSS JOIN LATERAL '
+                          'skyclass.pdf_summary(s0.p, %L::double precision[]) AS z', inner_q, v.bin_edges);
+    END IF;
+    RETURN format('SELECT %s FROM (%s) AS s', codec.encode, inner_q);
 END
 $function$;
 COMMENT ON FUNCTION skyclass.scoring_chunk_query(bigint,integer) IS
-'The SQL that scores one chunk of a run with skyclass.predict (for EXPLAIN and debugging).';
+'The SQL that scores one chunk of a run with skyclass.predict and encodes its rows as '
+'skyclass.prediction_codec says, in object_id order (for EXPLAIN and debugging).';
 
 CREATE OR REPLACE FUNCTION skyclass.plan_scoring_chunks(run bigint)
  RETURNS integer
@@ -253,8 +346,9 @@ BEGIN
             USING ERRCODE = 'undefined_table', HINT = 'rebuild the feature set and start a new run';
     END IF;
     IF r.write_kind = 'insert' THEN
-        anti := format(' AND NOT EXISTS (SELECT 1 FROM %s AS q WHERE q.object_id = f.object_id)',
-                       r.target_table);
+        anti := format(' AND NOT EXISTS (SELECT 1 FROM skyclass.prediction AS q WHERE q.object_id = f.object_id'
+                       ' AND q.model_version_id = %s AND q.catalog_id = %s)',
+                       r.model_version_id, r.catalog_id);
     END IF;
     -- Chunks are contiguous object_id ranges covering all bigints (the first from the smallest,
     -- the last to the largest), so chunk tables can be range partitions with no gap and every
@@ -419,10 +513,10 @@ BEGIN
         FOR old IN
             SELECT s.run_id, s.target_table FROM skyclass.scoring_run AS s
              WHERE s.model_version_id = t.model_version_id AND s.catalog_id = cat.catalog_id
-               AND s.status IN ('interrupted', 'failed') AND s.write_kind = 'partition'
+               AND s.status IN ('interrupted', 'failed')
                AND to_regclass(nullif(s.target_table, '')) IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits AS i
-                                WHERE i.inhrelid = to_regclass(s.target_table))
+               AND NOT EXISTS (SELECT 1 FROM skyclass.prediction_table AS p
+                                WHERE p.table_name = s.target_table)
         LOOP
             EXECUTE format('DROP TABLE %s', old.target_table);
         END LOOP;
@@ -454,9 +548,9 @@ CREATE OR REPLACE FUNCTION skyclass.plan_scoring_run(run bigint)
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    r        skyclass.scoring_run;
-    leaf     text;
-    target_t text;
+    r          skyclass.scoring_run;
+    target_t   text;
+    index_kind text;
 BEGIN
     SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run FOR UPDATE;
     IF r.run_id IS NULL THEN
@@ -469,43 +563,47 @@ BEGIN
         RAISE EXCEPTION 'this session does not hold the job of scoring run %', run
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    -- The version's partition of skyclass.prediction, created on first scoring (jobs of other
-    -- catalogs may race to create it).
-    -- (No advisory lock: any role could take its key and block every job.) A racing
-    -- creator waits on the catalog's unique index and then finds the name taken.
-    IF to_regclass(format('predictions.%I', 'mv_' || r.model_version_id)) IS NULL THEN
-        BEGIN
-            EXECUTE format('CREATE TABLE predictions.%I PARTITION OF skyclass.prediction '
-                           'FOR VALUES IN (%s) PARTITION BY LIST (catalog_id)',
-                           'mv_' || r.model_version_id, r.model_version_id);
-        EXCEPTION WHEN duplicate_table OR unique_violation THEN
-            NULL;
-        END;
+    -- Every run writes a table of its own, partitioned by object_id range into one table per
+    -- chunk, in the compact layout of skyclass.prediction_codec: the run's constants (version,
+    -- catalog, run, time) are not stored per row but put back by the view skyclass.prediction.
+    -- A full run replaces the published tables of its version and catalog when it finishes;
+    -- only_new on a catalog with predictions ('insert') adds its table beside them.
+    target_t := format('predictions.%I', format('mv_%s_c%s_r%s', r.model_version_id, r.catalog_id, run));
+    IF to_regclass(target_t) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', target_t);
     END IF;
-    -- Without a catalog partition yet, only_new is a full run.
-    leaf := skyclass.prediction_partition(r.model_version_id, r.catalog_id);
-    IF r.mode = 'only_new' AND leaf IS NOT NULL THEN
-        UPDATE skyclass.scoring_run SET write_kind = 'insert', target_table = leaf WHERE run_id = run;
-    ELSE
-        target_t := format('predictions.%I',
-                           format('mv_%s_c%s_r%s', r.model_version_id, r.catalog_id, run));
-        IF to_regclass(target_t) IS NOT NULL THEN
-            EXECUTE format('DROP TABLE %s', target_t);
-        END IF;
-        EXECUTE format('CREATE TABLE %s (LIKE skyclass.prediction INCLUDING DEFAULTS) '
-                       'PARTITION BY RANGE (object_id)', target_t);
-        EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (model_version_id, catalog_id, object_id)', target_t);
-        UPDATE skyclass.scoring_run SET write_kind = 'partition', target_table = target_t
-         WHERE run_id = run;
+    EXECUTE format('CREATE TABLE %s (%s) PARTITION BY RANGE (object_id)', target_t,
+                   (skyclass.prediction_codec(r.model_version_id)).columns);
+    -- Rows are written in object_id order. The index on object_id: a b-tree (the default,
+    -- 24 bytes per row: lookups of a few objects, as joins with a cone search make, in
+    -- microseconds), or with skyclass.prediction_index = 'brin' a block range index (a
+    -- fraction of a byte per row; a lookup then reads a chunk's whole BRIN index and the
+    -- planner prefers scanning everything: for catalogs read in bulk).
+    index_kind := coalesce(nullif(current_setting('skyclass.prediction_index', true), ''), 'btree');
+    IF index_kind NOT IN ('btree', 'brin') THEN
+        RAISE EXCEPTION 'skyclass.prediction_index must be btree or brin, not %', quote_literal(index_kind)
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    EXECUTE format('CREATE INDEX ON %s USING %s (object_id)%s', target_t, index_kind,
+                   CASE WHEN index_kind = 'brin' THEN ' WITH (pages_per_range = 1)' ELSE '' END);
+    UPDATE skyclass.scoring_run
+       SET write_kind = CASE WHEN r.mode = 'only_new' AND EXISTS (
+                                 SELECT 1 FROM skyclass.prediction_table AS p
+                                  WHERE p.model_version_id = r.model_version_id
+                                    AND p.catalog_id = r.catalog_id)
+                             THEN 'insert' ELSE 'partition' END,
+           target_table = target_t
+     WHERE run_id = run;
     PERFORM skyclass.plan_scoring_chunks(run);
     RETURN (SELECT chunks_total FROM skyclass.scoring_run WHERE run_id = run);
 END
 $function$;
 COMMENT ON FUNCTION skyclass.plan_scoring_run(bigint) IS
-'Plan a new run (a no-op for a resumed one): create the version''s partition if needed and '
-'the run''s catalog partition (or, for only_new on a scored catalog, insert into the existing'
-' one), split the objects into chunks.';
+'Plan a new run (a no-op for a resumed one): create the run''s table (compact layout of '
+'skyclass.prediction_codec, range-partitioned by object_id, a b-tree on object_id or a BRIN '
+'index with skyclass.prediction_index = brin; bad setting: 22023; write_kind insert for '
+'only_new on a catalog with published predictions, partition otherwise), split the objects '
+'into chunks.';
 
 CREATE OR REPLACE FUNCTION skyclass.claim_scoring_chunk(run bigint, OUT chunk_no integer, OUT first_object_id bigint, OUT last_object_id bigint)
  RETURNS SETOF record
@@ -529,17 +627,14 @@ CREATE OR REPLACE FUNCTION skyclass.chunk_check(run bigint, chunk integer)
  LANGUAGE sql
  STABLE STRICT
 AS $function$
-    SELECT format(
-        'CHECK (model_version_id = %s AND catalog_id = %s AND object_id >= %L::bigint '
-        'AND object_id <= %L::bigint AND run_id IS NOT NULL AND top_probability IS NOT NULL '
-        'AND scored_at IS NOT NULL AND top_label IS NOT NULL AND probabilities IS NOT NULL)',
-        r.model_version_id, r.catalog_id, c.first_object_id, c.last_object_id)
+    SELECT format('CHECK (object_id >= %L::bigint AND object_id <= %L::bigint)',
+                  c.first_object_id, c.last_object_id)
       FROM skyclass.scoring_run AS r
       JOIN skyclass.scoring_chunk AS c USING (run_id)
      WHERE r.run_id = run AND c.chunk_no = chunk
 $function$;
 COMMENT ON FUNCTION skyclass.chunk_check(bigint,integer) IS
-'The CHECK constraint of a chunk table (everything its partition bound and NOT NULLs need).';
+'The CHECK constraint of a chunk table (its partition bound, so attaching it needs no scan).';
 
 CREATE OR REPLACE FUNCTION skyclass.create_chunk_table(run bigint, chunk integer)
  RETURNS text
@@ -556,7 +651,7 @@ BEGIN
     IF r.run_id IS NULL THEN
         RAISE EXCEPTION 'scoring run % does not exist', run USING ERRCODE = 'undefined_object';
     END IF;
-    IF r.write_kind IS DISTINCT FROM 'partition' OR r.target_table = '' THEN
+    IF r.write_kind NOT IN ('partition', 'insert') OR to_regclass(nullif(r.target_table, '')) IS NULL THEN
         RAISE EXCEPTION 'scoring run % does not write chunk tables', run
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
@@ -564,7 +659,7 @@ BEGIN
         RAISE EXCEPTION 'scoring run % has no chunk %', run, chunk USING ERRCODE = 'undefined_object';
     END IF;
     tbl := r.target_table || '_' || chunk;
-    EXECUTE format('CREATE TABLE %s (LIKE skyclass.prediction INCLUDING DEFAULTS)', tbl);
+    EXECUTE format('CREATE TABLE %s (LIKE %s)', tbl, r.target_table);
     EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, 'chunk_' || chunk,
                    skyclass.chunk_check(run, chunk));
     RETURN tbl;
@@ -603,7 +698,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'plan the run with skyclass.plan_scoring_run first';
     END IF;
-    IF r.write_kind = 'partition' THEN
+    BEGIN
         tbl := r.target_table || '_' || chunk;
         IF to_regclass(tbl) IS NULL THEN
             RAISE EXCEPTION 'chunk % of scoring run % has no table %', chunk, run, tbl
@@ -615,20 +710,18 @@ BEGIN
             -- Made by CREATE TABLE AS: constrain it now (one scan of the chunk each).
             EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, 'chunk_' || chunk,
                            skyclass.chunk_check(run, chunk));
-            EXECUTE format(
-                'ALTER TABLE %s ALTER model_version_id SET NOT NULL, ALTER object_id SET NOT NULL, '
-                'ALTER run_id SET NOT NULL, ALTER catalog_id SET NOT NULL, '
-                'ALTER top_probability SET NOT NULL, ALTER scored_at SET NOT NULL, '
-                'ALTER top_label SET NOT NULL, ALTER probabilities SET NOT NULL, '
-                'ALTER scored_at SET DEFAULT now()', tbl);
+            EXECUTE format('ALTER TABLE %s %s', tbl,
+                (SELECT string_agg(format('ALTER %I SET NOT NULL', a.attname), ', ' ORDER BY a.attnum)
+                   FROM pg_catalog.pg_attribute AS a
+                  WHERE a.attrelid = to_regclass(tbl) AND a.attnum > 0 AND NOT a.attisdropped));
         END IF;
-        -- Attaching builds the chunk's primary key and top-label index.
+        -- Attaching builds the chunk's index (rows are in object_id order).
         EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
             r.target_table, tbl,
             CASE WHEN c.first_object_id = (-9223372036854775807)::bigint - 1 THEN 'MINVALUE'
                  ELSE c.first_object_id::text END,
             CASE WHEN c.last_object_id = 9223372036854775807 THEN 'MAXVALUE' ELSE (c.last_object_id + 1)::text END);
-    END IF;
+    END;
     -- Objects of the catalog that the feature table lacks are not scored: count them, range by
     -- range (the chunks cover every object id), so the count costs no serial pass.
     -- (The range on both sides lets the planner merge two index-only scans: 3x faster than
@@ -649,7 +742,7 @@ END
 $function$;
 COMMENT ON FUNCTION skyclass.complete_scoring_chunk(bigint,integer,bigint) IS
 'Mark a chunk done in the transaction that wrote its predictions (attaching its chunk table '
-'for partition runs). Shared by the in-database scorer and the client-side fallback. Unknown '
+'to the run''s table). Shared by the in-database scorer and the client-side fallback. Unknown '
 'chunk: SQLSTATE 42704; done already, run not planned or no chunk table: 55000; bad n_rows: '
 '22023.';
 
@@ -679,23 +772,24 @@ BEGIN
     END IF;
     -- JIT compiles every chunk's expressions again and costs more than it saves here.
     SET LOCAL jit = off;
+    -- The rows are written in object_id order: an index scan would give that order without a
+    -- sort, but fetches every row through its own buffer lookup (the feature table is in the
+    -- catalog's sky order); a bitmap scan and a sort cost 1 us per row less.
+    SET LOCAL enable_indexscan = off;
     -- A chunk's commit need not wait for its WAL flush: WAL is replayed in order, so a crash
     -- loses the last chunks together with their completion marks (the resume redoes them),
     -- never one without the other; finish_scoring_run commits synchronously, so a run reported
     -- succeeded is durable with every chunk before it.
     SET LOCAL synchronous_commit = off;
-    IF r.write_kind = 'partition' AND current_setting('max_parallel_workers_per_gather')::integer > 0 THEN
+    IF current_setting('max_parallel_workers_per_gather')::integer > 0 THEN
         -- One session alone (CALL skyclass.rescore, pg_cron): CREATE TABLE AS may use parallel
         -- workers, INSERT ... SELECT never does in PostgreSQL 15.
         EXECUTE format('CREATE TABLE %s AS %s', r.target_table || '_' || chunk, q);
         GET DIAGNOSTICS n = ROW_COUNT;
-    ELSIF r.write_kind = 'partition' THEN
+    ELSE
         -- Several sessions fill the cores: insert into a table made with its constraints, which
         -- spares the scans that constraining a CREATE TABLE AS result costs.
         EXECUTE format('INSERT INTO %s %s', skyclass.create_chunk_table(run, chunk), q);
-        GET DIAGNOSTICS n = ROW_COUNT;
-    ELSE
-        EXECUTE format('INSERT INTO %s %s ON CONFLICT DO NOTHING', r.target_table, q);
         GET DIAGNOSTICS n = ROW_COUNT;
     END IF;
     PERFORM skyclass.complete_scoring_chunk(run, chunk, n);
@@ -753,11 +847,11 @@ CREATE OR REPLACE FUNCTION skyclass.finish_scoring_run(run bigint)
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    r        skyclass.scoring_run;
-    left_    integer;
-    old      text;
-    parent   text;
-    timeout  text := current_setting('lock_timeout');
+    r          skyclass.scoring_run;
+    left_      integer;
+    old        text;
+    old_tables text[];
+    timeout    text := current_setting('lock_timeout');
     attempt  integer := 0;
     done     boolean := false;
     drift_error text;
@@ -786,13 +880,11 @@ BEGIN
         RAISE EXCEPTION 'scoring run % still has % unfinished chunks', run, left_
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF r.write_kind = 'partition' THEN
-        -- Statistics for the planner before readers see the rows; a small sample is enough for
-        -- these columns (3 labels, probabilities, ids) and costs a tenth of the default one.
-        SET LOCAL default_statistics_target = 10;
-        EXECUTE format('ANALYZE %s', r.target_table);
-    END IF;
-    -- Drift summaries and alerts of the run (skyclass.record_run_drift), before the swap so
+    -- Statistics for the planner before readers see the rows; a small sample is enough for
+    -- these columns and costs a tenth of the default one.
+    SET LOCAL default_statistics_target = 10;
+    EXECUTE format('ANALYZE %s', r.target_table);
+    -- Drift summaries and alerts of the run (skyclass.record_run_drift), before publishing so
     -- that readers are not kept waiting. Monitoring never fails a run: an error becomes a
     -- warning and the run has no drift rows (skyclass.record_run_drift can add them later).
     BEGIN
@@ -801,34 +893,42 @@ BEGIN
         GET STACKED DIAGNOSTICS drift_error = MESSAGE_TEXT;
         RAISE WARNING 'scoring run %: no drift summaries: %', run, drift_error;
     END;
-    IF r.write_kind = 'partition' THEN
-        parent := format('predictions.%I', 'mv_' || r.model_version_id);
-        -- Swap the new catalog partition in: readers see the old rows or the new ones, never a
-        -- mix. DETACH needs an exclusive lock on the version's partition; wait for it in short
-        -- tries so that new readers do not queue behind us for long.
-        WHILE NOT done LOOP
-            BEGIN
-                SET LOCAL lock_timeout = '2s';
-                old := skyclass.prediction_partition(r.model_version_id, r.catalog_id);
-                IF old IS NOT NULL THEN
-                    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, old);
-                    EXECUTE format('DROP TABLE %s', old);
-                END IF;
-                EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%s)',
-                               parent, r.target_table, r.catalog_id);
-                done := true;
-            EXCEPTION WHEN lock_not_available THEN
-                attempt := attempt + 1;
-                IF attempt >= 30 THEN
-                    RAISE;
-                END IF;
-                PERFORM pg_sleep(0.1 * attempt);
-            END;
-        END LOOP;
-        PERFORM set_config('lock_timeout', timeout, true);
-    END IF;
+    -- finished_at first: the view shows it as the run's scored_at.
+    UPDATE skyclass.scoring_run AS s SET finished_at = clock_timestamp() WHERE s.run_id = run;
+    -- Publish: a full run replaces the tables of its version and catalog, only_new adds its
+    -- own; the view is rewritten in this transaction, so readers see the old set of runs or the
+    -- new one, never a mix. Rewriting it and dropping the old tables need exclusive locks: wait
+    -- for them in short tries, so that new readers do not queue behind us for long.
+    WHILE NOT done LOOP
+        BEGIN
+            SET LOCAL lock_timeout = '2s';
+            LOCK TABLE skyclass.prediction_table IN SHARE ROW EXCLUSIVE MODE;
+            old_tables := '{}';
+            IF r.write_kind = 'partition' THEN
+                WITH gone AS (
+                    DELETE FROM skyclass.prediction_table AS p
+                     WHERE p.model_version_id = r.model_version_id AND p.catalog_id = r.catalog_id
+                    RETURNING p.table_name)
+                SELECT coalesce(array_agg(table_name), '{}') INTO old_tables FROM gone;
+            END IF;
+            INSERT INTO skyclass.prediction_table (run_id, model_version_id, catalog_id, table_name)
+            VALUES (run, r.model_version_id, r.catalog_id, r.target_table);
+            PERFORM skyclass.publish_predictions();
+            FOREACH old IN ARRAY old_tables LOOP
+                EXECUTE format('DROP TABLE %s', old);
+            END LOOP;
+            done := true;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= 30 THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(0.1 * attempt);
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', timeout, true);
     UPDATE skyclass.scoring_run AS s
-       SET status = 'succeeded', finished_at = clock_timestamp(), error = NULL,
+       SET status = 'succeeded', error = NULL,
            chunks_done = (SELECT count(*) FROM skyclass.scoring_chunk AS c WHERE c.run_id = run),
            rows_scored = (SELECT coalesce(sum(c.rows), 0) FROM skyclass.scoring_chunk AS c WHERE c.run_id = run),
            objects_without_features = (SELECT coalesce(sum(c.objects_without_features), 0)
@@ -840,9 +940,10 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION skyclass.finish_scoring_run(bigint) IS
-'Complete a run whose chunks are all done: record its drift (skyclass.record_run_drift), swap'
-' its catalog partition in (replacing the previous one of that version and catalog in one '
-'transaction), mark it succeeded, release the lock. Unknown run: SQLSTATE 42704; not running, not planned, chunks left or lock held '
+'Complete a run whose chunks are all done: record its drift (skyclass.record_run_drift), '
+'publish its table (a full run replaces the tables of its version and catalog, only_new adds '
+'its own; skyclass.publish_predictions rewrites the view in the same transaction), mark it '
+'succeeded, release the lock. Unknown run: SQLSTATE 42704; not running, not planned, chunks left or lock held '
 'elsewhere: 55000.';
 
 CREATE OR REPLACE PROCEDURE skyclass.score_chunks(IN run bigint)
@@ -931,3 +1032,68 @@ COMMENT ON PROCEDURE skyclass.rescore(text,text,boolean,integer,text) IS
 'interrupted run, refuses to start when the same job runs elsewhere, only_new scores objects '
 'without a prediction of that version. Usable from psql and pg_cron; `skyclass score` runs '
 'the same job with several sessions.';
+
+CREATE OR REPLACE FUNCTION skyclass.publish_predictions()
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    t        record;
+    codec    record;
+    branches text[] := '{}';
+BEGIN
+    -- Publishers take turns (the lock conflicts with itself, not with readers) and read the
+    -- registry once they hold it, so none writes a view that misses a run another published.
+    LOCK TABLE skyclass.prediction_table IN SHARE ROW EXCLUSIVE MODE;
+    FOR t IN
+        SELECT p.model_version_id, p.catalog_id, p.run_id, p.table_name,
+               coalesce(r.finished_at, clock_timestamp()) AS scored_at
+          FROM skyclass.prediction_table AS p JOIN skyclass.scoring_run AS r USING (run_id)
+         ORDER BY p.model_version_id, p.catalog_id, p.run_id
+    LOOP
+        IF to_regclass(t.table_name) IS NULL THEN
+            RAISE EXCEPTION 'prediction table % of run % does not exist', t.table_name, t.run_id
+                USING ERRCODE = 'undefined_table';
+        END IF;
+        codec := skyclass.prediction_codec(t.model_version_id);
+        branches := branches || format(
+            'SELECT %s::bigint AS model_version_id, t.object_id, %s::bigint AS run_id, '
+            '%s::integer AS catalog_id, %s, %L::timestamptz AS scored_at, %s FROM %s AS t',
+            t.model_version_id, t.run_id, t.catalog_id, codec.decode, t.scored_at,
+            codec.decode_labels, t.table_name);
+    END LOOP;
+    IF cardinality(branches) = 0 THEN
+        branches := ARRAY['SELECT NULL::bigint AS model_version_id, NULL::bigint AS object_id, '
+            'NULL::bigint AS run_id, NULL::integer AS catalog_id, NULL::real AS top_probability, '
+            'NULL::real AS z_mean, NULL::real AS z_median, NULL::real AS z_mode, NULL::real AS z_lo68, '
+            'NULL::real AS z_hi68, NULL::real AS z_lo95, NULL::real AS z_hi95, '
+            'NULL::timestamptz AS scored_at, NULL::text COLLATE "C" AS top_label, NULL::real[] AS probabilities '
+            'WHERE false'];
+    END IF;
+    EXECUTE 'CREATE OR REPLACE VIEW skyclass.prediction AS ' || array_to_string(branches, ' UNION ALL ');
+    RETURN cardinality(branches);
+END
+$function$;
+COMMENT ON FUNCTION skyclass.publish_predictions() IS
+'Rewrite the view skyclass.prediction as one branch per published run table of '
+'skyclass.prediction_table (decoded with skyclass.prediction_codec, the run''s constants as '
+'literals); returns the number of branches. Called in the transaction that changes the '
+'registry, so readers see the old set of runs or the new one.';
+
+CREATE OR REPLACE FUNCTION skyclass.unpublish_predictions(catalog integer)
+ RETURNS SETOF text
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF catalog IS NULL THEN
+        RAISE EXCEPTION 'catalog must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOCK TABLE skyclass.prediction_table IN SHARE ROW EXCLUSIVE MODE;
+    RETURN QUERY DELETE FROM skyclass.prediction_table AS p WHERE p.catalog_id = catalog
+        RETURNING p.table_name;
+    PERFORM skyclass.publish_predictions();
+END
+$function$;
+COMMENT ON FUNCTION skyclass.unpublish_predictions(integer) IS
+'Withdraw every published prediction table of a catalog (id) from skyclass.prediction and '
+'return their names (the caller drops them in the same transaction). NULL: SQLSTATE 22023.';

@@ -365,6 +365,7 @@ CREATE OR REPLACE FUNCTION skyclass.record_run_drift(run bigint, sample_size int
  LANGUAGE plpgsql
 AS $function$
 DECLARE
+    preds      text;
     r        skyclass.scoring_run;
     ref      skyclass.drift_reference;
     prev     skyclass.drift_run;
@@ -431,15 +432,16 @@ BEGIN
     ELSE
         has_pos := false;
     END IF;
-    IF r.write_kind = 'insert' THEN
-        -- The version's partition holds every run's rows: this run's are its own.
-        rows_of := format(' AND p.run_id = %s', run);
-    END IF;
+    -- The run's own table (compact rows, skyclass.prediction_codec), decoded: every run,
+    -- only_new ones included, writes a table of its own.
+    preds := format('(SELECT t.object_id, %s, %s FROM %s AS t)',
+                    (skyclass.prediction_codec(r.model_version_id)).decode_labels,
+                    (skyclass.prediction_codec(r.model_version_id)).decode, r.target_table);
     IF r.write_kind = 'partition' THEN
         -- The run's chunks counted their rows as they wrote them.
         SELECT coalesce(sum(k.rows), 0) INTO n_obj FROM skyclass.scoring_chunk AS k WHERE k.run_id = run;
     ELSE
-        EXECUTE format('SELECT count(*) FROM %s AS p WHERE true%s', r.target_table, rows_of) INTO n_obj;
+        EXECUTE format('SELECT count(*) FROM %s AS p', r.target_table) INTO n_obj;
     END IF;
     IF n_obj > sample_size THEN
         -- The summaries come from a fixed pseudo-random share of the objects, chosen by a hash
@@ -482,7 +484,7 @@ BEGIN
         CASE WHEN has_pos THEN 'cos(radians(c.dec)) * cos(radians(c.ra))' ELSE 'NULL::float8' END,
         CASE WHEN has_pos THEN 'cos(radians(c.dec)) * sin(radians(c.ra))' ELSE 'NULL::float8' END,
         CASE WHEN has_pos THEN 'sin(radians(c.dec))' ELSE 'NULL::float8' END,
-        sample, r.target_table, r.feature_table, joins, rows_of,
+        sample, preds, r.feature_table, joins, rows_of,
         skyclass._drift_grouping_sql(nf, 'j'), skyclass._drift_grouping_sql(nf, 'b'),
         skyclass._drift_bins_sql(ref, 'f.x'), skyclass._drift_grouping_sql(nf, 'sets', 'region, magbin'))
        INTO c_region, c_magbin, c_j, c_b, c_n, c_tp, c_cx, c_cy, c_cz;
