@@ -90,7 +90,7 @@ class ShardBenchResult:
     queries: int
     seconds: dict[str, float]
     latency_ms: dict[str, dict[str, float]]
-    objects_per_cone: dict[str, float]
+    aggregate_pushed_down: dict[str, bool]
     shard_rows: dict[str, int]
     load_average: dict[str, list[float]] = field(default_factory=dict)
 
@@ -169,6 +169,7 @@ def run(url: str, shard_urls: list[str], *, rows: int, queries: int) -> ShardBen
     parts = np.array_split(order, len(shard_urls))
     model = _model(catalog)
     seconds: dict[str, float] = {}
+    pushed: dict[str, bool] = {}
     clock = wall()
     _prepare(url, SINGLE, catalog, model)
     for name, shard_url, part in zip(SHARDS, shard_urls, parts, strict=True):
@@ -227,19 +228,38 @@ def run(url: str, shard_urls: list[str], *, rows: int, queries: int) -> ShardBen
         classified,
     )
     counts = {}
-    for label, setting, table in (
-        ("count(*), single server", "off", "catalogs.bench_single"),
-        ("count(*) through the coordinator, rows fetched", "off", "shards.bench_sharded"),
-        ("count(*) through the coordinator, partitionwise aggregate", "on", "shards.bench_sharded"),
+    per_shard = " UNION ALL ".join(
+        f"SELECT count(*) AS n FROM shards.{SHARDED}__{name}" for name in SHARDS
+    )
+    for label, setting, query in (
+        ("count(*), single server", "off", f"SELECT count(*) FROM catalogs.{SINGLE}"),
+        (
+            "count(*) through the coordinator",
+            "off",
+            f"SELECT count(*) FROM shards.{SHARDED}",
+        ),
+        (
+            "count(*) through the coordinator, partitionwise aggregate on",
+            "on",
+            f"SELECT count(*) FROM shards.{SHARDED}",
+        ),
+        (
+            "sum of the shards' count(*) (pushed down)",
+            "off",
+            f"SELECT sum(n) FROM ({per_shard}) AS c",
+        ),
     ):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"SET enable_partitionwise_aggregate = {setting}")
             runs = []
             for _ in range(3):
                 clock = wall()
-                conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                conn.execute(query).fetchone()
                 runs.append(wall() - clock)
+            plan = conn.execute("EXPLAIN (VERBOSE) " + query).fetchall()
+            remote = [str(r[0]).strip() for r in plan if "Remote SQL" in str(r[0])]
         counts[label] = median(runs)
+        pushed[label] = all("count(*)" in r for r in remote) if remote else False
     seconds.update(counts)
     with psycopg.connect(url) as conn:
         shard_rows = {
@@ -253,7 +273,7 @@ def run(url: str, shard_urls: list[str], *, rows: int, queries: int) -> ShardBen
         queries=queries,
         seconds=seconds,
         latency_ms=latency,
-        objects_per_cone={},
+        aggregate_pushed_down=pushed,
         shard_rows=shard_rows,
         load_average={"before": before, "after": load_average()},
     )
@@ -268,6 +288,10 @@ def print_result(result: ShardBenchResult, cpu: str) -> None:
             ("query", "p50 ms", "p90 ms"),
             [(k, f"{v['p50_ms']:.3f}", f"{v['p90_ms']:.3f}") for k, v in result.latency_ms.items()],
         )
+    )
+    say(
+        "count(*) computed on the shards (Remote SQL holds it): "
+        + str(result.aggregate_pushed_down)
     )
     s = result.seconds
     lat = result.latency_ms

@@ -77,6 +77,11 @@ ACTIONS: dict[str, str] = {
     "deploy": "SELECT skyclass.deploy('portal', {v})",
     "drop a catalog": "DROP TABLE catalogs.test_catalog",
     "unregister a catalog": "DELETE FROM skyclass.catalog WHERE false",
+    # Shards (revision 0018): adding one also needs a foreign server, superuser-only here.
+    "read the shard registry": ("SELECT count(*) FROM skyclass.shard, skyclass.shard_range"),
+    "register a shard": (
+        "INSERT INTO skyclass.shard (name, server_name, conninfo) SELECT 'a', 'b', 'c' WHERE false"
+    ),
 }
 
 A, D = ALLOWED, DENIED
@@ -102,6 +107,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read the shard registry": A,
+        "register a shard": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -121,6 +128,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read the shard registry": D,
+        "register a shard": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
