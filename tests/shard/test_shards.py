@@ -369,3 +369,30 @@ def test_a_shard_stopped_mid_job_fails_alone_and_resumes(sharded: Setup) -> None
 
 def runner_invoke(args: list[str], url: str) -> Any:
     return CliRunner().invoke(main, args, env={"SKYCLASS_DATABASE_URL": url})
+
+
+def test_list_remove_detach_and_attach_again(sharded: Setup) -> None:
+    listing = runner_invoke(["shard", "list"], sharded.coordinator)
+    assert listing.exit_code == 0, listing.output
+    for name in SHARDS:
+        line = next(x for x in listing.output.splitlines() if x.startswith(name + " "))
+        assert " yes " in line and "test_catalog (1,000)" in line
+    refused = runner_invoke(["shard", "remove", "north"], sharded.coordinator)
+    assert refused.exit_code != 0 and "holds part of test_catalog" in refused.output
+    detached = runner_invoke(["shard", "detach", CATALOG], sharded.coordinator)
+    assert detached.exit_code == 0, detached.output
+    with psycopg.connect(sharded.coordinator) as conn:
+        assert conn.execute("SELECT to_regclass('shards.test_catalog')").fetchone() == (None,)
+        assert conn.execute(
+            "SELECT count(*) FROM skyclass.catalog WHERE name = %s", (CATALOG,)
+        ).fetchone() == (0,)
+    for shard in sharded.shards:  # the shards keep their rows and predictions
+        with psycopg.connect(shard.cluster.url) as conn:
+            assert conn.execute("SELECT count(*) FROM catalogs.test_catalog").fetchone() == (
+                len(shard.ids),
+            )
+    attached = runner_invoke(["shard", "attach", CATALOG], sharded.coordinator)
+    assert attached.exit_code == 0, attached.output
+    assert "north: 1,000 objects, Q3C pixels [0, " in attached.output
+    with psycopg.connect(sharded.coordinator) as conn:
+        assert conn.execute("SELECT count(*) FROM catalogs.test_catalog").fetchone() == (N_OBJECTS,)
