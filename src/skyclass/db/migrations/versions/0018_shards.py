@@ -41,6 +41,7 @@ DECLARE
     has_positions boolean;
     prepared text;
     call text;
+    ranges text;
 BEGIN
     -- Q3C clamps or wraps out-of-range coordinates and returns NULL for NaN,
     -- so every argument is checked here first. NaN compares greater than every
@@ -108,14 +109,24 @@ BEGIN
         -- deallocated since). Raised before any row is returned.
         NULL;
     END;
+    -- The pixel ranges as rows. On a catalog sharded over foreign servers every range is a
+    -- remote query (round trips), so adjacent ranges are merged first (disjoint ranges:
+    -- the union is unchanged); locally the merge would cost more than it saves.
+    ranges := '(SELECT %2$s.q3c_radial_query_it($1, $2, $4, 2 * k, f) AS lo,'
+              '        %2$s.q3c_radial_query_it($1, $2, $4, 2 * k + 1, f) AS hi'
+              ' FROM generate_series(0, 49) AS k, (VALUES (0), (1)) AS v(f))';
+    IF EXISTS (SELECT FROM skyclass.shard_range AS s WHERE s.catalog_name = catalog) THEN
+        ranges := '(SELECT min(lo) AS lo, max(hi) AS hi FROM ('
+                  '   SELECT lo, hi, count(*) FILTER (WHERE NOT joined) OVER (ORDER BY lo) AS g'
+                  '   FROM (SELECT lo, hi, lo <= lag(hi) OVER (ORDER BY lo) AS joined'
+                  '         FROM ' || ranges || ' AS a WHERE lo < hi) AS b) AS c GROUP BY g)';
+    END IF;
     EXECUTE format(
         'PREPARE %3$I(double precision, double precision, double precision, double precision)'
         ' AS SELECT s.object_id, s.ra, s.dec, s.d * 3600 FROM ('
         '  SELECT c.object_id, c.ra, c.dec,'
         '         skyclass.angular_distance($1, $2, c.ra, c.dec) AS d'
-        '  FROM (SELECT %2$s.q3c_radial_query_it($1, $2, $4, 2 * k, f) AS lo,'
-        '               %2$s.q3c_radial_query_it($1, $2, $4, 2 * k + 1, f) AS hi'
-        '        FROM generate_series(0, 49) AS k, (VALUES (0), (1)) AS v(f)) AS r'
+        '  FROM ' || ranges || ' AS r'
         '  CROSS JOIN LATERAL ('
         '      SELECT t.object_id, t.ra, t.dec FROM %1$s AS t'
         '      WHERE %2$s.q3c_ang2ipix(t.ra, t.dec) >= r.lo'
