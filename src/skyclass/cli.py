@@ -24,6 +24,7 @@ from skyclass.query.cli import cone, xmatch
 from skyclass.registry.cli import catalog
 from skyclass.report.cli import report
 from skyclass.score.cli import deploy, runs, schedule, score
+from skyclass.shard.cli import shard
 from skyclass.train.cli import ablate, models, train
 
 
@@ -197,6 +198,7 @@ main.add_command(models)
 main.add_command(ablate)
 main.add_command(domain)
 main.add_command(drift)
+main.add_command(shard)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,10 @@ class RegistryError(SkyclassError, ValueError):
     """A catalog cannot be registered or dropped; the message says why and what to do."""
 
 
+class ShardError(SkyclassError, ValueError):
+    """A shard cannot be added or used, or a catalog attached or rescored over shards."""
+
+
 class QueryError(SkyclassError, ValueError):
     """A query's arguments are invalid (coordinates, radius, units, names)."""
 

@@ -192,3 +192,60 @@ def test_docker_compose_config() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- the citus profile (docs/scale-out.md, "The Citus path") ------------------------------
+CITUS_NODES = ("citus-coordinator", "citus-worker-1", "citus-worker-2")
+
+
+def test_default_services_have_no_profile_and_citus_services_only_the_citus_one() -> None:
+    services = compose()["services"]
+    assert "profiles" not in services["db"] and "profiles" not in services["skyclass"]
+    citus = {n for n, s in services.items() if "citus" in s.get("profiles", [])}
+    assert citus == {*CITUS_NODES, "citus-setup"}
+    for name in citus:
+        assert services[name]["profiles"] == ["citus"], name
+
+
+def test_citus_nodes_share_one_image_with_the_readme_install_script() -> None:
+    services = compose()["services"]
+    dockerfiles = {build_of(services[n])[1] for n in CITUS_NODES}
+    assert len(dockerfiles) == 1, "every Citus node needs the same extensions"
+    steps = instructions(dockerfiles.pop())
+    # Citus 13 is built on PostgreSQL 17, the version of the db image.
+    assert re.match(r"citusdata/citus:13\.\d+(\.\d+)?$", steps[0][1]), steps[0]
+    runs = [a for w, a in steps if w == "RUN"]
+    assert any(INSTALL_SCRIPT in a and re.search(r"\bPG_MAJOR=17\b", a) for a in runs)
+    assert any("/usr/lib/postgresql/17/bin/pg_config" in a and "install" in a for a in runs)
+    cmd = " ".join(a for w, a in steps if w == "CMD")
+    assert "shared_preload_libraries=citus," in cmd, "citus must be loaded first"
+    for name in CITUS_NODES:
+        env = services[name]["environment"]
+        assert (
+            env["POSTGRES_DB"] == "skyclass" and f"cron.database_name={env['POSTGRES_DB']}" in cmd
+        )
+        assert "healthcheck" in services[name]
+
+
+def test_citus_setup_migrates_the_coordinator_and_distributes_over_both_workers() -> None:
+    services = compose()["services"]
+    setup = services["citus-setup"]
+    url = urlsplit(setup["environment"]["SKYCLASS_DATABASE_URL"])
+    assert url.hostname == "citus-coordinator" and url.path == "/skyclass"
+    assert url.password == services["citus-coordinator"]["environment"]["POSTGRES_PASSWORD"]
+    assert set(setup["depends_on"]) == set(CITUS_NODES)
+    assert all(d["condition"] == "service_healthy" for d in setup["depends_on"].values())
+    assert setup["entrypoint"][:3] == ["python", "-m", "skyclass.shard.citus"]
+    mount = next(v for v in setup["volumes"] if v.startswith("./docker/citus-setup.sql:"))
+    assert setup["entrypoint"][3] == mount.split(":")[1]
+    script = (ROOT / "docker" / "citus-setup.sql").read_text(encoding="utf-8")
+    for worker in CITUS_NODES[1:]:
+        assert f"citus_add_node('{worker}', 5432)" in script
+    # The three moves of the documented path: registry as reference tables, predictions
+    # distributed by object id, the scoring entry points as distributed functions.
+    assert "create_reference_table(t)" in script
+    assert "create_distributed_table('skyclass.prediction', 'object_id')" in script
+    assert "create_distributed_function('skyclass.predict(bigint, real[])')" in script
+    import importlib
+
+    assert callable(importlib.import_module("skyclass.shard.citus").main)

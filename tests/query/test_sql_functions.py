@@ -181,9 +181,11 @@ def test_functions_are_declared_as_documented(db: psycopg.Connection) -> None:
     ).fetchall()
     # The readers of catalog tables are VOLATILE (migration 0009): each of their statements
     # takes a new snapshot, so one that waited for an ingest --replace reads the new table.
+    # cone_search PREPAREs its query once per session (migration 0018), which parallel mode
+    # refuses: PARALLEL UNSAFE.
     assert rows == [
         ("angular_distance", "i", "s", True, True),
-        ("cone_search", "v", "s", True, True),
+        ("cone_search", "v", "u", True, True),
         ("crossmatch", "v", "s", True, True),
     ]
 
@@ -291,3 +293,55 @@ def test_job_functions_refuse_invalid_arguments(
     with pytest.raises(psycopg.Error) as caught:
         db.execute(call)
     assert caught.value.sqlstate == state, caught.value
+
+
+def _cone(conn: psycopg.Connection, catalog: str, ra: float, dec: float, r: float) -> list:
+    return conn.execute(
+        "SELECT object_id, distance_arcsec FROM skyclass.cone_search(%s, %s, %s, %s)",
+        (catalog, ra, dec, r),
+    ).fetchall()
+
+
+def test_cone_search_prepares_once_per_session_and_table_and_survives_deallocate(
+    spatial: SpatialData,
+) -> None:
+    # The first call prepares the query (one statement per catalog table), later calls reuse
+    # it with a generic plan; a DEALLOCATE by the client only makes the next call prepare it
+    # again. Every call returns what a fresh session returns.
+    with psycopg.connect(spatial.url, autocommit=True) as fresh:
+        objects = fresh.execute(
+            "SELECT ra, dec FROM catalogs.sdss17 ORDER BY object_id LIMIT 2"
+        ).fetchall()
+        cones = [
+            ("sdss17", *objects[0], 0.5),
+            ("polar", 0.0, 89.9, 1.0),
+            ("sdss17", *objects[1], 1),
+        ]
+        expected = [_cone(fresh, *c) for c in cones]
+    assert all(expected)
+    with psycopg.connect(spatial.url, autocommit=True) as conn:
+        for _ in range(8):  # beyond the plan cache's five custom plans
+            assert [_cone(conn, *c) for c in cones] == expected
+        names = conn.execute(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE 'skyclass_cone_%' ORDER BY 1"
+        ).fetchall()
+        assert len(names) == 2  # sdss17 and polar
+        conn.execute("DEALLOCATE ALL")
+        assert [_cone(conn, *c) for c in cones] == expected
+
+
+def test_cone_search_arguments_are_exact_whatever_extra_float_digits(
+    spatial: SpatialData,
+) -> None:
+    # Arguments reach the prepared statement as literals: with the session's
+    # extra_float_digits = -15 they would lose digits, and a cone of radius 0 at an
+    # object's own position would miss it.
+    with psycopg.connect(spatial.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT object_id, ra, dec FROM catalogs.sdss17 ORDER BY object_id LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        conn.execute("SET extra_float_digits = -15")
+        found = _cone(conn, "sdss17", row[1], row[2], 0.0)
+        assert (row[0], 0.0) in found
+        assert conn.execute("SHOW extra_float_digits").fetchone() == ("-15",)

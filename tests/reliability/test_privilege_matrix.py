@@ -117,6 +117,11 @@ ACTIONS: dict[str, str] = {
         "JOIN skyclass.drift_reference_bin AS b USING (model_version_id)"
     ),
     "write drift rows": "INSERT INTO skyclass.drift_summary (run_id) SELECT 1 WHERE false",
+    # Shards (revision 0018): adding one also needs a foreign server, superuser-only here.
+    "read the shard registry": ("SELECT count(*) FROM skyclass.shard, skyclass.shard_range"),
+    "register a shard": (
+        "INSERT INTO skyclass.shard (name, server_name, conninfo) SELECT 'a', 'b', 'c' WHERE false"
+    ),
 }
 
 A, D = ALLOWED, DENIED
@@ -153,6 +158,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "write domain fits": D,
         "read drift summaries and alerts": A,
         "write drift rows": D,
+        "read the shard registry": A,
+        "register a shard": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -183,6 +190,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "write domain fits": D,
         "read drift summaries and alerts": D,
         "write drift rows": D,
+        "read the shard registry": D,
+        "register a shard": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }

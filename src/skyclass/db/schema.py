@@ -1332,3 +1332,53 @@ drift = sa.Table(
         "probability, OOD fraction and object count, with its alert level (docs/drift.md)."
     ),
 )
+
+
+shard = sa.Table(
+    "shard",
+    metadata,
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("server_name", sa.Text, nullable=False),
+    sa.Column("conninfo", sa.Text, nullable=False),
+    sa.Column("added_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    sa.Column(
+        "added_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.PrimaryKeyConstraint("name", name="shard_pkey"),
+    sa.UniqueConstraint("server_name", name="shard_server_name_key"),
+    sa.CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,39}$'", name="shard_name_check"),
+    comment=(
+        "A PostgreSQL database holding part of sharded catalogs: its postgres_fdw foreign "
+        "server (extensions q3c and skyclass, async_capable) and its connection string without "
+        "password (the CLI connects there to run scoring jobs in place)."
+    ),
+)
+
+
+shard_range = sa.Table(
+    "shard_range",
+    metadata,
+    sa.Column("catalog_name", sa.Text, nullable=False),
+    sa.Column("shard_name", sa.Text, nullable=False),
+    sa.Column("ipix_lo", sa.BigInteger),
+    sa.Column("ipix_hi", sa.BigInteger),
+    sa.Column("object_count", sa.BigInteger, nullable=False),
+    sa.Column(
+        "attached_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")
+    ),
+    sa.PrimaryKeyConstraint("catalog_name", "shard_name", name="shard_range_pkey"),
+    sa.ForeignKeyConstraint(
+        ["shard_name"],
+        ["skyclass.shard.name"],
+        name="shard_range_shard_name_fkey",
+        ondelete="RESTRICT",
+    ),
+    sa.CheckConstraint(
+        "ipix_lo IS NULL OR ipix_hi IS NULL OR ipix_lo < ipix_hi", name="shard_range_check"
+    ),
+    comment=(
+        "The Q3C pixel range [ipix_lo, ipix_hi) of sharded catalog catalog_name held by shard "
+        "shard_name (NULL: unbounded), as the coordinator's foreign partition bounds say; "
+        "object_count as counted when attached."
+    ),
+)
