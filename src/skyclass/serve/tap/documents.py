@@ -55,7 +55,6 @@ def capabilities(base_url: str, max_rows: int, timeout: float, retention: int) -
         [("UNION", "set union"), ("EXCEPT", "set difference"), ("INTERSECT", "intersection")],
     )
     types = _features("features-adql-type", [("CAST", "CAST to a numeric or string type")])
-    cond = _features("features-adql-conditional", [("COALESCE", "first non-null argument")])
     vosi = "".join(
         f'<capability standardID="ivo://ivoa.net/std/VOSI#{what}">'
         f'<interface xsi:type="vs:ParamHTTP"><accessURL use="full">{_t(base_url)}/{what}'
@@ -75,7 +74,7 @@ def capabilities(base_url: str, max_rows: int, timeout: float, retention: int) -
         "<description>ADQL translated to PostgreSQL; geometry through Q3C (no pg_sphere). "
         "Refused: BOX, POLYGON, REGION, INTERSECTS, AREA, CENTROID, COORD1/2, COORDSYS, "
         "WITH, IN_UNIT, UPLOAD.</description>"
-        f"{geometry}{string}{offset}{sets}{types}{cond}</language>"
+        f"{geometry}{string}{offset}{sets}{types}</language>"
         '<outputFormat ivo-id="ivo://ivoa.net/std/TAPRegExt#output-votable-td">'
         "<mime>application/x-votable+xml</mime><alias>votable</alias></outputFormat>"
         "<outputFormat><mime>text/csv</mime><alias>csv</alias></outputFormat>"
@@ -171,10 +170,11 @@ def _column(row: Sequence[Any]) -> str:
         parts.append(f"<ucd>{_t(ucd)}</ucd>")
     if utype:
         parts.append(f"<utype>{_t(utype)}</utype>")
-    if xtype:
-        parts.append(f"<xtype>{_t(xtype)}</xtype>")
     size = f" arraysize={_a(arraysize)}" if arraysize else ""
-    parts.append(f'<dataType xsi:type="vs:VOTableType"{size}>{_t(datatype)}</dataType>')
+    extended = f" extendedType={_a(xtype)}" if xtype else ""
+    parts.append(
+        f'<dataType xsi:type="vs:VOTableType"{size}{extended}>{_t(datatype)}</dataType>'
+    )
     if indexed:
         parts.append("<flag>indexed</flag>")
     if principal:
@@ -212,10 +212,9 @@ def results_xml(job: Job, job_url: str, *, root: bool) -> str:
     item = ""
     if job.phase == "COMPLETED":
         mime = f" mime-type={_a(job.result_type)}" if job.result_type else ""
-        rows = f' rows="{job.result_rows}"' if job.result_rows is not None else ""
         item = (
             f'<uws:result id="result" xlink:type="simple" '
-            f"xlink:href={_a(job_url + '/results/result')}{mime}{rows}/>"
+            f"xlink:href={_a(job_url + '/results/result')}{mime}/>"
         )
     return (XML_HEAD if root else "") + f"<uws:results{ns}>{item}</uws:results>"
 

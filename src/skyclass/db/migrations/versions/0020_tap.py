@@ -170,6 +170,43 @@ WITH known(table_name, column_name, unit, ucd, description, principal, std) AS (
     ('skyclass.prediction_long', 'rank', NULL, 'meta.number',
      'rank of the class (1 = most probable)', 1, 0)
 ),
+adql_reserved(word) AS (
+    -- ADQL 2.1 reserved words (SQL-92's and ADQL's own, DEC excepted as ADQL does):
+    -- a column of such a name is published delimited ("size"), as TAP requires
+    SELECT unnest(ARRAY[
+    'absolute', 'action', 'add', 'all', 'allocate', 'alter', 'and', 'any', 'are', 'as', 'asc',
+    'assertion', 'at', 'authorization', 'avg', 'begin', 'between', 'bit', 'bit_length', 'both',
+    'by', 'cascade', 'cascaded', 'case', 'cast', 'catalog', 'char', 'character', 'char_length',
+    'character_length', 'check', 'close', 'coalesce', 'collate', 'collation', 'column',
+    'commit', 'connect', 'connection', 'constraint', 'constraints', 'continue', 'convert',
+    'corresponding', 'count', 'create', 'cross', 'current', 'current_date', 'current_time',
+    'current_timestamp', 'current_user', 'cursor', 'date', 'day', 'deallocate', 'decimal',
+    'declare', 'default', 'deferrable', 'deferred', 'delete', 'desc', 'describe', 'descriptor',
+    'diagnostics', 'disconnect', 'distinct', 'domain', 'double', 'drop', 'else', 'end',
+    'end-exec', 'escape', 'except', 'exception', 'exec', 'execute', 'exists', 'external',
+    'extract', 'false', 'fetch', 'first', 'float', 'for', 'foreign', 'found', 'from', 'full',
+    'get', 'global', 'go', 'goto', 'grant', 'group', 'having', 'hour', 'identity', 'immediate',
+    'in', 'indicator', 'initially', 'inner', 'input', 'insensitive', 'insert', 'int',
+    'integer', 'intersect', 'interval', 'into', 'is', 'isolation', 'join', 'key', 'language',
+    'last', 'leading', 'left', 'level', 'like', 'local', 'lower', 'match', 'max', 'min',
+    'minute', 'module', 'month', 'names', 'national', 'natural', 'nchar', 'next', 'no', 'not',
+    'null', 'nullif', 'numeric', 'octet_length', 'of', 'on', 'only', 'open', 'option', 'or',
+    'order', 'outer', 'output', 'overlaps', 'pad', 'partial', 'position', 'precision',
+    'prepare', 'preserve', 'primary', 'prior', 'privileges', 'procedure', 'public', 'read',
+    'real', 'references', 'relative', 'restrict', 'revoke', 'right', 'rollback', 'rows',
+    'schema', 'scroll', 'second', 'section', 'select', 'session', 'session_user', 'set',
+    'size', 'smallint', 'some', 'space', 'sql', 'sqlcode', 'sqlerror', 'sqlstate', 'substring',
+    'sum', 'system_user', 'table', 'temporary', 'then', 'time', 'timestamp', 'timezone_hour',
+    'timezone_minute', 'to', 'trailing', 'transaction', 'translate', 'translation', 'trim',
+    'true', 'union', 'unique', 'unknown', 'update', 'upper', 'usage', 'user', 'using', 'value',
+    'values', 'varchar', 'varying', 'view', 'when', 'whenever', 'where', 'with', 'work',
+    'write', 'year', 'zone', 'abs', 'acos', 'area', 'asin', 'atan', 'atan2', 'bigint', 'box',
+    'ceiling', 'centroid', 'circle', 'contains', 'coord1', 'coord2', 'coordsys', 'cos', 'cot',
+    'degrees', 'distance', 'exp', 'floor', 'ilike', 'intersects', 'in_unit', 'log', 'log10',
+    'mod', 'offset', 'pi', 'point', 'polygon', 'power', 'radians', 'region', 'rand', 'round',
+    'sin', 'sqrt', 'top', 'tan', 'truncate'
+    ])
+),
 attributes AS (
     SELECT p.table_name, p.catalog_id, p.relation, a.attname::text AS column_name, a.attnum,
            a.atttypid,
@@ -179,7 +216,11 @@ attributes AS (
       JOIN pg_attribute AS a ON a.attrelid = p.relation AND a.attnum > 0 AND NOT a.attisdropped
       JOIN pg_type AS t ON t.oid = a.atttypid
 )
-SELECT a.table_name, a.column_name,
+SELECT a.table_name,
+       CASE WHEN a.column_name ~ '^[a-z][a-z0-9_]*$'
+                 AND a.column_name NOT IN (SELECT word FROM adql_reserved)
+            THEN a.column_name
+            ELSE '"' || replace(a.column_name, '"', '""') || '"' END AS column_name,
        coalesce(cc.description, k.description, col_description(a.relation, a.attnum),
                 CASE a.column_name WHEN 'object_id' THEN 'object identifier'
                                    WHEN 'ra' THEN 'right ascension (ICRS)'
