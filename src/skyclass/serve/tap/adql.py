@@ -44,8 +44,8 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 MAX_QUERY_CHARS = 100_000
-MAX_RADIUS_DEG = 30.0
-"""Largest constant CIRCLE radius accepted: Q3C's radial query is exact below it."""
+MAX_RADIUS_DEG = 10.0
+"""Largest constant CIRCLE radius accepted, the bound of skyclass.cone_search."""
 
 
 class AdqlError(ValueError):
@@ -177,6 +177,10 @@ _GEOMETRY_REFUSED = {
     "COORD2",
     "COORDSYS",
 }
+
+
+_WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "CREATE", "DROP", "ALTER", "GRANT", "REVOKE",
+           "TRUNCATE", "COPY", "CALL", "DO", "SET", "VACUUM", "EXECUTE", "EXEC", "LOCK"}
 
 
 def _function_name(node: exp.Expression) -> str:
@@ -401,14 +405,28 @@ def parse(adql: str) -> exp.Expression:
         raise AdqlError("QUERY contains a NUL character")
     try:
         statements = [s for s in sqlglot.parse(adql, read="tsql") if s is not None]
-    except (ParseError, TokenError) as exc:
+    except ParseError as exc:
+        raise AdqlError(_syntax_error(exc)) from None
+    except TokenError as exc:
         raise AdqlError(f"ADQL syntax error: {_first_line(str(exc))}") from None
     if len(statements) != 1:
         raise AdqlError(f"QUERY must be one SELECT statement, not {len(statements)} statements")
     tree = statements[0]
+    if isinstance(tree, exp.Command) and tree.name.upper() not in _WRITES:
+        raise AdqlError(f"ADQL syntax error: a query starts with SELECT, not {tree.name!r}")
     if not isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect):
         raise AdqlError("only SELECT queries are allowed (TAP is read-only)")
     return tree
+
+
+def _syntax_error(exc: ParseError) -> str:
+    """The first parse error as "ADQL syntax error at line L, column C: ... near 'X'"."""
+    if not exc.errors:
+        return f"ADQL syntax error: {_first_line(str(exc))}"
+    first = exc.errors[0]
+    where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
+    near = f" near {first.get('highlight')!r}" if first.get("highlight") else ""
+    return f"ADQL syntax error{where}: {first.get('description')}{near}"
 
 
 def _first_line(text: str) -> str:

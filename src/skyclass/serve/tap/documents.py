@@ -40,7 +40,7 @@ def capabilities(base_url: str, max_rows: int, timeout: float, retention: int) -
         "features-adqlgeo",
         [
             ("POINT", "ICRS positions in degrees"),
-            ("CIRCLE", "a cone; radius in degrees (at most 30)"),
+            ("CIRCLE", "a cone; radius in degrees (at most 10)"),
             ("CONTAINS", "CONTAINS(POINT, CIRCLE) = 1, run as q3c_radial_query / q3c_join"),
             ("DISTANCE", "angular distance in degrees, run as q3c_dist"),
         ],
