@@ -77,6 +77,9 @@ ACTIONS: dict[str, str] = {
     "deploy": "SELECT skyclass.deploy('portal', {v})",
     "drop a catalog": "DROP TABLE catalogs.test_catalog",
     "unregister a catalog": "DELETE FROM skyclass.catalog WHERE false",
+    # TAP (revision 0020): TAP_SCHEMA is published; the UWS job list is the portal's to write.
+    "read TAP_SCHEMA": "SELECT count(*) FROM tap_schema.columns",
+    "write TAP jobs": "DELETE FROM skyclass.tap_job WHERE false",
 }
 
 A, D = ALLOWED, DENIED
@@ -102,6 +105,30 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read TAP_SCHEMA": A,
+        "write TAP jobs": D,
+    },
+    # The TAP service's login role (0020): the reader's rights and the UWS job list.
+    "skyclass_portal": {
+        "read published views": A,
+        "read catalogs": A,
+        "read the catalog registry": A,
+        "read catalogs through crossmatch_sweep": A,
+        "write predictions": D,
+        "insert an artifact": D,
+        "read artifact bytes": D,
+        "call predict": D,
+        "start a scoring job": D,
+        "claim a chunk": D,
+        "take a job's lease": D,
+        "take an ingest or build lock": D,
+        "create objects in schema skyclass": D,
+        "create objects in schema catalogs": D,
+        "deploy": D,
+        "drop a catalog": D,
+        "unregister a catalog": D,
+        "read TAP_SCHEMA": A,
+        "write TAP jobs": A,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -121,6 +148,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read TAP_SCHEMA": D,
+        "write TAP jobs": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
@@ -149,6 +178,7 @@ def matrix_db(
         roles = {
             "owner": str(owner[0]),
             "skyclass_reader": "skyclass_reader",
+            "skyclass_portal": "skyclass_portal",
             "skyclass_model_admin": "skyclass_model_admin",
             NO_GRANTS: fresh,
         }
