@@ -124,8 +124,12 @@ def _phase(tap: Tap, job_url: str) -> str:
 def test_an_async_job_runs_to_completion_and_is_deleted(tap: Tap) -> None:
     created = httpx.post(
         f"{tap.url}/async",
-        data={"LANG": "ADQL", "QUERY": "SELECT TOP 3 object_id FROM catalogs.pulsars",
-              "RESPONSEFORMAT": "csv", "RUNID": "mine"},
+        data={
+            "LANG": "ADQL",
+            "QUERY": "SELECT TOP 3 object_id FROM catalogs.pulsars",
+            "RESPONSEFORMAT": "csv",
+            "RUNID": "mine",
+        },
     )
     assert created.status_code == 303
     job_url = created.headers["location"]
@@ -177,9 +181,7 @@ def test_a_failing_job_is_in_error_with_the_message(tap: Tap) -> None:
 
 
 def test_abort_cancels_a_running_query(tap: Tap) -> None:
-    created = httpx.post(
-        f"{tap.url}/async", data={"LANG": "ADQL", "QUERY": SLOW, "PHASE": "RUN"}
-    )
+    created = httpx.post(f"{tap.url}/async", data={"LANG": "ADQL", "QUERY": SLOW, "PHASE": "RUN"})
     job_url = created.headers["location"]
     job_id = job_url.rsplit("/", 1)[1]
     deadline = time.monotonic() + 10

@@ -27,8 +27,15 @@ def run_taplint(url: str) -> str:
     if stilts is None:
         pytest.skip(f"stilts (taplint) is not installed; {INSTALL}")
     done = subprocess.run(
-        [stilts, "taplint", f"tapurl={url}", "interface=tap1.1", "report=EWSF",
-         "maxrepeat=20", "truncate=1000"],
+        [
+            stilts,
+            "taplint",
+            f"tapurl={url}",
+            "interface=tap1.1",
+            "report=EWSF",
+            "maxrepeat=20",
+            "truncate=1000",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -179,8 +180,26 @@ _GEOMETRY_REFUSED = {
 }
 
 
-_WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "CREATE", "DROP", "ALTER", "GRANT", "REVOKE",
-           "TRUNCATE", "COPY", "CALL", "DO", "SET", "VACUUM", "EXECUTE", "EXEC", "LOCK"}
+_WRITES = {
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "GRANT",
+    "REVOKE",
+    "TRUNCATE",
+    "COPY",
+    "CALL",
+    "DO",
+    "SET",
+    "VACUUM",
+    "EXECUTE",
+    "EXEC",
+    "LOCK",
+}
 
 
 def _function_name(node: exp.Expression) -> str:
@@ -235,14 +254,28 @@ def _circle(
                 "CIRCLE takes (ra, dec, radius), (coordsys, ra, dec, radius) or (POINT, radius)"
             )
         ra, dec, radius = args
-    if isinstance(radius, exp.Literal) and not radius.is_string:
-        value = float(radius.this)
-        if not 0 <= value <= MAX_RADIUS_DEG:
-            raise AdqlError(
-                f"CIRCLE radius {radius.this} deg is out of range: it must be between 0 and "
-                f"{MAX_RADIUS_DEG:g} degrees"
-            )
+    value = _constant(radius)
+    if value is not None and not 0 <= value <= MAX_RADIUS_DEG:
+        raise AdqlError(
+            f"CIRCLE radius {value:g} deg is out of range: it must be between 0 and "
+            f"{MAX_RADIUS_DEG:g} degrees"
+        )
     return ra, dec, radius
+
+
+def _constant(node: exp.Expression) -> float | None:
+    """The value of a numeric literal (or its negation), else None."""
+    if isinstance(node, exp.Paren):
+        return _constant(node.this)
+    if isinstance(node, exp.Neg):
+        inner = _constant(node.this)
+        return None if inner is None else -inner
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return float(node.this)
+        except ValueError:
+            return None
+    return None
 
 
 def _q3c(q3c_schema: str, name: str, *args: exp.Expression) -> exp.Expression:
@@ -331,7 +364,7 @@ def _check_nodes(tree: exp.Expression, *, geometry_allowed: bool) -> None:
             raise AdqlError(f"{_describe(node)} is not supported in ADQL here")
 
 
-def _describe(node: exp.Expression) -> str:
+def _describe(node: Any) -> str:
     text = node.sql(dialect="tsql")
     return f"'{text[:60]}'" if text else type(node).__name__
 
@@ -384,15 +417,15 @@ def _fold_identifiers(tree: exp.Expression) -> None:
 
 def _postgres_fixes(tree: exp.Expression) -> None:
     """ADQL semantics PostgreSQL spells differently."""
-    for node in list(tree.find_all(exp.Round, exp.Trunc)):
-        if node.args.get("decimals") is not None:  # round(double, int) does not exist
-            node.set("this", exp.cast(node.this, exp.DataType.build("numeric")))
-    for node in tree.find_all(exp.Ordered):
+    for rounding in list(tree.find_all(exp.Round, exp.Trunc)):
+        if rounding.args.get("decimals") is not None:  # round(double, int) does not exist
+            rounding.set("this", exp.cast(rounding.this, exp.DataType.build("numeric")))
+    for ordered in tree.find_all(exp.Ordered):
         # PostgreSQL's own order of NULLs (last ascending, first descending), not T-SQL's
-        node.set("nulls_first", bool(node.args.get("desc")))
-    for node in tree.find_all(exp.DataType):
-        if node.this == exp.DataType.Type.ROWVERSION:
-            node.set("this", exp.DataType.Type.TIMESTAMP)
+        ordered.set("nulls_first", bool(ordered.args.get("desc")))
+    for datatype in tree.find_all(exp.DataType):
+        if datatype.this == exp.DataType.Type.ROWVERSION:
+            datatype.set("this", exp.DataType.Type.TIMESTAMP)
 
 
 def parse(adql: str) -> exp.Expression:
@@ -441,8 +474,8 @@ def translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_s
     functions. Raises :class:`AdqlError` naming what is wrong or refused.
     """
     tree = parse(adql)
-    for node in tree.find_all(exp.Limit):
-        if node.args.get("percent") or node.args.get("with_ties"):
+    for limit in tree.find_all(exp.Limit):
+        if limit.args.get("percent") or limit.args.get("with_ties"):
             raise AdqlError("TOP ... PERCENT / WITH TIES is not ADQL")
     _check_nodes_before_geometry(tree)
     _check_nodes(tree, geometry_allowed=True)

@@ -172,9 +172,7 @@ def _column(row: Sequence[Any]) -> str:
         parts.append(f"<utype>{_t(utype)}</utype>")
     size = f" arraysize={_a(arraysize)}" if arraysize else ""
     extended = f" extendedType={_a(xtype)}" if xtype else ""
-    parts.append(
-        f'<dataType xsi:type="vs:VOTableType"{size}{extended}>{_t(datatype)}</dataType>'
-    )
+    parts.append(f'<dataType xsi:type="vs:VOTableType"{size}{extended}>{_t(datatype)}</dataType>')
     if indexed:
         parts.append("<flag>indexed</flag>")
     if principal:

@@ -13,6 +13,7 @@ is used.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 from collections.abc import Sequence
@@ -112,7 +113,7 @@ class JobStore:
         return Job(*rows[0]) if rows else None
 
     def list(self, phases: list[str], after: dt.datetime | None, last: int | None) -> list[Job]:
-        """Jobs, newest first: in ``phases`` (default: all but ARCHIVED), created after ``after``."""
+        """Jobs, newest first, in ``phases`` (default: not ARCHIVED), created after ``after``."""
         self.purge()
         conditions = ["phase <> 'ARCHIVED'"] if not phases else ["phase = ANY(%s)"]
         params: list[Any] = [phases] if phases else []
@@ -191,10 +192,9 @@ class JobStore:
             (job_id, list(ACTIVE)),
         )
         if rows and rows[0][0] == "EXECUTING" and rows[0][1] is not None:
-            try:
+            # the query may have finished meanwhile; its result is not kept (not EXECUTING)
+            with contextlib.suppress(psycopg.Error):
                 self._execute("SELECT pg_cancel_backend(%s)", (rows[0][1],))
-            except psycopg.Error:
-                pass  # the query finished meanwhile; its result is not kept (not EXECUTING)
 
     def _work(self, job_id: str) -> None:
         rows = self._execute(

@@ -104,7 +104,7 @@ def _text(value: Any, field: Field) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat(timespec="milliseconds")
+        return str(value.isoformat(timespec="milliseconds"))
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, list | tuple):
