@@ -2,9 +2,10 @@
 TAP application served by uvicorn in a thread, connecting as ``skyclass_portal``.
 
 The database holds the VizieR pulsar catalog (VII/189, 706 rows, with units,
-UCDs and descriptions) ingested as ``pulsars``, and ``test_catalog`` (1,500
-objects) scored by the client-side scorer with a real compiled model and
-deployed as ``sgq_current``, so ``skyclass.current_classification`` has rows.
+UCDs and descriptions) ingested as ``pulsars``, and ``sdss17`` (1,500 objects
+with SDSS17 photometry as features, positions spread over the sky) scored by
+the client-side scorer with a real compiled model and deployed as
+``sgq_current`` (the demo's names, which docs/tap.md uses), so ``skyclass.current_classification`` has rows.
 The TAP application is mounted at ``/tap`` of an outer Starlette app, as the
 service mounts it.
 """
@@ -29,7 +30,9 @@ from skyclass.score.deploy import deploy
 from skyclass.score.jobs import score_catalog
 from skyclass.serve.tap import create_tap_app
 from tests.conftest import TEMPLATE, drop_database, new_database
-from tests.score.jobs_support import add_objects, object_features, register
+from tests.score.jobs_support import add_objects, object_features
+from tests.score.models import N_FEATURES, case
+from tests.support.registry import register_test_model
 
 PULSARS = "fits_votable_samples/catalog_of_pulsars_vizier_VII_189.vot"
 MAX_ROWS = 5000
@@ -74,9 +77,19 @@ def tap_database(server_url: str, template_url: str, shared_data) -> Iterator[st
             shared_data / PULSARS, "pulsars", ra_column="RAJ2000", dec_column="DEJ2000", url=url
         )
         with psycopg.connect(url, autocommit=True) as conn:
-            version = register(conn, method="identity", model="sgq")
+            model = case("hgb_multiclass")
+            version = register_test_model(
+                conn,
+                model.estimator,
+                classes=model.classes,
+                n_features=N_FEATURES,
+                calibration=model.calibrations["identity"],
+                catalog="sdss17",
+                model="sgq",
+                artifact=model.artifact,
+            )
             add_objects(conn, version, object_features(1500, seed=7))
-        score_catalog(str(version), "test_catalog", url=url, workers=1, scorer="client")
+        score_catalog(str(version), "sdss17", url=url, workers=1, scorer="client")
         deploy("sgq_current", str(version), url=url)
         yield url
     finally:

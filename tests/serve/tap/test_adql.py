@@ -140,3 +140,17 @@ def test_order_by_keeps_the_order_of_nulls_of_postgresql() -> None:
 def test_refused_features_say_what_is_refused(adql: str, message: str) -> None:
     with pytest.raises(AdqlError, match=message):
         sql(adql)
+
+
+def test_distance_below_a_constant_uses_the_q3c_index_and_keeps_the_comparison() -> None:
+    text = sql("SELECT ra FROM sdss17 WHERE DISTANCE(POINT(ra, dec), POINT(1, 2)) < 0.1")
+    assert text.endswith(
+        'WHERE ("public".q3c_radial_query("ra", "dec", 1, 2, 0.1) '
+        'AND "public".q3c_dist("ra", "dec", 1, 2) < 0.1)'
+    )
+    pair = sql(
+        "SELECT a.ra FROM sdss17 AS a, sdss17 AS b WHERE DISTANCE(a.ra, a.dec, b.ra, b.dec) <= 1"
+    )
+    assert '"public".q3c_join("a"."ra", "a"."dec", "b"."ra", "b"."dec", 1) AND' in pair
+    wide = sql("SELECT ra FROM sdss17 WHERE DISTANCE(POINT(ra, dec), POINT(1, 2)) < 20")
+    assert "q3c_radial_query" not in wide  # beyond the cone bound: the plain comparison

@@ -21,7 +21,7 @@ from tests.serve.tap.conftest import TIMEOUT, Tap
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 VOT = "{http://www.ivoa.net/xml/VOTable/v1.3}"
 SLOW = (
-    "SELECT COUNT(*) AS n FROM catalogs.test_catalog AS a, catalogs.test_catalog AS b, "
+    "SELECT COUNT(*) AS n FROM catalogs.sdss17 AS a, catalogs.sdss17 AS b, "
     "catalogs.pulsars AS c WHERE a.ra + b.ra > c.ra"
 )
 

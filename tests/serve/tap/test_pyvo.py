@@ -80,8 +80,8 @@ def test_distance_orders_like_q3c_dist(service: pyvo.dal.TAPService, tap: Tap) -
 def test_a_join_with_the_current_classifications(service: pyvo.dal.TAPService, tap: Tap) -> None:
     adql = (
         "SELECT TOP 50 c.object_id, c.ra, k.top_label, k.top_probability "
-        "FROM catalogs.test_catalog AS c JOIN skyclass.current_classification AS k "
-        "ON k.object_id = c.object_id AND k.\"catalog\" = 'test_catalog' "
+        "FROM catalogs.sdss17 AS c JOIN skyclass.current_classification AS k "
+        "ON k.object_id = c.object_id AND k.\"catalog\" = 'sdss17' "
         "WHERE k.deployment = 'sgq_current' AND k.top_probability > 0.6 "
         "ORDER BY k.top_probability DESC, c.object_id"
     )
@@ -91,8 +91,8 @@ def test_a_join_with_the_current_classifications(service: pyvo.dal.TAPService, t
     expected = sql_rows(
         tap.admin_url,
         "SELECT c.object_id, c.ra, k.top_label, k.top_probability "
-        "FROM catalogs.test_catalog AS c JOIN skyclass.current_classification AS k "
-        "ON k.object_id = c.object_id AND k.catalog = 'test_catalog' "
+        "FROM catalogs.sdss17 AS c JOIN skyclass.current_classification AS k "
+        "ON k.object_id = c.object_id AND k.catalog = 'sdss17' "
         "WHERE k.deployment = 'sgq_current' AND k.top_probability > 0.6 "
         "ORDER BY k.top_probability DESC, c.object_id LIMIT 50",
     )
@@ -103,16 +103,16 @@ def test_a_join_with_the_current_classifications(service: pyvo.dal.TAPService, t
 
 def test_a_positional_crossmatch_runs_as_q3c_join(service: pyvo.dal.TAPService, tap: Tap) -> None:
     adql = (
-        "SELECT a.object_id AS a_id, b.object_id AS b_id FROM catalogs.test_catalog AS a "
-        "JOIN catalogs.test_catalog AS b "
+        "SELECT a.object_id AS a_id, b.object_id AS b_id FROM catalogs.sdss17 AS a "
+        "JOIN catalogs.sdss17 AS b "
         "ON 1 = CONTAINS(POINT(b.ra, b.dec), CIRCLE(a.ra, a.dec, 0.02)) "
         "WHERE a.object_id < 200 ORDER BY a_id, b_id"
     )
     got = table_rows(service.run_sync(adql).to_table(), ["a_id", "b_id"])
     expected = sql_rows(
         tap.admin_url,
-        "SELECT a.object_id, b.object_id FROM catalogs.test_catalog AS a "
-        "JOIN catalogs.test_catalog AS b ON q3c_join(a.ra, a.dec, b.ra, b.dec, 0.02) "
+        "SELECT a.object_id, b.object_id FROM catalogs.sdss17 AS a "
+        "JOIN catalogs.sdss17 AS b ON q3c_join(a.ra, a.dec, b.ra, b.dec, 0.02) "
         "WHERE a.object_id < 200 ORDER BY 1, 2",
     )
     assert len(expected) > 200  # every object matches itself, and neighbours near the pole
@@ -143,7 +143,7 @@ def test_maxrec_cuts_the_rows_and_says_overflow(service: pyvo.dal.TAPService) ->
 
 
 def test_the_service_row_limit_caps_maxrec(service: pyvo.dal.TAPService) -> None:
-    query = "SELECT a.object_id FROM catalogs.test_catalog AS a, catalogs.pulsars AS b"
+    query = "SELECT a.object_id FROM catalogs.sdss17 AS a, catalogs.pulsars AS b"
     with pytest.warns(DALOverflowWarning, match=f"truncated at {MAX_ROWS} records"):
         capped = service.run_sync(query, maxrec=10**9)
     assert len(capped) == MAX_ROWS
@@ -159,7 +159,7 @@ def test_tables_lists_catalog_columns_with_units_ucds_and_descriptions(
         "TAP_SCHEMA.tables",
         "TAP_SCHEMA.columns",
         "catalogs.pulsars",
-        "catalogs.test_catalog",
+        "catalogs.sdss17",
         "skyclass.current_classification",
         "skyclass.prediction_long",
     } <= names
@@ -215,3 +215,18 @@ def test_refused_queries_give_an_error_votable(
 def test_nothing_was_written(tap: Tap) -> None:
     rows = sql_rows(tap.admin_url, "SELECT count(*) FROM catalogs.pulsars")
     assert rows == [(706,)]
+
+
+def test_distance_below_a_radius_returns_the_cone(service: pyvo.dal.TAPService, tap: Tap) -> None:
+    adql = (
+        "SELECT object_id FROM catalogs.pulsars "
+        "WHERE DISTANCE(POINT('ICRS', ra, dec), POINT('ICRS', 280.0, -5.0)) < 10 "
+        "ORDER BY object_id"
+    )
+    got = [r[0] for r in table_rows(service.run_sync(adql).to_table(), ["object_id"])]
+    expected = sql_rows(
+        tap.admin_url,
+        "SELECT object_id FROM skyclass.cone_search('pulsars', 280.0, -5.0, 10.0) "
+        "ORDER BY object_id",
+    )
+    assert got == [r[0] for r in expected]

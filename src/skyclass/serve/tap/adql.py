@@ -293,6 +293,45 @@ def _contains(node: exp.Expression, q3c_schema: str) -> exp.Expression:
     return _q3c(q3c_schema, "q3c_radial_query", point_ra, point_dec, ra, dec, radius)
 
 
+def _distance_args(node: exp.Expression) -> list[exp.Expression]:
+    args = list(node.expressions)
+    if len(args) == 2:
+        return [*_point(args[0], "DISTANCE"), *_point(args[1], "DISTANCE")]
+    if len(args) == 4:
+        return args
+    raise AdqlError("DISTANCE takes (POINT, POINT) or (ra1, dec1, ra2, dec2)")
+
+
+def _distance_within(node: exp.LT | exp.LTE, q3c_schema: str) -> exp.Expression | None:
+    """``DISTANCE(p1, p2) < r`` (constant r) as an indexed cone or cross-match.
+
+    With one constant point the cone is ``q3c_radial_query`` on the other
+    point's columns; with two column points, ``q3c_join`` (the second point's
+    table index). Either is ANDed with the exact comparison, so the rows are
+    those of the comparison alone; only the plan changes.
+    """
+    radius = _constant(node.expression)
+    if radius is None or not 0 <= radius <= MAX_RADIUS_DEG:
+        return None
+    ra1, dec1, ra2, dec2 = _distance_args(node.this)
+
+    def constant(*parts: exp.Expression) -> bool:
+        return all(not any(True for _ in p.find_all(exp.Column)) for p in parts)
+
+    if constant(ra2, dec2) and not constant(ra1, dec1):
+        cone = _q3c(q3c_schema, "q3c_radial_query", ra1, dec1, ra2, dec2, node.expression)
+    elif constant(ra1, dec1) and not constant(ra2, dec2):
+        cone = _q3c(q3c_schema, "q3c_radial_query", ra2, dec2, ra1, dec1, node.expression)
+    elif not constant(ra1, dec1, ra2, dec2):  # a cross-match: the second point's index
+        cone = _q3c(q3c_schema, "q3c_join", ra1, dec1, ra2, dec2, node.expression)
+    else:
+        return None
+    exact = node.__class__(
+        this=_q3c(q3c_schema, "q3c_dist", ra1, dec1, ra2, dec2), expression=node.expression.copy()
+    )
+    return exp.paren(exp.and_(cone, exact))
+
+
 def _is_flag(node: exp.Expression) -> int | None:
     if isinstance(node, exp.Literal) and not node.is_string and node.this in ("0", "1"):
         return int(node.this)
@@ -303,6 +342,10 @@ def _rewrite_geometry(tree: exp.Expression, q3c_schema: str) -> exp.Expression:
     """Replace ``CONTAINS(...) = 1|0`` and ``DISTANCE(...)`` by Q3C calls."""
 
     def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.LT | exp.LTE) and _function_name(node.this) == "DISTANCE":
+            indexed = _distance_within(node, q3c_schema)
+            if indexed is not None:
+                return indexed
         if isinstance(node, exp.EQ | exp.NEQ):
             left, right = node.this, node.expression
             if isinstance(right, exp.Contains) and _is_flag(left) is not None:
@@ -318,15 +361,7 @@ def _rewrite_geometry(tree: exp.Expression, q3c_schema: str) -> exp.Expression:
             raise AdqlError("CONTAINS(...) must be compared with 1 or 0 (e.g. in WHERE)")
         name = _function_name(node)
         if name == "DISTANCE":
-            args = list(node.expressions)
-            if len(args) == 2:
-                ra1, dec1 = _point(args[0], "DISTANCE")
-                ra2, dec2 = _point(args[1], "DISTANCE")
-            elif len(args) == 4:
-                ra1, dec1, ra2, dec2 = args
-            else:
-                raise AdqlError("DISTANCE takes (POINT, POINT) or (ra1, dec1, ra2, dec2)")
-            return _q3c(q3c_schema, "q3c_dist", ra1, dec1, ra2, dec2)
+            return _q3c(q3c_schema, "q3c_dist", *_distance_args(node))
         return node
 
     return tree.transform(visit, copy=False)
