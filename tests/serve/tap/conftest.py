@@ -5,7 +5,8 @@ The database holds the VizieR pulsar catalog (VII/189, 706 rows, with units,
 UCDs and descriptions) ingested as ``pulsars``, and ``sdss17`` (1,500 objects
 with SDSS17 photometry as features, positions spread over the sky) scored by
 the client-side scorer with a real compiled model and deployed as
-``sgq_current`` (the demo's names, which docs/tap.md uses), so ``skyclass.current_classification`` has rows.
+``sgq_current`` (the demo's names, which docs/tap.md uses), so
+``skyclass.current_classification`` has rows.
 The TAP application is mounted at ``/tap`` of an outer Starlette app, as the
 service mounts it.
 """
