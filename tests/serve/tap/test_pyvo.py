@@ -7,12 +7,14 @@ compared with the SQL a user would write against the database directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
 import pyvo
+import requests
 from pyvo.dal.exceptions import DALOverflowWarning, DALQueryError
 
 from tests.serve.tap.conftest import MAX_ROWS, Tap
@@ -39,8 +41,9 @@ def table_rows(table: Any, columns: list[str]) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def service(tap: Tap) -> pyvo.dal.TAPService:
-    return pyvo.dal.TAPService(tap.url)
+def service(tap: Tap) -> Iterator[pyvo.dal.TAPService]:
+    with requests.Session() as session:
+        yield pyvo.dal.TAPService(tap.url, session=session)
 
 
 def test_a_cone_with_contains_returns_the_rows_of_q3c_cone_search(
