@@ -154,3 +154,15 @@ def test_distance_below_a_constant_uses_the_q3c_index_and_keeps_the_comparison()
     assert '"public".q3c_join("a"."ra", "a"."dec", "b"."ra", "b"."dec", 1) AND' in pair
     wide = sql("SELECT ra FROM sdss17 WHERE DISTANCE(POINT(ra, dec), POINT(1, 2)) < 20")
     assert "q3c_radial_query" not in wide  # beyond the cone bound: the plain comparison
+
+
+def test_comments_are_dropped_so_no_user_text_reaches_the_database_unchecked() -> None:
+    assert sql("SELECT ra -- */, pg_sleep(5) /*\nFROM sdss17 /* x */") == (
+        'SELECT "ra" FROM "catalogs"."sdss17"'
+    )
+
+
+def test_string_literals_keep_quotes_doubled_and_backslashes_literal() -> None:
+    assert sql("SELECT ra FROM sdss17 WHERE top_label = 'a''b\\c'").endswith(
+        "WHERE \"top_label\" = 'a''b\\c'"
+    )

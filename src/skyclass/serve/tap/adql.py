@@ -477,6 +477,8 @@ def parse(adql: str) -> exp.Expression:
         raise AdqlError(_syntax_error(exc)) from None
     except TokenError as exc:
         raise AdqlError(f"ADQL syntax error: {_first_line(str(exc))}") from None
+    except RecursionError:
+        raise AdqlError("QUERY is nested too deeply") from None
     if len(statements) != 1:
         raise AdqlError(f"QUERY must be one SELECT statement, not {len(statements)} statements")
     tree = statements[0]
@@ -508,6 +510,13 @@ def translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_s
     published tables; ``q3c_schema`` is the schema of the q3c extension's
     functions. Raises :class:`AdqlError` naming what is wrong or refused.
     """
+    try:
+        return _translate(adql, tables, q3c_schema)
+    except RecursionError:
+        raise AdqlError("QUERY is nested too deeply") from None
+
+
+def _translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_schema: str) -> str:
     tree = parse(adql)
     for limit in tree.find_all(exp.Limit):
         if limit.args.get("percent") or limit.args.get("with_ties"):
@@ -524,7 +533,7 @@ def translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_s
     _resolve_tables(tree, tables)
     _fold_identifiers(tree)
     _postgres_fixes(tree)
-    return tree.sql(dialect="postgres")
+    return tree.sql(dialect="postgres", comments=False)  # no user text survives in comments
 
 
 def _check_nodes_before_geometry(tree: exp.Expression) -> None:

@@ -96,6 +96,8 @@ async def _parameters(request: Request) -> dict[str, list[str]]:
             pairs += parse_qsl(text, keep_blank_values=True)
     params: dict[str, list[str]] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise ParameterError(f"parameter {name.upper()!r} contains a NUL character")
         params.setdefault(name.upper(), []).append(value)
     return params
 
@@ -215,6 +217,8 @@ def create_tap_app(
                 flat = {k: v[-1] for k, v in params.items()}
                 phase = flat.pop("PHASE", None)
                 run_id = flat.pop("RUNID", None)
+                if run_id is not None and len(run_id) > 200:
+                    raise ParameterError("RUNID is longer than 200 characters")
                 if phase not in (None, "RUN"):
                     raise ParameterError(f"PHASE={phase!r} on job creation: only RUN is allowed")
                 if "UPLOAD" in flat:

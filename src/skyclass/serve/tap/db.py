@@ -140,7 +140,9 @@ class TapDatabase:
                     conn.execute("SET TRANSACTION READ ONLY")
                     conn.execute(
                         "SELECT set_config('statement_timeout', %s, true), "
-                        "set_config('search_path', %s, true)",
+                        "set_config('search_path', %s, true), "
+                        # string literals as the translation writes them (backslash literal)
+                        "set_config('standard_conforming_strings', 'on', true)",
                         # Q3C's SQL functions call its C functions unqualified
                         (timeout_ms, f"pg_catalog, {_quote_ident(meta.q3c_schema)}"),
                     )
