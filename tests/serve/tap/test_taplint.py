@@ -6,7 +6,8 @@ runs that). Every stage that applies runs: capabilities, availability and
 tables metadata against the schemas, TAP_SCHEMA against /tables and query
 results, sync and async queries, UWS, MAXREC/OVERFLOW, error documents.
 ObsCore, the EPN-TAP and upload stages do not apply (no ObsCore table, no
-UPLOAD capability) and taplint skips them itself.
+UPLOAD capability) and taplint skips them itself. The examples (DALI, at
+/examples) are validated and executed.
 """
 
 from __future__ import annotations
@@ -49,5 +50,10 @@ def test_taplint_reports_no_errors(tap: Tap) -> None:
     print(output)
     errors = [line for line in output.splitlines() if re.match(r"^E-[A-Z]{3}-", line)]
     assert errors == [], "\n".join(errors)
-    # the stages ran: a summary line per stage, with queries answered
-    assert re.search(r"^Totals: +Errors: 0", output, re.MULTILINE), output[-2000:]
+    assert re.search(r"^Totals: +Errors: 0;", output, re.MULTILINE), output[-2000:]
+    # the query stages ran, and every query they sent succeeded
+    for stage in ("TMS", "QGE", "QPO", "QAS", "MDQ"):
+        found = re.search(rf"^S-{stage}-QNUM-01 .*: (\d+)/(\d+)$", output, re.MULTILINE)
+        assert found is not None, f"stage {stage} sent no query"
+        assert found.group(1) == found.group(2) != "0", found.group(0)
+    assert re.search(r"Execution success/attempt: (\d+)/\1", output), "examples not run"

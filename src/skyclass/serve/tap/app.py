@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
+import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -391,6 +393,36 @@ def create_tap_app(
 
         return await guarded(request, handle)
 
+    def example_position() -> tuple[str | None, float, float]:
+        """A catalog with positions and the position of one of its objects, for the cone."""
+        meta = database.metadata()
+        for (schema, _), table in sorted(meta.tables.items()):
+            if schema != "catalogs":
+                continue
+            with database.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION READ ONLY")
+                try:
+                    row = conn.execute(
+                        sql.SQL("SELECT ra, dec FROM {} WHERE ra IS NOT NULL LIMIT 1").format(
+                            sql.Identifier(table.pg_schema, table.pg_name)
+                        )
+                    ).fetchone()
+                except psycopg.errors.UndefinedColumn:
+                    conn.rollback()
+                    continue
+            if row is not None:
+                return f"{table.schema}.{table.name}", float(row[0]), float(row[1])
+        return None, 0.0, 0.0
+
+    async def examples(request: Request) -> Response:
+        async def handle(request: Request) -> Response:
+            catalog, ra, dec = await blocking(example_position)
+            return Response(
+                documents.examples(catalog, ra, dec), media_type="application/xhtml+xml"
+            )
+
+        return await guarded(request, handle)
+
     async def root(request: Request) -> Response:
         return PlainTextResponse(
             "skyclass TAP 1.1 service: sync, async, capabilities, availability, tables "
@@ -418,6 +450,7 @@ def create_tap_app(
             Route("/capabilities", capabilities),
             Route("/availability", availability),
             Route("/tables", tables),
+            Route("/examples", examples),
         ],
         lifespan=lifespan,
     )

@@ -61,10 +61,16 @@ def capabilities(base_url: str, max_rows: int, timeout: float, retention: int) -
         f"</accessURL></interface></capability>"
         for what in ("capabilities", "availability", "tables")
     )
+    vosi += (
+        '<capability standardID="ivo://ivoa.net/std/DALI#examples">'
+        '<interface xsi:type="vr:WebBrowser">'
+        f'<accessURL use="full">{_t(base_url)}/examples</accessURL></interface></capability>'
+    )
     return (
         XML_HEAD + '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"'
         f' xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"'
-        ' xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">'
+        ' xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0"'
+        ' xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0">'
         '<capability standardID="ivo://ivoa.net/std/TAP" xsi:type="tr:TableAccess">'
         '<interface xsi:type="vs:ParamHTTP" role="std" version="1.1">'
         f'<accessURL use="base">{_t(base_url)}</accessURL></interface>'
@@ -86,6 +92,56 @@ def capabilities(base_url: str, max_rows: int, timeout: float, retention: int) -
         f'<outputLimit><default unit="row">{max_rows}</default>'
         f'<hard unit="row">{max_rows}</hard></outputLimit>'
         f"</capability>{vosi}</vosi:capabilities>\n"
+    )
+
+
+EXAMPLES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "cone",
+        "A cone search",
+        "The objects of a catalog within 0.5 degrees of a position, nearest first "
+        "(CONTAINS runs as q3c_radial_query on the catalog's Q3C index).",
+        "SELECT TOP 100 object_id, ra, dec, "
+        "DISTANCE(POINT('ICRS', ra, dec), POINT('ICRS', {ra}, {dec})) AS dist "
+        "FROM {table} WHERE CONTAINS(POINT('ICRS', ra, dec), "
+        "CIRCLE('ICRS', {ra}, {dec}, 0.5)) = 1 ORDER BY dist",
+    ),
+    (
+        "classes",
+        "Classes of a catalog",
+        "How many objects of each class the deployed models give, with the mean probability.",
+        'SELECT deployment, "catalog", top_label, COUNT(*) AS n, '
+        "AVG(top_probability) AS mean_probability FROM skyclass.current_classification "
+        'GROUP BY deployment, "catalog", top_label ORDER BY deployment, "catalog", top_label',
+    ),
+    (
+        "columns",
+        "Columns with units and UCDs",
+        "The columns of the published tables with their units, UCDs and descriptions.",
+        "SELECT table_name, column_name, datatype, unit, ucd, description "
+        "FROM TAP_SCHEMA.columns ORDER BY table_name, column_index",
+    ),
+)
+
+
+def examples(catalog: str | None, ra: float, dec: float) -> str:
+    """DALI examples (XHTML with RDFa): a cone on ``catalog``, classes, columns."""
+    items = []
+    for key, name, text, query in EXAMPLES:
+        if "{table}" in query:
+            if catalog is None:
+                continue
+            query = query.format(table=catalog, ra=f"{ra:.4f}", dec=f"{dec:.4f}")
+        items.append(
+            f'<div typeof="example" id="{key}" resource="#{key}">'
+            f'<h2 property="name">{_t(name)}</h2><p>{_t(text)}</p>'
+            f'<pre class="dali-example" property="query">{_t(query)}</pre></div>'
+        )
+    return (
+        XML_HEAD + '<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml">'
+        "<head><title>skyclass TAP examples</title></head>"
+        '<body vocab="ivo://ivoa.net/std/DALI#examples">'
+        "<h1>skyclass TAP examples</h1>" + "".join(items) + "</body></html>\n"
     )
 
 
