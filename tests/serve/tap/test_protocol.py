@@ -220,3 +220,33 @@ def test_destruction_and_execution_duration_can_be_lowered(tap: Tap) -> None:
     assert httpx.get(job_url).status_code == 404
     bad = httpx.post(f"{tap.url}/async/0123456789abcdef/destruction", data={"DESTRUCTION": "x"})
     assert bad.status_code == 404
+
+
+def test_a_lowered_execution_duration_is_the_jobs_timeout(tap: Tap) -> None:
+    created = httpx.post(f"{tap.url}/async", data={"LANG": "ADQL", "QUERY": SLOW})
+    job_url = created.headers["location"]
+    httpx.post(f"{job_url}/executionduration", data={"EXECUTIONDURATION": "1"})
+    started = time.monotonic()
+    httpx.post(f"{job_url}/phase", data={"PHASE": "RUN"})
+    job = _job(httpx.get(job_url, params={"WAIT": "10"}))
+    while job.findtext(f"{UWS}phase") not in ("ERROR", "COMPLETED"):
+        assert time.monotonic() - started < TIMEOUT + 5
+        job = _job(httpx.get(job_url, params={"WAIT": "2"}))
+    assert job.findtext(f"{UWS}phase") == "ERROR"
+    assert "(1 s)" in (job.findtext(f"{UWS}errorSummary/{UWS}message") or "")
+    httpx.delete(job_url)
+
+
+def test_a_job_left_executing_by_a_stopped_process_becomes_an_error(tap: Tap) -> None:
+    with psycopg.connect(tap.admin_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO skyclass.tap_job (job_id, phase, parameters, destruction, "
+            "execution_duration, started_at, backend_pid) VALUES ('deadbeef00000001', "
+            "'EXECUTING', '{}', now() + interval '1 day', 5, now(), 2147483647)"
+        )
+    job = _job(httpx.get(f"{tap.url}/async/deadbeef00000001"))
+    assert job.findtext(f"{UWS}phase") == "ERROR"
+    assert "process running the job stopped" in (
+        job.findtext(f"{UWS}errorSummary/{UWS}message") or ""
+    )
+    httpx.delete(f"{tap.url}/async/deadbeef00000001")

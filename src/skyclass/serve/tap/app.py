@@ -173,15 +173,19 @@ def create_tap_app(
         pool = conninfo_or_pool
     database = TapDatabase(pool, statement_timeout=statement_timeout)
 
-    def run_query(params: dict[str, Any], on_backend: Callable[[int], None] | None) -> Any:
+    def run_query(
+        params: dict[str, Any],
+        on_backend: Callable[[int], None] | None,
+        timeout: float | None = None,
+    ) -> Any:
         query, fmt, maxrec = _query_spec(params, max_rows)
-        result = database.run(query, maxrec, on_backend=on_backend)
+        result = database.run(query, maxrec, on_backend=on_backend, timeout=timeout)
         body = render(fmt, result.fields, result.rows, overflow=result.overflow)
         return body, FORMATS[fmt], len(result.rows), result.overflow
 
     def run_job(job: Job, on_backend: Callable[[int], None]) -> Any:
         params = {k: [v] for k, v in job.parameters.items()}
-        return run_query(params, on_backend)
+        return run_query(params, on_backend, float(job.execution_duration))
 
     jobs = JobStore(database, run_job)
 

@@ -121,17 +121,24 @@ class TapDatabase:
         meta = self.metadata()
         return translate(adql, meta.tables, meta.q3c_schema)
 
-    def run(self, adql: str, maxrec: int, *, on_backend: Any = None) -> QueryResult:
+    def run(
+        self, adql: str, maxrec: int, *, on_backend: Any = None, timeout: float | None = None
+    ) -> QueryResult:
         """Run ``adql``, returning at most ``maxrec`` rows.
 
         ``on_backend(pid)`` is called with the backend's process id before the
-        query starts (the async jobs record it to cancel the query on ABORT).
+        query starts (the async jobs record it to cancel the query on ABORT);
+        ``timeout`` (seconds, a job's execution duration) lowers the service's
+        statement timeout.
         Raises :class:`AdqlError` for a refused query and :class:`QueryError`
         when PostgreSQL refuses it or it runs out of time.
         """
         meta = self.metadata()
         text = translate(adql, meta.tables, meta.q3c_schema)
-        timeout_ms = str(max(1, round(self.statement_timeout * 1000)))
+        seconds = (
+            self.statement_timeout if timeout is None else min(timeout, self.statement_timeout)
+        )
+        timeout_ms = str(max(1, round(seconds * 1000)))
         with self.connection() as conn:
             if on_backend is not None:
                 on_backend(conn.info.backend_pid)
@@ -154,7 +161,7 @@ class TapDatabase:
             except psycopg.errors.QueryCanceled:
                 raise QueryError(
                     f"the query was cancelled: it ran longer than the statement timeout "
-                    f"({self.statement_timeout:g} s) or was aborted"
+                    f"({seconds:g} s) or was aborted"
                 ) from None
             except psycopg.OperationalError as exc:
                 raise UnavailableError(f"the database is unavailable: {_message(exc)}") from None

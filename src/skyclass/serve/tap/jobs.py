@@ -8,7 +8,9 @@ PENDING -> QUEUED -> EXECUTING -> COMPLETED | ERROR, or ABORTED from any of the
 first three; the final update of a job only applies while it is still
 EXECUTING, so an ABORT wins over a finishing query (whose backend is also
 cancelled). Jobs past their destruction time are deleted whenever the job list
-is used.
+is used; a job EXECUTING whose database session no longer exists (its process
+stopped) is put in ERROR when jobs are read. A job's execution duration, which
+may only be lowered, is its query's statement timeout.
 """
 
 from __future__ import annotations
@@ -105,8 +107,18 @@ class JobStore:
         )
         return job_id
 
+    def reap(self) -> None:
+        """Jobs EXECUTING whose database session is gone (their process stopped) are ERROR."""
+        self._execute(
+            "UPDATE skyclass.tap_job SET phase = 'ERROR', finished_at = now(), "
+            "error_message = 'the service process running the job stopped; submit it again', "
+            "backend_pid = NULL WHERE phase = 'EXECUTING' AND backend_pid IS NOT NULL "
+            "AND NOT EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = backend_pid)"
+        )
+
     def get(self, job_id: str) -> Job | None:
         """The job, or None when there is no such job."""
+        self.reap()
         rows = self._execute(
             f"SELECT {JOB_COLUMNS} FROM skyclass.tap_job WHERE job_id = %s", (job_id,)
         )
@@ -115,6 +127,7 @@ class JobStore:
     def list(self, phases: list[str], after: dt.datetime | None, last: int | None) -> list[Job]:
         """Jobs, newest first, in ``phases`` (default: not ARCHIVED), created after ``after``."""
         self.purge()
+        self.reap()
         conditions = ["phase <> 'ARCHIVED'"] if not phases else ["phase = ANY(%s)"]
         params: list[Any] = [phases] if phases else []
         if after is not None:
