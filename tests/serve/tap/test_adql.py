@@ -166,3 +166,18 @@ def test_string_literals_keep_quotes_doubled_and_backslashes_literal() -> None:
     assert sql("SELECT ra FROM sdss17 WHERE top_label = 'a''b\\c'").endswith(
         "WHERE \"top_label\" = 'a''b\\c'"
     )
+
+
+def test_maxrec_plus_one_becomes_the_outermost_limit() -> None:
+    def limited(adql: str, rows: int) -> str:
+        return translate(adql, TABLES, "public", row_limit=rows)
+
+    assert limited("SELECT ra FROM sdss17", 11).endswith('FROM "catalogs"."sdss17" LIMIT 11')
+    assert limited("SELECT TOP 5 ra FROM sdss17", 11).endswith("LIMIT 5")
+    assert limited("SELECT TOP 50 ra FROM sdss17 ORDER BY ra", 11).endswith(
+        'ORDER BY "ra" LIMIT 11'
+    )
+    assert limited("SELECT ra FROM sdss17 UNION SELECT dec FROM sdss17", 3).endswith(
+        'UNION SELECT "dec" FROM "catalogs"."sdss17" LIMIT 3'
+    )
+    assert limited("SELECT ra FROM sdss17 OFFSET 4", 2).endswith("LIMIT 2 OFFSET 4")

@@ -463,6 +463,18 @@ def _postgres_fixes(tree: exp.Expression) -> None:
             datatype.set("this", exp.DataType.Type.TIMESTAMP)
 
 
+def _limit(tree: exp.Expression, row_limit: int) -> None:
+    """At most ``row_limit`` rows: the outermost LIMIT (TOP), lowered or added."""
+    current = tree.args.get("limit")
+    limit = row_limit
+    if isinstance(current, exp.Limit):
+        value = _constant(current.expression)
+        if value is None or value != int(value) or value < 0:
+            raise AdqlError("TOP needs a whole number")
+        limit = min(int(value), row_limit)
+    tree.set("limit", exp.Limit(expression=exp.Literal.number(limit)))
+
+
 def parse(adql: str) -> exp.Expression:
     """The syntax tree of one ADQL query; :class:`AdqlError` on a syntax error."""
     if not adql or not adql.strip():
@@ -503,20 +515,33 @@ def _first_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-def translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_schema: str) -> str:
+def translate(
+    adql: str,
+    tables: Mapping[tuple[str, str], PublishedTable],
+    q3c_schema: str,
+    *,
+    row_limit: int | None = None,
+) -> str:
     """PostgreSQL text for ``adql``, reading only ``tables``.
 
     ``tables`` maps (lower-case ADQL schema, lower-case table name) to the
     published tables; ``q3c_schema`` is the schema of the q3c extension's
-    functions. Raises :class:`AdqlError` naming what is wrong or refused.
+    functions. ``row_limit`` (MAXREC + 1) becomes the outermost ``LIMIT``, or
+    lowers the query's own ``TOP``, so the planner knows how few rows are read.
+    Raises :class:`AdqlError` naming what is wrong or refused.
     """
     try:
-        return _translate(adql, tables, q3c_schema)
+        return _translate(adql, tables, q3c_schema, row_limit)
     except RecursionError:
         raise AdqlError("QUERY is nested too deeply") from None
 
 
-def _translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_schema: str) -> str:
+def _translate(
+    adql: str,
+    tables: Mapping[tuple[str, str], PublishedTable],
+    q3c_schema: str,
+    row_limit: int | None,
+) -> str:
     tree = parse(adql)
     for limit in tree.find_all(exp.Limit):
         if limit.args.get("percent") or limit.args.get("with_ties"):
@@ -533,6 +558,8 @@ def _translate(adql: str, tables: Mapping[tuple[str, str], PublishedTable], q3c_
     _resolve_tables(tree, tables)
     _fold_identifiers(tree)
     _postgres_fixes(tree)
+    if row_limit is not None:
+        _limit(tree, row_limit)
     return tree.sql(dialect="postgres", comments=False)  # no user text survives in comments
 
 

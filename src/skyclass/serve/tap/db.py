@@ -4,8 +4,9 @@ Every ADQL query runs in a ``READ ONLY`` transaction with ``search_path``
 ``pg_catalog`` and Q3C's schema (its SQL functions call its C functions
 unqualified), a ``statement_timeout`` and, on top of the translation's
 allow-list, the privileges of the role the service connects as (a
-``skyclass_reader`` member such as ``skyclass_portal``). Rows are fetched from a
-server-side cursor, at most MAXREC + 1 of them (the extra row tells OVERFLOW).
+``skyclass_reader`` member such as ``skyclass_portal``). The translation limits
+the query to MAXREC + 1 rows (the extra row tells OVERFLOW), so no more are
+ever read.
 The published tables and their column metadata come from ``TAP_SCHEMA`` and
 are cached for a few seconds.
 """
@@ -134,7 +135,7 @@ class TapDatabase:
         when PostgreSQL refuses it or it runs out of time.
         """
         meta = self.metadata()
-        text = translate(adql, meta.tables, meta.q3c_schema)
+        text = translate(adql, meta.tables, meta.q3c_schema, row_limit=maxrec + 1)
         seconds = (
             self.statement_timeout if timeout is None else min(timeout, self.statement_timeout)
         )
@@ -144,20 +145,17 @@ class TapDatabase:
                 on_backend(conn.info.backend_pid)
             try:
                 with conn.transaction():
-                    conn.execute("SET TRANSACTION READ ONLY")
+                    # one round trip: our own literals only (a number and a schema name)
                     conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true), "
-                        "set_config('search_path', %s, true), "
-                        # string literals as the translation writes them (backslash literal)
-                        "set_config('standard_conforming_strings', 'on', true)",
+                        "SET TRANSACTION READ ONLY; "
+                        f"SET LOCAL statement_timeout = {int(timeout_ms)}; "
+                        "SET LOCAL standard_conforming_strings = on; "
                         # Q3C's SQL functions call its C functions unqualified
-                        (timeout_ms, f"pg_catalog, {_quote_ident(meta.q3c_schema)}"),
+                        f"SET LOCAL search_path = pg_catalog, {_quote_ident(meta.q3c_schema)}"
                     )
-                    with conn.cursor(name="tap_query") as cur:
-                        cur.itersize = min(max(maxrec + 1, 1), 10_000)
-                        cur.execute(text)
-                        fields = self._fields(cur, meta)
-                        rows = cur.fetchmany(maxrec + 1)
+                    cur = conn.execute(text)  # generated from the checked syntax tree
+                    fields = self._fields(cur, meta)
+                    rows = cur.fetchall()
             except psycopg.errors.QueryCanceled:
                 raise QueryError(
                     f"the query was cancelled: it ran longer than the statement timeout "
@@ -171,7 +169,7 @@ class TapDatabase:
         return QueryResult(fields, list(rows[:maxrec]), overflow, text)
 
     @staticmethod
-    def _fields(cur: psycopg.ServerCursor[Any], meta: _Metadata) -> list[Field]:
+    def _fields(cur: psycopg.Cursor[Any], meta: _Metadata) -> list[Field]:
         description = cur.description or []
         result = cur.pgresult
         fields = []
