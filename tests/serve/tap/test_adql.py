@@ -116,6 +116,15 @@ def test_order_by_keeps_the_order_of_nulls_of_postgresql() -> None:
         ("SELECT POINT(ra, dec) FROM sdss17", "POINT is only supported"),
         ("SELECT CIRCLE(1, 2, 3) FROM sdss17", "CIRCLE is only supported"),
         ("SELECT * FROM sdss17 WHERE CONTAINS(POINT(ra, dec), BOX('', 1, 2, 3, 4)) = 1", "BOX"),
+        (
+            "SELECT ra FROM sdss17 WHERE CONTAINS(POINT(ra, dec), CIRCLE(1, 2, pg_sleep(1))) = 1",
+            "pg_sleep",
+        ),
+        (
+            "SELECT DISTANCE(POINT(ra, dec), POINT(1, (SELECT 1 FROM pg_catalog.pg_class))) "
+            "FROM sdss17",
+            "not published",
+        ),
         ("SELECT * FROM sdss17 WHERE CONTAINS(POINT(ra, dec), CIRCLE(1, 2, 3)) = 2", "1 or 0"),
         ("SELECT CONTAINS(POINT(ra, dec), CIRCLE(1, 2, 3)) FROM sdss17", "1 or 0"),
         ("SELECT * FROM sdss17 WHERE CONTAINS(POINT(ra, dec), CIRCLE(1, 2, 11)) = 1", "radius"),
