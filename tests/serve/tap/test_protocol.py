@@ -250,3 +250,17 @@ def test_a_job_left_executing_by_a_stopped_process_becomes_an_error(tap: Tap) ->
         job.findtext(f"{UWS}errorSummary/{UWS}message") or ""
     )
     httpx.delete(f"{tap.url}/async/deadbeef00000001")
+
+
+def test_a_body_over_the_limit_is_refused_without_being_kept(tap: Tap) -> None:
+    body = b"QUERY=" + b"x" * 2_000_000
+    reply = httpx.post(
+        f"{tap.url}/sync",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert reply.status_code == 400
+    assert "larger than" in status_of(reply.content)[0][1]
+    multipart = httpx.post(f"{tap.url}/sync", files={"t": ("t.vot", b"<VOTABLE/>")})
+    assert multipart.status_code == 400
+    assert "UPLOAD" in status_of(multipart.content)[0][1]

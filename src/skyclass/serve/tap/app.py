@@ -87,9 +87,14 @@ async def _parameters(request: Request) -> dict[str, list[str]]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
             raise ParameterError("multipart/form-data (UPLOAD) is not supported by this service")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ParameterError(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # bounded: never hold more than the limit
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ParameterError(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         if body:
             try:
                 text = body.decode("utf-8")
