@@ -158,7 +158,9 @@ def create_tap_app(
     """The TAP 1.1 service as a Starlette application, to run alone or mount at ``/tap``.
 
     ``conninfo_or_pool`` is a libpq connection string (a pool of up to 8
-    connections is opened on first use) or a psycopg ``ConnectionPool``; its
+    connections is opened on first use and closed by ``app.state.tap_close()``
+    or the app's shutdown) or a psycopg ``ConnectionPool`` that the caller
+    opens and closes; its
     role should be a read-only ``skyclass_reader`` member such as
     ``skyclass_portal`` (the job list needs its write grant on
     ``skyclass.tap_job``). ``base_url`` is the public URL of the service root
