@@ -13,7 +13,7 @@ PIP    := set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-ve
 # pip warns about every configured local index directory that does not exist; drop those lines
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: setup system browser python demo test lint pytest reliability bench docs clean
+.PHONY: setup system browser vo python demo test lint pytest reliability bench docs clean
 
 setup: system python extension
 
@@ -57,7 +57,7 @@ pytest: setup
 
 # The extension is rebuilt with -Werror: a warning fails the suite.
 test: WERROR = 1
-test: setup browser lint pytest
+test: setup browser vo lint pytest
 
 # The standing reliability tests at their full counts (docs/reliability.md).
 reliability: setup
@@ -66,6 +66,10 @@ reliability: setup
 # Headless Chromium renders the HTML report in the test suite.
 browser:
 	@bash .ci/install-system.sh --with-browser
+
+# stilts (taplint, a Java program) validates the TAP service in the test suite.
+vo:
+	@bash .ci/install-system.sh --with-vo
 
 
 bench: setup

@@ -3,11 +3,20 @@
 #   server dev headers (PGXS), q3c, pg_cron, pgvector.
 # pgvector: the binary package where the archive has one, else Debian's
 # source package built with PGXS. With --with-browser also headless Chromium
-# (the test suite renders the HTML report). Idempotent: a second run only checks.
+# (the test suite renders the HTML report); with --with-vo the IVOA client
+# tools (stilts, whose taplint validates the TAP service; it brings a Java
+# runtime). Flags combine. Idempotent: a second run only checks.
 set -euo pipefail
 
 WITH_BROWSER=""
-if [ "${1:-}" = "--with-browser" ]; then WITH_BROWSER=1; fi
+WITH_VO=""
+for arg in "$@"; do
+    case "$arg" in
+        --with-browser) WITH_BROWSER=1 ;;
+        --with-vo) WITH_VO=1 ;;
+        *) echo "error: unknown option $arg (known: --with-browser, --with-vo)" >&2; exit 2 ;;
+    esac
+done
 
 PG_MAJOR="${PG_MAJOR:-15}"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config}"
@@ -24,8 +33,9 @@ if [ ! -x "$PG_CONFIG" ]; then
 fi
 
 have_browser() { [ -z "$WITH_BROWSER" ] || [ -x /usr/bin/chromium ]; }
+have_vo() { [ -z "$WITH_VO" ] || { command -v stilts >/dev/null && command -v java >/dev/null; }; }
 
-if have_pgxs && have_ext q3c && have_ext pg_cron && have_ext vector && have_browser; then
+if have_pgxs && have_ext q3c && have_ext pg_cron && have_ext vector && have_browser && have_vo; then
     echo "system: PostgreSQL ${PG_MAJOR} with q3c, pg_cron, pgvector and PGXS already installed"
     exit 0
 fi
@@ -43,6 +53,11 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 
 if ! have_browser; then
     $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null
+fi
+
+if ! have_vo; then
+    $SUDO apt-get install -y -qq --no-install-recommends stilts default-jre-headless >/dev/null
+    have_vo || { echo "error: stilts (taplint) did not install" >&2; exit 1; }
 fi
 
 if ! have_ext vector; then

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from bench.common import DENSITY_PER_DEG2, patch_for, synthetic_catalog
 
-from bench import bench_cone, bench_ingest, bench_xmatch
+from bench import bench_cone, bench_ingest, bench_tap, bench_xmatch
 
 ROWS = 20_000
 
@@ -93,4 +93,13 @@ def test_xmatch_bench(db_url: str) -> None:
     _positive(result.seconds)
     _positive(result.ratios)
     assert result.plan
+    _no_bench_tables(db_url)
+
+
+def test_tap_bench(db_url: str) -> None:
+    result = bench_tap.run(db_url, rows=ROWS, queries=10, warmup=2)
+    assert result["mismatches"] == 0
+    assert len(result["latency"]) == 6
+    for figures in result["latency"].values():
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     _no_bench_tables(db_url)

@@ -122,6 +122,9 @@ ACTIONS: dict[str, str] = {
     "register a shard": (
         "INSERT INTO skyclass.shard (name, server_name, conninfo) SELECT 'a', 'b', 'c' WHERE false"
     ),
+    # TAP (revision 0020): TAP_SCHEMA is published; the UWS job list is the portal's to write.
+    "read TAP_SCHEMA": "SELECT count(*) FROM tap_schema.columns",
+    "write TAP jobs": "DELETE FROM skyclass.tap_job WHERE false",
 }
 
 A, D = ALLOWED, DENIED
@@ -160,6 +163,30 @@ EXPECTED: dict[str, dict[str, str]] = {
         "write drift rows": D,
         "read the shard registry": A,
         "register a shard": D,
+        "read TAP_SCHEMA": A,
+        "write TAP jobs": D,
+    },
+    # The TAP service's login role (0020): the reader's rights and the UWS job list.
+    "skyclass_portal": {
+        "read published views": A,
+        "read catalogs": A,
+        "read the catalog registry": A,
+        "read catalogs through crossmatch_sweep": A,
+        "write predictions": D,
+        "insert an artifact": D,
+        "read artifact bytes": D,
+        "call predict": D,
+        "start a scoring job": D,
+        "claim a chunk": D,
+        "take a job's lease": D,
+        "take an ingest or build lock": D,
+        "create objects in schema skyclass": D,
+        "create objects in schema catalogs": D,
+        "deploy": D,
+        "drop a catalog": D,
+        "unregister a catalog": D,
+        "read TAP_SCHEMA": A,
+        "write TAP jobs": A,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -192,6 +219,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "write drift rows": D,
         "read the shard registry": D,
         "register a shard": D,
+        "read TAP_SCHEMA": D,
+        "write TAP jobs": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
@@ -224,6 +253,7 @@ def matrix_db(
         roles = {
             "owner": str(owner[0]),
             "skyclass_reader": "skyclass_reader",
+            "skyclass_portal": "skyclass_portal",
             "skyclass_model_admin": "skyclass_model_admin",
             NO_GRANTS: fresh,
         }

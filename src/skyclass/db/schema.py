@@ -1382,3 +1382,32 @@ shard_range = sa.Table(
         "object_count as counted when attached."
     ),
 )
+
+
+tap_job = sa.Table(
+    "tap_job",
+    metadata,
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("phase", sa.Text, nullable=False, server_default=sa.text("'PENDING'::text")),
+    sa.Column("run_id", sa.Text),
+    sa.Column("parameters", pg.JSONB, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("destruction", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("execution_duration", sa.Integer, nullable=False),
+    sa.Column("error_message", sa.Text),
+    sa.Column("result", pg.BYTEA),
+    sa.Column("result_type", sa.Text),
+    sa.Column("result_rows", sa.BigInteger),
+    sa.Column("overflow", sa.Boolean),
+    sa.Column("backend_pid", sa.Integer),
+    sa.PrimaryKeyConstraint("job_id", name="tap_job_pkey"),
+    sa.Index("ix_tap_job_destruction", "destruction"),
+    comment=(
+        "UWS 1.1 jobs of the TAP service (/tap/async): parameters, phase, times, destruction, "
+        "error and the serialized result; rows are deleted at their destruction time."
+    ),
+)
