@@ -16,6 +16,7 @@ from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
 from skyclass.domain.cli import domain
+from skyclass.explain.cli import explain
 from skyclass.errors import SkyclassError
 from skyclass.features.cli import features
 from skyclass.ingest.cli import ingest
@@ -194,6 +195,7 @@ main.add_command(train)
 main.add_command(models)
 main.add_command(ablate)
 main.add_command(domain)
+main.add_command(explain)
 
 
 if __name__ == "__main__":
