@@ -16,10 +16,11 @@ from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
 from skyclass.domain.cli import domain
-from skyclass.explain.cli import explain
 from skyclass.errors import SkyclassError
+from skyclass.explain.cli import explain
 from skyclass.features.cli import features
 from skyclass.ingest.cli import ingest
+from skyclass.learning.cli import queue
 from skyclass.query.cli import cone, xmatch
 from skyclass.registry.cli import catalog
 from skyclass.report.cli import report
@@ -196,6 +197,7 @@ main.add_command(models)
 main.add_command(ablate)
 main.add_command(domain)
 main.add_command(explain)
+main.add_command(queue)
 
 
 if __name__ == "__main__":

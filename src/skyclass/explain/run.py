@@ -109,7 +109,7 @@ def _select_objects(
         query = sql.SQL(
             "SELECT f.object_id, f.x FROM {} AS f JOIN {} AS c USING (object_id) "
             "WHERE ({}) ORDER BY f.object_id LIMIT %s"
-        ).format(features, sql.Identifier("catalogs", catalog), sql.SQL(where or "true"))  # type: ignore[arg-type]
+        ).format(features, sql.Identifier("catalogs", catalog), sql.SQL(where or "true"))
         params = (limit,)
     if not conn.autocommit:
         conn.commit()  # SET TRANSACTION READ ONLY must open the transaction

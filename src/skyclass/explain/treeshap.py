@@ -108,7 +108,7 @@ def _flat_tree(tree: Any, n_outputs: int, class_id: int, scale: float) -> dict[s
     end = _field(tree, "leaf_vector_end", np.int64)
     vectors = _field(tree, "leaf_vector", np.float64)
     scalars = _field(tree, "leaf_value", np.float64)
-    for i in np.flatnonzero(leaf):
+    for i in np.flatnonzero(leaf).tolist():
         if begin.size == n and end[i] > begin[i]:
             vector = vectors[begin[i] : end[i]]
             if vector.size != n_outputs:

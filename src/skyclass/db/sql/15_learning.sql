@@ -1,4 +1,4 @@
--- skyclass head SQL: Explanations and model interrogation: stored TreeSHAP rows, partial dependence.
+-- skyclass head SQL: Human learning: stored TreeSHAP explanations, partial dependence, the labelling queue.
 --
 -- The current text of every function of this area, as `skyclass db migrate` (upgrade head)
 -- leaves it. Migrations are frozen deltas with their own copies of the text; a migration that
@@ -201,3 +201,148 @@ COMMENT ON FUNCTION skyclass.partial_dependence(text,text,text,integer,integer,t
 'model (skyclass.predict): the median object''s curve, ICE curves of ice_objects objects and '
 'their mean (partial dependence), optionally with second_feature held at its second_quantile. '
 'Rows go to skyclass.dependence_curve; returns the dependence_run_id.';
+
+CREATE OR REPLACE FUNCTION skyclass.label_queue_guard()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF (NEW.model_version_id, NEW.catalog_id, NEW.object_id, NEW.strategy, NEW.ood_weighted,
+        NEW.score, NEW.iteration, NEW.rank, NEW.created_at, NEW.created_by)
+       IS DISTINCT FROM
+       (OLD.model_version_id, OLD.catalog_id, OLD.object_id, OLD.strategy, OLD.ood_weighted,
+        OLD.score, OLD.iteration, OLD.rank, OLD.created_at, OLD.created_by) THEN
+        RAISE EXCEPTION 'a queue entry''s proposal is immutable; only its state and label change'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF OLD.state IN ('labelled', 'expired') AND NEW IS DISTINCT FROM OLD THEN
+        RAISE EXCEPTION 'queue entry % of object % is % and cannot change',
+            OLD.queue_id, OLD.object_id, OLD.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF OLD.state = 'observed' AND NEW.state = 'proposed' THEN
+        RAISE EXCEPTION 'queue entry % of object % was observed: it cannot be proposed again',
+            OLD.queue_id, OLD.object_id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NEW.state = 'labelled' AND OLD.state <> 'labelled' THEN
+        NEW.labelled_at := now();
+        NEW.labelled_by := current_user;
+    END IF;
+    RETURN NEW;
+END
+$function$;
+COMMENT ON FUNCTION skyclass.label_queue_guard() IS
+'BEFORE UPDATE trigger of skyclass.label_queue: the proposal is immutable, states only move '
+'forward (proposed -> observed -> labelled, or expired), labelled and expired entries are '
+'final, and labelling stamps labelled_at and labelled_by.';
+
+
+CREATE OR REPLACE FUNCTION skyclass.create_label_queue(target text, catalog text, strategy text, budget integer, ood_weight boolean DEFAULT false, seed integer DEFAULT 0)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    t        record;
+    cat      skyclass.catalog;
+    snap     text;
+    shift    bigint;
+    next_it  integer;
+    n        integer;
+BEGIN
+    IF strategy IS NULL OR strategy NOT IN ('entropy', 'margin', 'least_confident', 'random') THEN
+        RAISE EXCEPTION 'strategy must be entropy, margin, least_confident or random, not %',
+            quote_literal(coalesce(strategy, 'NULL')) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF budget IS NULL OR budget < 1 OR budget > 1000000 THEN
+        RAISE EXCEPTION 'budget must be between 1 and 1000000, not %', budget
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF ood_weight IS NULL OR seed IS NULL THEN
+        RAISE EXCEPTION 'ood_weight and seed must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t := skyclass.resolve_scoring_target(target);
+    SELECT * INTO cat FROM skyclass.catalog AS c WHERE c.name = create_label_queue.catalog;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'catalog % is not registered', quote_literal(coalesce(catalog, 'NULL'))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM skyclass.prediction AS p
+                    WHERE p.model_version_id = t.model_version_id
+                      AND p.catalog_id = cat.catalog_id) THEN
+        RAISE EXCEPTION 'catalog % has no predictions by model version %', cat.name,
+            t.model_version_id USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = format('score it first: skyclass score %s --catalog %s', target, cat.name);
+    END IF;
+    IF ood_weight THEN
+        SELECT max(d.domain_shift_id) INTO shift FROM skyclass.domain_shift AS d
+         WHERE d.model_version_id = t.model_version_id AND d.catalog_id = cat.catalog_id;
+        IF shift IS NULL THEN
+            RAISE EXCEPTION 'ood_weight needs a domain analysis of model version % on catalog %',
+                t.model_version_id, cat.name USING ERRCODE = 'object_not_in_prerequisite_state',
+                HINT = format('run: skyclass domain %s --catalog %s', target, cat.name);
+        END IF;
+    END IF;
+    -- Objects of the version's own training snapshot on this catalog are labelled already.
+    SELECT s.table_name INTO snap
+      FROM skyclass.model_version AS v
+      JOIN skyclass.training_snapshot AS s USING (snapshot_id)
+      JOIN skyclass.feature_set AS fs ON fs.feature_set_id = s.feature_set_id
+     WHERE v.model_version_id = t.model_version_id AND fs.catalog_id = cat.catalog_id;
+    -- One queue per version and catalog at a time: concurrent calls take turns on a row of
+    -- skyclass.operation_lock (no advisory keys: any role could take those).
+    INSERT INTO skyclass.operation_lock (resource)
+    VALUES (format('catalog:%s:label_queue:%s', cat.name, t.model_version_id))
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM skyclass.operation_lock AS l
+      WHERE l.resource = format('catalog:%s:label_queue:%s', cat.name, t.model_version_id)
+        FOR UPDATE;
+    SELECT coalesce(max(q.iteration), 0) + 1 INTO next_it FROM skyclass.label_queue AS q
+     WHERE q.model_version_id = t.model_version_id AND q.catalog_id = cat.catalog_id;
+    EXECUTE format($sql$
+        INSERT INTO skyclass.label_queue (model_version_id, catalog_id, object_id, strategy,
+                    ood_weighted, score, iteration, rank)
+        SELECT $1, $2, s.object_id, $3, $4, s.score, $5,
+               row_number() OVER (ORDER BY s.score DESC, s.object_id)
+          FROM (SELECT p.object_id,
+                       CASE $3
+                         WHEN 'entropy' THEN (SELECT -sum(CASE WHEN e > 0 THEN e * ln(e) ELSE 0 END)
+                                                FROM unnest(p.probabilities) AS e)
+                         WHEN 'least_confident' THEN 1 - (SELECT max(e) FROM unnest(p.probabilities) AS e)
+                         WHEN 'margin' THEN 1 - (SELECT max(e) - coalesce(min(e), 0) FROM
+                                                   (SELECT e FROM unnest(p.probabilities) AS e
+                                                     ORDER BY e DESC LIMIT 2) AS top2)
+                         ELSE (hashint8extended(p.object_id, $6) & 9007199254740991)::float8
+                              / 9007199254740992
+                       END * CASE WHEN $4 THEN coalesce(d.propensity, 0) ELSE 1 END AS score
+                  FROM skyclass.prediction AS p
+                  LEFT JOIN skyclass.domain_object AS d
+                         ON $4 AND d.domain_shift_id = $7 AND d.object_id = p.object_id
+                 WHERE p.model_version_id = $1 AND p.catalog_id = $2
+                   AND NOT EXISTS (SELECT FROM skyclass.label_queue AS q
+                                    WHERE q.model_version_id = $1 AND q.catalog_id = $2
+                                      AND q.object_id = p.object_id AND q.state <> 'expired')
+                   %s
+                 ORDER BY score DESC, p.object_id
+                 LIMIT $8) AS s
+        $sql$,
+        CASE WHEN snap IS NULL THEN ''
+             ELSE format('AND NOT EXISTS (SELECT FROM snapshots.%I AS l '
+                         'WHERE l.object_id = p.object_id)', snap) END)
+    USING t.model_version_id, cat.catalog_id, strategy, ood_weight, next_it, seed::bigint,
+          shift, budget;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'no unlabelled, unqueued object of catalog % is left to propose', cat.name
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN next_it;
+END
+$function$;
+COMMENT ON FUNCTION skyclass.create_label_queue(text,text,text,integer,boolean,integer) IS
+'Propose the budget objects of a catalog whose labels would teach a model version most: '
+'scored from the version''s stored predictions by entropy, margin (1 - (p1 - p2)), '
+'least_confident (1 - max p) or random (seeded hash), optionally times the domain '
+'propensity p(application | x) (ood_weight, from skyclass domain), leaving out objects already '
+'queued or in the version''s training snapshot. Writes the next iteration of '
+'skyclass.label_queue and returns its number.';

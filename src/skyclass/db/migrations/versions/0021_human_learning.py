@@ -1,4 +1,4 @@
-"""Explanations and model interrogation: TreeSHAP rows, partial dependence and ICE curves.
+"""Human learning: explanations, partial dependence and ICE curves, the active-learning queue.
 
 - ``skyclass.explanation_run`` / ``skyclass.explanation``: one ``skyclass explain``
   call and, per object, the raw margin per output and every feature's
@@ -9,6 +9,10 @@
   database with the compiled model by ``skyclass.partial_dependence``.
 - ``skyclass.explain_object(target, catalog, object_id)``: one object's stored
   explanation with its feature values.
+- ``skyclass.label_queue``: objects proposed for labelling per iteration, by
+  strategy and score, with their state and label provenance;
+  ``skyclass.create_label_queue`` writes an iteration from stored predictions;
+  ``skyclass.learning_simulation`` / ``learning_curve`` hold simulated loops.
 
 Revision ID: 0021
 Revises: 0012
@@ -316,9 +320,228 @@ COMMENT ON FUNCTION skyclass.partial_dependence(text,text,text,integer,integer,t
 'model (skyclass.predict): the median object''s curve, ICE curves of ice_objects objects and '
 'their mean (partial dependence), optionally with second_feature held at its second_quantile. '
 'Rows go to skyclass.dependence_curve; returns the dependence_run_id.';
+
+CREATE TABLE skyclass.label_queue (
+    queue_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_version_id bigint NOT NULL REFERENCES skyclass.model_version,
+    catalog_id       integer NOT NULL REFERENCES skyclass.catalog ON DELETE CASCADE,
+    object_id        bigint NOT NULL,
+    strategy         text NOT NULL
+        CHECK (strategy IN ('entropy', 'margin', 'least_confident', 'random')),
+    ood_weighted     boolean NOT NULL DEFAULT false,
+    score            float8 NOT NULL,
+    iteration        integer NOT NULL CHECK (iteration >= 1),
+    rank             integer NOT NULL CHECK (rank >= 1),
+    state            text NOT NULL DEFAULT 'proposed'
+        CHECK (state IN ('proposed', 'observed', 'labelled', 'expired')),
+    label            text,
+    label_source     text,
+    labelled_by      text,
+    labelled_at      timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    created_by       text NOT NULL DEFAULT current_user,
+    UNIQUE (model_version_id, catalog_id, object_id, iteration),
+    UNIQUE (model_version_id, catalog_id, iteration, rank),
+    CHECK ((state = 'labelled') = (label IS NOT NULL)),
+    CHECK ((label IS NULL) = (label_source IS NULL))
+);
+CREATE INDEX ix_label_queue_labelled ON skyclass.label_queue (catalog_id, object_id)
+    WHERE state = 'labelled';
+COMMENT ON TABLE skyclass.label_queue IS
+    'Active-learning queue: objects proposed for follow-up (e.g. spectroscopy) by a model '
+    'version''s uncertainty, ranked per iteration; state proposed -> observed -> labelled '
+    '(or expired), with the label and its provenance.';
+
+CREATE TABLE skyclass.learning_simulation (
+    simulation_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    catalog_name   text NOT NULL,
+    feature_set_id integer REFERENCES skyclass.feature_set ON DELETE SET NULL,
+    label_column   text NOT NULL,
+    target_class   text NOT NULL,
+    purity         float8 NOT NULL CHECK (purity > 0 AND purity < 1),
+    params         jsonb NOT NULL,
+    seconds        float8 NOT NULL CHECK (seconds >= 0),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    created_by     text NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE skyclass.learning_simulation IS
+    'A simulated active-learning loop on labelled objects (skyclass queue simulate): '
+    'start size, step, rounds, seeds, model and the held-out test set.';
+
+CREATE TABLE skyclass.learning_curve (
+    simulation_id   bigint NOT NULL REFERENCES skyclass.learning_simulation ON DELETE CASCADE,
+    strategy        text NOT NULL,
+    seed            integer NOT NULL,
+    round           integer NOT NULL CHECK (round >= 0),
+    n_labels        integer NOT NULL CHECK (n_labels > 0),
+    accuracy        float8 NOT NULL CHECK (accuracy BETWEEN 0 AND 1),
+    completeness_at_purity float8 CHECK (completeness_at_purity BETWEEN 0 AND 1),
+    PRIMARY KEY (simulation_id, strategy, seed, round)
+);
+COMMENT ON TABLE skyclass.learning_curve IS
+    'Learning curves of a simulation: held-out accuracy and the target class''s completeness '
+    'at the purity target after each round, per strategy and seed.';
+
+CREATE TRIGGER learning_simulation_immutable BEFORE UPDATE ON skyclass.learning_simulation
+    FOR EACH ROW EXECUTE FUNCTION skyclass.refuse_update();
+
+GRANT SELECT ON skyclass.label_queue, skyclass.learning_simulation, skyclass.learning_curve
+    TO skyclass_reader;
+
+CREATE OR REPLACE FUNCTION skyclass.label_queue_guard()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF (NEW.model_version_id, NEW.catalog_id, NEW.object_id, NEW.strategy, NEW.ood_weighted,
+        NEW.score, NEW.iteration, NEW.rank, NEW.created_at, NEW.created_by)
+       IS DISTINCT FROM
+       (OLD.model_version_id, OLD.catalog_id, OLD.object_id, OLD.strategy, OLD.ood_weighted,
+        OLD.score, OLD.iteration, OLD.rank, OLD.created_at, OLD.created_by) THEN
+        RAISE EXCEPTION 'a queue entry''s proposal is immutable; only its state and label change'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF OLD.state IN ('labelled', 'expired') AND NEW IS DISTINCT FROM OLD THEN
+        RAISE EXCEPTION 'queue entry % of object % is % and cannot change',
+            OLD.queue_id, OLD.object_id, OLD.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF OLD.state = 'observed' AND NEW.state = 'proposed' THEN
+        RAISE EXCEPTION 'queue entry % of object % was observed: it cannot be proposed again',
+            OLD.queue_id, OLD.object_id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NEW.state = 'labelled' AND OLD.state <> 'labelled' THEN
+        NEW.labelled_at := now();
+        NEW.labelled_by := current_user;
+    END IF;
+    RETURN NEW;
+END
+$function$;
+COMMENT ON FUNCTION skyclass.label_queue_guard() IS
+'BEFORE UPDATE trigger of skyclass.label_queue: the proposal is immutable, states only move '
+'forward (proposed -> observed -> labelled, or expired), labelled and expired entries are '
+'final, and labelling stamps labelled_at and labelled_by.';
+
+CREATE TRIGGER label_queue_guard BEFORE UPDATE ON skyclass.label_queue
+    FOR EACH ROW EXECUTE FUNCTION skyclass.label_queue_guard();
+
+CREATE OR REPLACE FUNCTION skyclass.create_label_queue(target text, catalog text, strategy text, budget integer, ood_weight boolean DEFAULT false, seed integer DEFAULT 0)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    t        record;
+    cat      skyclass.catalog;
+    snap     text;
+    shift    bigint;
+    next_it  integer;
+    n        integer;
+BEGIN
+    IF strategy IS NULL OR strategy NOT IN ('entropy', 'margin', 'least_confident', 'random') THEN
+        RAISE EXCEPTION 'strategy must be entropy, margin, least_confident or random, not %',
+            quote_literal(coalesce(strategy, 'NULL')) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF budget IS NULL OR budget < 1 OR budget > 1000000 THEN
+        RAISE EXCEPTION 'budget must be between 1 and 1000000, not %', budget
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF ood_weight IS NULL OR seed IS NULL THEN
+        RAISE EXCEPTION 'ood_weight and seed must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t := skyclass.resolve_scoring_target(target);
+    SELECT * INTO cat FROM skyclass.catalog AS c WHERE c.name = create_label_queue.catalog;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'catalog % is not registered', quote_literal(coalesce(catalog, 'NULL'))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM skyclass.prediction AS p
+                    WHERE p.model_version_id = t.model_version_id
+                      AND p.catalog_id = cat.catalog_id) THEN
+        RAISE EXCEPTION 'catalog % has no predictions by model version %', cat.name,
+            t.model_version_id USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = format('score it first: skyclass score %s --catalog %s', target, cat.name);
+    END IF;
+    IF ood_weight THEN
+        SELECT max(d.domain_shift_id) INTO shift FROM skyclass.domain_shift AS d
+         WHERE d.model_version_id = t.model_version_id AND d.catalog_id = cat.catalog_id;
+        IF shift IS NULL THEN
+            RAISE EXCEPTION 'ood_weight needs a domain analysis of model version % on catalog %',
+                t.model_version_id, cat.name USING ERRCODE = 'object_not_in_prerequisite_state',
+                HINT = format('run: skyclass domain %s --catalog %s', target, cat.name);
+        END IF;
+    END IF;
+    -- Objects of the version's own training snapshot on this catalog are labelled already.
+    SELECT s.table_name INTO snap
+      FROM skyclass.model_version AS v
+      JOIN skyclass.training_snapshot AS s USING (snapshot_id)
+      JOIN skyclass.feature_set AS fs ON fs.feature_set_id = s.feature_set_id
+     WHERE v.model_version_id = t.model_version_id AND fs.catalog_id = cat.catalog_id;
+    -- One queue per version and catalog at a time: concurrent calls take turns on a row of
+    -- skyclass.operation_lock (no advisory keys: any role could take those).
+    INSERT INTO skyclass.operation_lock (resource)
+    VALUES (format('catalog:%s:label_queue:%s', cat.name, t.model_version_id))
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM skyclass.operation_lock AS l
+      WHERE l.resource = format('catalog:%s:label_queue:%s', cat.name, t.model_version_id)
+        FOR UPDATE;
+    SELECT coalesce(max(q.iteration), 0) + 1 INTO next_it FROM skyclass.label_queue AS q
+     WHERE q.model_version_id = t.model_version_id AND q.catalog_id = cat.catalog_id;
+    EXECUTE format($sql$
+        INSERT INTO skyclass.label_queue (model_version_id, catalog_id, object_id, strategy,
+                    ood_weighted, score, iteration, rank)
+        SELECT $1, $2, s.object_id, $3, $4, s.score, $5,
+               row_number() OVER (ORDER BY s.score DESC, s.object_id)
+          FROM (SELECT p.object_id,
+                       CASE $3
+                         WHEN 'entropy' THEN (SELECT -sum(CASE WHEN e > 0 THEN e * ln(e) ELSE 0 END)
+                                                FROM unnest(p.probabilities) AS e)
+                         WHEN 'least_confident' THEN 1 - (SELECT max(e) FROM unnest(p.probabilities) AS e)
+                         WHEN 'margin' THEN 1 - (SELECT max(e) - coalesce(min(e), 0) FROM
+                                                   (SELECT e FROM unnest(p.probabilities) AS e
+                                                     ORDER BY e DESC LIMIT 2) AS top2)
+                         ELSE (hashint8extended(p.object_id, $6) & 9007199254740991)::float8
+                              / 9007199254740992
+                       END * CASE WHEN $4 THEN coalesce(d.propensity, 0) ELSE 1 END AS score
+                  FROM skyclass.prediction AS p
+                  LEFT JOIN skyclass.domain_object AS d
+                         ON $4 AND d.domain_shift_id = $7 AND d.object_id = p.object_id
+                 WHERE p.model_version_id = $1 AND p.catalog_id = $2
+                   AND NOT EXISTS (SELECT FROM skyclass.label_queue AS q
+                                    WHERE q.model_version_id = $1 AND q.catalog_id = $2
+                                      AND q.object_id = p.object_id AND q.state <> 'expired')
+                   %s
+                 ORDER BY score DESC, p.object_id
+                 LIMIT $8) AS s
+        $sql$,
+        CASE WHEN snap IS NULL THEN ''
+             ELSE format('AND NOT EXISTS (SELECT FROM snapshots.%I AS l '
+                         'WHERE l.object_id = p.object_id)', snap) END)
+    USING t.model_version_id, cat.catalog_id, strategy, ood_weight, next_it, seed::bigint,
+          shift, budget;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'no unlabelled, unqueued object of catalog % is left to propose', cat.name
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN next_it;
+END
+$function$;
+COMMENT ON FUNCTION skyclass.create_label_queue(text,text,text,integer,boolean,integer) IS
+'Propose the budget objects of a catalog whose labels would teach a model version most: '
+'scored from the version''s stored predictions by entropy, margin (1 - (p1 - p2)), '
+'least_confident (1 - max p) or random (seeded hash), optionally times the domain '
+'propensity p(application | x) (ood_weight, from skyclass domain), leaving out objects already '
+'queued or in the version''s training snapshot. Writes the next iteration of '
+'skyclass.label_queue and returns its number.';
 """
 
 DOWNGRADE = r"""
+DROP FUNCTION skyclass.create_label_queue(text, text, text, integer, boolean, integer);
+DROP TABLE skyclass.learning_curve;
+DROP TABLE skyclass.learning_simulation;
+DROP TABLE skyclass.label_queue;
+DROP FUNCTION skyclass.label_queue_guard();
 DROP FUNCTION skyclass.partial_dependence(text, text, text, integer, integer, text,
     double precision, integer);
 DROP FUNCTION skyclass.explain_object(text, text, bigint);
