@@ -351,6 +351,11 @@ def _predict(name: str) -> Callable[[random.Random, World], Call]:
     return call
 
 
+def _check_queue_iteration(rows: list[tuple[Any, ...]], args: list[Any], w: World) -> None:
+    """A call that succeeds returns an iteration number >= 1."""
+    assert len(rows) == 1 and isinstance(rows[0][0], int) and rows[0][0] >= 1, rows
+
+
 def _check_dependence_run(rows: list[tuple[Any, ...]], args: list[Any], w: World) -> None:
     """A call that succeeds returns one dependence_run_id."""
     assert len(rows) == 1 and isinstance(rows[0][0], int), rows
@@ -517,6 +522,22 @@ SPECS: dict[str, Spec] = {
         # 02000-class: an empty feature table; 22000: a feature without spread.
         frozenset({"22023", "42704", "P0002", "22000", "55000"}),
         _check_dependence_run,
+    ),
+    "skyclass.create_label_queue(text,text,text,integer,boolean,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.create_label_queue(%s, %s, %s, %s, %s, %s)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _text(rng, ["entropy", "margin", "least_confident", "random"]),
+                _int(rng, [1, 5, 50]),
+                _bool(rng),
+                _int(rng, [0, 1]),
+            ],
+        ),
+        # 55000: no predictions or no domain analysis yet; P0002: nothing left to propose.
+        frozenset({"22023", "42704", "55000", "P0002"}),
+        _check_queue_iteration,
     ),
     "skyclass.scoring_feature_set(bigint,integer)": Spec(
         lambda rng, w: (
@@ -704,6 +725,7 @@ for _trigger in (
     "deployment_log",
     "model_artifact_register",
     "feature_set_guard",
+    "label_queue_guard",
 ):
     SPECS[f"skyclass.{_trigger}()"] = Spec(
         lambda rng, w, name=_trigger: (f"SELECT skyclass.{name}()", []), TRIGGER, None

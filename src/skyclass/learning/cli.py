@@ -107,7 +107,12 @@ def label(target: str, labels: Path, catalog: str, source: str | None) -> None:
 @click.argument("target")
 @click.option("--catalog", required=True, help="Registered catalog.")
 @click.option("--ids", "ids_text", required=True, help="Object ids (commas or spaces).")
-@click.option("--state", type=click.Choice(["observed", "expired"]), required=True)
+@click.option(
+    "--state",
+    type=click.Choice(["observed", "expired"]),
+    required=True,
+    help="observed: followed up, label pending; expired: dropped from the queue.",
+)
 def mark(target: str, catalog: str, ids_text: str, state: str) -> None:
     """Mark queued objects observed (followed up, label pending) or expired (dropped)."""
     from skyclass.db.connect import connect
@@ -129,10 +134,24 @@ def mark(target: str, catalog: str, ids_text: str, state: str) -> None:
     show_default=True,
     help="Purity target of the completeness curve.",
 )
-@click.option("--start", type=click.IntRange(min=10), default=500, show_default=True)
-@click.option("--step", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--seeds", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option(
+    "--start",
+    type=click.IntRange(min=10),
+    default=500,
+    show_default=True,
+    help="Random labels to start from.",
+)
+@click.option(
+    "--step", type=click.IntRange(min=1), default=500, show_default=True, help="Labels per round."
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Rounds.")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Repeats with other test sets and start labels (the error bars).",
+)
 @click.option(
     "--max-iter",
     type=click.IntRange(min=1),
