@@ -255,3 +255,42 @@ def test_the_simulated_loop_stores_curves_for_every_strategy_and_seed(queue_db: 
     assert set(diffs) == {"entropy", "margin", "least_confident"}
     code, out = _invoke(queue_db, "queue", "simulate", "sdss_ugriz", "--label", "nope")
     assert code != 0 and "no label column 'nope'" in out
+
+
+def test_the_report_shows_explanations_curves_and_learning_curves(
+    queue_db: str, tmp_path: Path
+) -> None:
+    from skyclass.report import make_report
+
+    empty = make_report("sgq:1", tmp_path / "before", url=queue_db)
+    page = empty.html.read_text(encoding="utf-8")
+    assert 'id="learning"' in page and "Not shown yet" in page
+    code, out = _invoke(
+        queue_db, "explain", "sgq:1", "--catalog", "sdss17", "--where", "true", "--limit", "30"
+    )
+    assert code == 0, out
+    with psycopg.connect(queue_db, autocommit=True) as conn:
+        conn.execute("SELECT skyclass.partial_dependence('sgq:1', 'sdss17', 'u_g', 8, 10)")
+        for q in (0.1, 0.9):
+            conn.execute(
+                "SELECT skyclass.partial_dependence('sgq:1', 'sdss17', 'u_g', 6, 0, 'g_r', %s)",
+                (q,),
+            )
+    with psycopg.connect(queue_db) as conn:
+        simulate(
+            conn,
+            "sdss_ugriz",
+            "class",
+            "QSO",
+            SimulationSettings(
+                start=100, step=100, rounds=1, seeds=2, model_params={"max_iter": 5}
+            ),
+        )
+    files = make_report("sgq:1", tmp_path / "after", url=queue_db)
+    page = files.html.read_text(encoding="utf-8")
+    names = {p.name for p in files.pngs}
+    assert {"explanations.png", "dependence.png", "learning_curves.png"} <= names
+    for anchor in ('id="fig-explanations"', 'id="fig-dependence"', 'id="fig-learning_curves"'):
+        assert anchor in page
+    assert "Not shown yet" not in page
+    assert page.count("<tr><td>") >= 3  # the explained objects' table

@@ -721,8 +721,12 @@ def render_html(
     *,
     generated_by: Mapping[str, str],
     notes: Sequence[str] = (),
+    extra_sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The whole report page of ``data`` with ``plots`` embedded; ``notes`` say what is missing."""
+    """The whole report page of ``data`` with ``plots`` embedded; ``notes`` say what is missing.
+
+    ``extra_sections`` are (id, title, HTML) sections placed before the provenance.
+    """
     title = f"{data.model_name} v{data.version}"
     n_base = len(data.baselines)
     missing = "".join(f'<p class="note missing">{esc(n)}</p>' for n in notes)
@@ -738,6 +742,7 @@ def render_html(
             + metric_tables(data),
         ),
         ("figures", "Figures", missing + figures(plots)),
+        *extra_sections,
         (
             "provenance",
             "Provenance",
