@@ -68,6 +68,7 @@ def main() -> None:
         ),
     }
     rows = []
+    names = ("u", "g", "r", "i", "z", "u_g", "g_r", "r_i", "i_z")
     for name, estimator in models.items():
         estimator.fit(train_x, train_y)
         model = import_estimator(estimator)
@@ -80,6 +81,14 @@ def main() -> None:
         ).reshape(len(test_x), -1)
         gtil_s = time.perf_counter() - started
         gap = float(np.abs(result.margin - margin).max())
+        mean_abs = np.abs(result.contributions).mean(axis=0)
+        for k, cls in enumerate(estimator.classes_):
+            top = np.argsort(-mean_abs[:, k])[:4]
+            say(
+                f"{name}, {cls}: "
+                + ", ".join(f"{names[f]} {mean_abs[f, k]:.3f}" for f in top)
+                + f" (mean |contribution|; output: {'logit' if 'hgb' in name else 'frequency'})"
+            )
         rows.append(
             (
                 name,
