@@ -18,8 +18,10 @@ from skyclass.config import load_settings
 from skyclass.domain.cli import domain, ood
 from skyclass.domain.drift_cli import drift
 from skyclass.errors import SkyclassError
+from skyclass.explain.cli import explain
 from skyclass.features.cli import features
 from skyclass.ingest.cli import ingest
+from skyclass.learning.cli import queue
 from skyclass.query.cli import cone, xmatch
 from skyclass.registry.cli import catalog
 from skyclass.report.cli import report
@@ -199,6 +201,8 @@ main.add_command(ablate)
 main.add_command(domain)
 main.add_command(drift)
 main.add_command(shard)
+main.add_command(explain)
+main.add_command(queue)
 
 
 if __name__ == "__main__":

@@ -548,6 +548,16 @@ def _ood_percentile_call(rng: random.Random, w: World) -> Call:
     return f"SELECT skyclass.ood_percentile(%s::bigint, {sql_text})", [_version(rng, w), *params]
 
 
+def _check_queue_iteration(rows: list[tuple[Any, ...]], args: list[Any], w: World) -> None:
+    """A call that succeeds returns an iteration number >= 1."""
+    assert len(rows) == 1 and isinstance(rows[0][0], int) and rows[0][0] >= 1, rows
+
+
+def _check_dependence_run(rows: list[tuple[Any, ...]], args: list[Any], w: World) -> None:
+    """A call that succeeds returns one dependence_run_id."""
+    assert len(rows) == 1 and isinstance(rows[0][0], int), rows
+
+
 C_STATES = frozenset({"22023", "22004", "42704", "55000", "22003", "2202E", "22P02", "54000"})
 RUN_STATES = frozenset({"22023", "42704", "55000", "42P01", "42P07", "23505", "55P03"})
 TRIGGER = frozenset({"0A000"})  # trigger functions can only be called as triggers
@@ -737,6 +747,53 @@ SPECS: dict[str, Spec] = {
         ),
         frozenset({"42704"}),
         _check_existing_version,
+    ),
+    "skyclass.explain_object(text,text,bigint)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.explain_object(%s, %s, %s::bigint)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _bigint(rng, [0, 1, 2]),
+            ],
+        ),
+        # Nothing is explained in the fuzz database: no_data_found names what to run.
+        frozenset({"22023", "42704", "P0002"}),
+        None,
+    ),
+    "skyclass.partial_dependence(text,text,text,integer,integer,text,double precision,integer)": Spec(  # noqa: E501
+        lambda rng, w: (
+            "SELECT skyclass.partial_dependence(%s, %s, %s, %s, %s, %s, %s::float8, %s)",
+            [
+                _text(rng, [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _text(rng, ["x1", "x2", "x3"]),
+                _int(rng, [2, 5]),
+                _int(rng, [0, 3]),
+                _text(rng, ["x2", "x4"]) if rng.random() < 0.3 else None,
+                _float(rng, 0, 1) if rng.random() < 0.3 else None,
+                _int(rng, [10, 100]),
+            ],
+        ),
+        # 02000-class: an empty feature table; 22000: a feature without spread.
+        frozenset({"22023", "42704", "P0002", "22000", "55000"}),
+        _check_dependence_run,
+    ),
+    "skyclass.create_label_queue(text,text,text,integer,boolean,integer)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.create_label_queue(%s, %s, %s, %s, %s, %s)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions]),
+                _text(rng, [w.catalog]),
+                _text(rng, ["entropy", "margin", "least_confident", "random"]),
+                _int(rng, [1, 5, 50]),
+                _bool(rng),
+                _int(rng, [0, 1]),
+            ],
+        ),
+        # 55000: no predictions or no domain analysis yet; P0002: nothing left to propose.
+        frozenset({"22023", "42704", "55000", "P0002"}),
+        _check_queue_iteration,
     ),
     "skyclass.scoring_feature_set(bigint,integer)": Spec(
         lambda rng, w: (
@@ -1108,6 +1165,7 @@ for _trigger in (
     "deployment_log",
     "model_artifact_register",
     "feature_set_guard",
+    "label_queue_guard",
 ):
     SPECS[f"skyclass.{_trigger}()"] = Spec(
         lambda rng, w, name=_trigger: (f"SELECT skyclass.{name}()", []), TRIGGER, None

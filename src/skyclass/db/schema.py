@@ -1411,3 +1411,251 @@ tap_job = sa.Table(
         "error and the serialized result; rows are deleted at their destruction time."
     ),
 )
+
+
+def _run_columns() -> list[sa.Column[object]]:
+    """The columns an explanation or dependence run shares: version, catalog, feature build."""
+    return [
+        sa.Column("model_version_id", sa.BigInteger, nullable=False),
+        sa.Column("catalog_id", sa.Integer),
+        sa.Column("catalog_name", sa.Text, nullable=False),
+        sa.Column("feature_set_id", sa.Integer, nullable=False),
+    ]
+
+
+def _run_constraints(table: str) -> list[sa.schema.SchemaItem]:
+    """Foreign keys and the pair index of :func:`_run_columns`."""
+    return [
+        sa.ForeignKeyConstraint(
+            ["model_version_id"],
+            ["skyclass.model_version.model_version_id"],
+            name=f"{table}_model_version_id_fkey",
+        ),
+        sa.ForeignKeyConstraint(
+            ["catalog_id"],
+            ["skyclass.catalog.catalog_id"],
+            name=f"{table}_catalog_id_fkey",
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["feature_set_id"],
+            ["skyclass.feature_set.feature_set_id"],
+            name=f"{table}_feature_set_id_fkey",
+            ondelete="CASCADE",
+        ),
+        sa.Index(f"ix_{table}_pair", "model_version_id", "catalog_id"),
+    ]
+
+
+def _created_columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("created_by", sa.Text, nullable=False, server_default=sa.text("CURRENT_USER")),
+    ]
+
+
+explanation_run = sa.Table(
+    "explanation_run",
+    metadata,
+    sa.Column("explanation_run_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    *_run_columns(),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("model_output", sa.Text, nullable=False),
+    sa.Column("feature_names", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("output_names", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("base", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("selection", sa.Text, nullable=False),
+    sa.Column("n_objects", sa.BigInteger, nullable=False),
+    sa.Column("seconds", pg.DOUBLE_PRECISION, nullable=False),
+    *_created_columns(),
+    *_run_constraints("explanation_run"),
+    comment=(
+        "One `skyclass explain` call: exact TreeSHAP of a model version's raw outputs on catalog "
+        "objects; the base value per output, the feature and output order of its rows."
+    ),
+)
+
+
+explanation = sa.Table(
+    "explanation",
+    metadata,
+    sa.Column("explanation_run_id", sa.BigInteger, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("margin", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("contributions", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.PrimaryKeyConstraint("explanation_run_id", "object_id", name="explanation_pkey"),
+    sa.ForeignKeyConstraint(
+        ["explanation_run_id"],
+        ["skyclass.explanation_run.explanation_run_id"],
+        name="explanation_explanation_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_explanation_object", "object_id"),
+    comment=(
+        "Per object: the raw margin per output and the contribution of every feature to every "
+        "output, feature-major (contributions[f * n_outputs + k + 1]); base + sum = margin."
+    ),
+)
+
+
+dependence_run = sa.Table(
+    "dependence_run",
+    metadata,
+    sa.Column("dependence_run_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    *_run_columns(),
+    sa.Column("feature", sa.Text, nullable=False),
+    sa.Column("grid", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("second_feature", sa.Text),
+    sa.Column("second_quantile", pg.DOUBLE_PRECISION),
+    sa.Column("second_value", pg.DOUBLE_PRECISION),
+    sa.Column("median_object", pg.ARRAY(pg.DOUBLE_PRECISION), nullable=False),
+    sa.Column("n_reference", sa.Integer, nullable=False),
+    sa.Column("n_ice", sa.Integer, nullable=False),
+    *_created_columns(),
+    *_run_constraints("dependence_run"),
+    comment=(
+        "A partial-dependence / ICE computation in the database: one feature varied over a grid "
+        "(2nd to 98th percentile), optionally a second feature held at a quantile."
+    ),
+)
+
+
+dependence_curve = sa.Table(
+    "dependence_curve",
+    metadata,
+    sa.Column("dependence_run_id", sa.BigInteger, nullable=False),
+    sa.Column("curve", sa.Text, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False, server_default=sa.text("'-1'::integer")),
+    sa.Column("class_name", sa.Text, nullable=False),
+    sa.Column("grid_index", sa.Integer, nullable=False),
+    sa.Column("value", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("probability", pg.DOUBLE_PRECISION, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "dependence_run_id",
+        "curve",
+        "object_id",
+        "class_name",
+        "grid_index",
+        name="dependence_curve_pkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["dependence_run_id"],
+        ["skyclass.dependence_run.dependence_run_id"],
+        name="dependence_curve_dependence_run_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Calibrated class probability along the grid: the mean over the ICE objects (pd), the "
+        "median object (median) and each sampled object (ice; object_id = -1 otherwise)."
+    ),
+)
+
+
+label_queue = sa.Table(
+    "label_queue",
+    metadata,
+    sa.Column("queue_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("model_version_id", sa.BigInteger, nullable=False),
+    sa.Column("catalog_id", sa.Integer, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("ood_weighted", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    sa.Column("score", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("iteration", sa.Integer, nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False, server_default=sa.text("'proposed'::text")),
+    sa.Column("label", sa.Text),
+    sa.Column("label_source", sa.Text),
+    sa.Column("labelled_by", sa.Text),
+    sa.Column("labelled_at", sa.DateTime(timezone=True)),
+    *_created_columns(),
+    sa.ForeignKeyConstraint(
+        ["model_version_id"],
+        ["skyclass.model_version.model_version_id"],
+        name="label_queue_model_version_id_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["catalog_id"],
+        ["skyclass.catalog.catalog_id"],
+        name="label_queue_catalog_id_fkey",
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint(
+        "model_version_id",
+        "catalog_id",
+        "object_id",
+        "iteration",
+        name="label_queue_model_version_id_catalog_id_object_id_iteration_key",
+    ),
+    sa.UniqueConstraint(
+        "model_version_id",
+        "catalog_id",
+        "iteration",
+        "rank",
+        name="label_queue_model_version_id_catalog_id_iteration_rank_key",
+    ),
+    sa.Index(
+        "ix_label_queue_labelled",
+        "catalog_id",
+        "object_id",
+        postgresql_where=sa.text("state = 'labelled'::text"),
+    ),
+    comment=(
+        "Active-learning queue: objects proposed for follow-up (e.g. spectroscopy) by a model "
+        "version's uncertainty, ranked per iteration; state proposed -> observed -> labelled "
+        "(or expired), with the label and its provenance."
+    ),
+)
+
+
+learning_simulation = sa.Table(
+    "learning_simulation",
+    metadata,
+    sa.Column("simulation_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("catalog_name", sa.Text, nullable=False),
+    sa.Column("feature_set_id", sa.Integer),
+    sa.Column("label_column", sa.Text, nullable=False),
+    sa.Column("target_class", sa.Text, nullable=False),
+    sa.Column("purity", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("params", pg.JSONB, nullable=False),
+    sa.Column("seconds", pg.DOUBLE_PRECISION, nullable=False),
+    *_created_columns(),
+    sa.ForeignKeyConstraint(
+        ["feature_set_id"],
+        ["skyclass.feature_set.feature_set_id"],
+        name="learning_simulation_feature_set_id_fkey",
+        ondelete="SET NULL",
+    ),
+    comment=(
+        "A simulated active-learning loop on labelled objects (skyclass queue simulate): "
+        "start size, step, rounds, seeds, model and the held-out test set."
+    ),
+)
+
+
+learning_curve = sa.Table(
+    "learning_curve",
+    metadata,
+    sa.Column("simulation_id", sa.BigInteger, nullable=False),
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("round", sa.Integer, nullable=False),
+    sa.Column("n_labels", sa.Integer, nullable=False),
+    sa.Column("accuracy", pg.DOUBLE_PRECISION, nullable=False),
+    sa.Column("completeness_at_purity", pg.DOUBLE_PRECISION),
+    sa.PrimaryKeyConstraint(
+        "simulation_id", "strategy", "seed", "round", name="learning_curve_pkey"
+    ),
+    sa.ForeignKeyConstraint(
+        ["simulation_id"],
+        ["skyclass.learning_simulation.simulation_id"],
+        name="learning_curve_simulation_id_fkey",
+        ondelete="CASCADE",
+    ),
+    comment=(
+        "Learning curves of a simulation: held-out accuracy and the target class's completeness "
+        "at the purity target after each round, per strategy and seed."
+    ),
+)

@@ -12,8 +12,12 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skyclass.report.data import ReportData, ReportError, load_report_data
+
+if TYPE_CHECKING:
+    from skyclass.report.plots import Plot
 
 REPORT_FILE = "report.html"
 
@@ -68,6 +72,19 @@ def _missing_notes(data: ReportData, names: set[str]) -> list[str]:
     return [f"Not shown: {text}." for name, text in expected.items() if name not in names]
 
 
+def _learning_section(data: ReportData, url: str | None) -> tuple[tuple[str, str, str], list[Plot]]:
+    """The "why and what if" section (explanations, curves, learning curves) and its plots."""
+    from skyclass.db.connect import connect
+    from skyclass.report.html import figures
+    from skyclass.report.learning import learning_html, learning_plots, read_learning
+
+    with connect(url) as conn:
+        learning = read_learning(conn, data.model_version_id, f"{data.model_name}:{data.version}")
+    plots = learning_plots(learning)
+    body = learning_html(learning) + (figures(plots) if plots else "")
+    return ("learning", "Why and what if", body), plots
+
+
 def make_report(
     ref: str, output: str | Path | None = None, *, url: str | None = None
 ) -> ReportFiles:
@@ -97,7 +114,11 @@ def make_report(
         "skyclass": __version__,
         "matplotlib": matplotlib.__version__,
     }
-    page = render_html(data, plots, generated_by=generated_by, notes=notes)
+    learning = _learning_section(data, url)
+    page = render_html(
+        data, plots, generated_by=generated_by, notes=notes, extra_sections=[learning[0]]
+    )
+    plots = [*plots, *learning[1]]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         pngs = []

@@ -766,8 +766,12 @@ def render_html(
     *,
     generated_by: Mapping[str, str],
     notes: Sequence[str] = (),
+    extra_sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The whole report page of ``data`` with ``plots`` embedded; ``notes`` say what is missing."""
+    """The whole report page of ``data`` with ``plots`` embedded; ``notes`` say what is missing.
+
+    ``extra_sections`` are (id, title, HTML) sections placed before the provenance.
+    """
     title = f"{data.model_name} v{data.version}"
     n_base = len(data.baselines)
     model_plots = [p for p in plots if not p.name.startswith("domain-")]
@@ -786,6 +790,7 @@ def render_html(
         ),
         ("figures", "Figures", missing + figures(model_plots)),
         ("uncertainty", "Uncertainty per OOD bin", uncertainty_table(data)),
+        *extra_sections,
         (
             "provenance",
             "Provenance",

@@ -74,6 +74,11 @@ def _feature_set_ref(
     help="With a SPEC file: read the spec's column from the catalog's column (repeatable).",
 )
 @click.option("--label", help="Label column of the feature set's own catalog (e.g. class).")
+@click.option(
+    "--queue-labels",
+    is_flag=True,
+    help="Labels imported with `skyclass queue label` override --label COL for their objects.",
+)
 @click.option("--label-catalog", help="Take labels from this catalog by cross-match instead.")
 @click.option("--label-column", help="Label column of --label-catalog.")
 @click.option(
@@ -171,6 +176,7 @@ def train(
     maps: tuple[str, ...],
     model_name: str,
     label: str | None,
+    queue_labels: bool,
     label_catalog: str | None,
     label_column: str | None,
     match_radius: str,
@@ -228,7 +234,7 @@ def train(
         if feature_set is None:
             raise click.UsageError("give SPEC_OR_FEATURESET, or --snapshot N")
         if label_catalog or label_column:
-            if not (label_catalog and label_column) or label:
+            if not (label_catalog and label_column) or label or queue_labels:
                 raise click.UsageError(
                     "use --label COL, or --label-catalog NAME with --label-column COL"
                 )
@@ -236,7 +242,7 @@ def train(
                 label_catalog, label_column, match_radius
             )
         elif label:
-            source = ColumnLabels(label)
+            source = ColumnLabels(label, queue=queue_labels)
         else:
             raise click.UsageError("say where the labels are: --label COL (or --label-catalog)")
         ref = _feature_set_ref(feature_set, url, show, catalog, parse_column_map(maps))

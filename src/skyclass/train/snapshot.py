@@ -229,13 +229,22 @@ def load_feature_set_info(conn: psycopg.Connection[Any], ref: int | str) -> Feat
 
 @dataclass(frozen=True)
 class ColumnLabels:
-    """Labels from a column of the feature set's own catalog."""
+    """Labels from a column of the feature set's own catalog.
+
+    With ``queue``, labels imported into ``skyclass.label_queue`` (``skyclass
+    queue label``) for objects of that catalog take precedence (newest first),
+    so the next snapshot learns from the objects followed up.
+    """
 
     column: str
+    queue: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON record (stored in ``training_snapshot.label_source``)."""
-        return {"kind": "column", "column": self.column}
+        record: dict[str, Any] = {"kind": "column", "column": self.column}
+        if self.queue:
+            record["queue_labels"] = True
+        return record
 
 
 @dataclass(frozen=True)
@@ -501,11 +510,23 @@ def _fetch_labels(
     value = "l.{}" if task == "photoz" else "l.{}::text"
     if isinstance(source, ColumnLabels):
         column = _label_column(catalog, source.column, task)
+        if source.queue:
+            if task == "photoz":
+                raise TrainError("queue labels are class labels: they cannot train a photo-z model")
+            value = "coalesce(q.label, l.{}::text)"
         query = sql.SQL(
             "SELECT l.object_id, " + value + ", f.object_id IS NOT NULL "
             "FROM {} AS l LEFT JOIN {} AS f USING (object_id)"
+            + (
+                " LEFT JOIN LATERAL (SELECT q.label FROM skyclass.label_queue AS q "
+                "WHERE q.catalog_id = %s AND q.object_id = l.object_id AND q.state = 'labelled' "
+                "ORDER BY q.labelled_at DESC, q.queue_id DESC LIMIT 1) AS q ON true"
+                if source.queue
+                else ""
+            )
         ).format(sql.Identifier(column), catalog.table, feature_set.table)
-        return list(conn.execute(query).fetchall()), {
+        params = (catalog.catalog_id,) if source.queue else ()
+        return list(conn.execute(query, params).fetchall()), {
             **source.to_dict(),
             "catalog": catalog.name,
         }

@@ -9,7 +9,7 @@ It also gives back ``current_classification`` the OOD columns of 0013, which 001
 re-creation of the view (written before 0013) left out.
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-02
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
