@@ -23,6 +23,7 @@ from skyclass.query.cli import cone, xmatch
 from skyclass.registry.cli import catalog
 from skyclass.report.cli import report
 from skyclass.score.cli import deploy, runs, schedule, score
+from skyclass.serve.cli import serve
 from skyclass.train.cli import ablate, models, train
 
 
@@ -194,6 +195,7 @@ main.add_command(train)
 main.add_command(models)
 main.add_command(ablate)
 main.add_command(domain)
+main.add_command(serve)
 
 
 if __name__ == "__main__":
