@@ -22,7 +22,8 @@ body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24}
 header{background:#14213d;color:#fff;padding:18px 28px}header a{color:#cfe3ff}
 h1{margin:0;font-size:22px}main{padding:20px 28px;display:grid;gap:18px;
 grid-template-columns:repeat(auto-fit,minmax(420px,1fr))}
-section{background:#fff;border:1px solid #d9dde3;border-radius:8px;padding:14px 18px}
+section{background:#fff;border:1px solid #d9dde3;border-radius:8px;padding:14px 18px;
+overflow-x:auto}
 h2{font-size:16px;margin:0 0 10px}table{border-collapse:collapse;font-size:13px;width:100%}
 td,th{border-bottom:1px solid #eceff3;padding:3px 6px;text-align:left}
 th{background:#f0f2f5}.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -151,8 +152,9 @@ async def object_page(request: Request, conn: psycopg.AsyncConnection[Any]) -> H
             summary = entry["summary"]
             pdfs.append(head + pdf_plot(entry["pdf"]["bin_edges"], entry["pdf"]["probabilities"],
                                         summary)
-                        + _table(list(summary), [[escape(_fmt(v)) for v in summary.values()]],
-                                 set(range(len(summary)))))
+                        + _table(["summary", "z"],
+                                 [[escape(k), escape(_fmt(v))] for k, v in summary.items()],
+                                 {1}))
     none = '<p class="note">no deployment has scored this object</p>'
     sections.append(_section("classes", "Class probabilities", "".join(classes) or none))
     sections.append(_section("pdf", "Redshift PDF", "".join(pdfs) or

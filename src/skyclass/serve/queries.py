@@ -349,7 +349,8 @@ async def candidates(
     params: list[Any] = [d.model_version_id, cat.catalog_id, threshold]
     if after is not None:
         keyset = sql.SQL(
-            "AND (p.probabilities[{k}] < %s OR (p.probabilities[{k}] = %s AND p.object_id > %s))"
+            "AND (p.probabilities[{k}] < %s::real OR (p.probabilities[{k}] = %s::real "
+            "AND p.object_id > %s))"
         ).format(k=sql.Literal(k))
         params += [after[0], after[0], after[1]]
     own = [n for n, _ in cat.columns if n in ("ra", "dec")]
