@@ -77,6 +77,18 @@ ACTIONS: dict[str, str] = {
     "deploy": "SELECT skyclass.deploy('portal', {v})",
     "drop a catalog": "DROP TABLE catalogs.test_catalog",
     "unregister a catalog": "DELETE FROM skyclass.catalog WHERE false",
+    # The portal's model cards (revision 0019): views over registry tables the reader cannot read.
+    "read model cards": (
+        "SELECT count(*) FROM skyclass.published_model_version AS v "
+        "JOIN skyclass.published_metric USING (model_version_id) "
+        "JOIN skyclass.published_curve USING (model_version_id)"
+    ),
+    # A SECURITY DEFINER function reading the training snapshot (revision 0019).
+    "compute a purity threshold": (
+        "SELECT count(*) FROM skyclass.purity_threshold({v}, "
+        "(SELECT classes[1] FROM skyclass.model_version WHERE model_version_id = {v}), 0.5)"
+    ),
+    "read training snapshots": "SELECT count(*) FROM skyclass.training_snapshot",
 }
 
 A, D = ALLOWED, DENIED
@@ -102,6 +114,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read model cards": A,
+        "compute a purity threshold": A,
+        "read training snapshots": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -121,9 +136,14 @@ EXPECTED: dict[str, dict[str, str]] = {
         "deploy": D,
         "drop a catalog": D,
         "unregister a catalog": D,
+        "read model cards": D,
+        "compute a purity threshold": D,
+        "read training snapshots": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
+# The login role of `skyclass serve` (revision 0019) may do exactly what skyclass_reader may.
+EXPECTED["skyclass_portal"] = dict(EXPECTED["skyclass_reader"])
 # fmt: on
 
 
@@ -150,6 +170,7 @@ def matrix_db(
             "owner": str(owner[0]),
             "skyclass_reader": "skyclass_reader",
             "skyclass_model_admin": "skyclass_model_admin",
+            "skyclass_portal": "skyclass_portal",
             NO_GRANTS: fresh,
         }
         yield url, roles, {"v": version, "c": int(row[0]), "t": int(table[0])}
