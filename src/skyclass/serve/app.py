@@ -135,7 +135,17 @@ def create_app(config: ServeConfig | None = None, *, url: str | None = None) -> 
         finally:
             await pool.close(timeout=10)
 
-    app = Starlette(routes=[*routes(), *tap_mount(target, config)], lifespan=lifespan)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        message = (f"no such endpoint: {request.url.path[:200]}; see / and /api/openapi.json"
+                   if status == 404 else f"method {request.method} is not allowed here")
+        return error_response(ApiError(status, message), "json")
+
+    app = Starlette(
+        routes=[*routes(), *tap_mount(target, config)],
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
+    )
     app.state.config = config
     return app
 
