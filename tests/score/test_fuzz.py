@@ -355,6 +355,7 @@ C_STATES = frozenset({"22023", "22004", "42704", "55000", "22003", "2202E", "22P
 RUN_STATES = frozenset({"22023", "42704", "55000", "42P01", "42P07", "23505", "55P03"})
 TRIGGER = frozenset({"0A000"})  # trigger functions can only be called as triggers
 
+
 def _check_purity_threshold(rows: list[tuple[Any, ...]], args: list[Any], w: World) -> None:
     """At most one row: a probability threshold whose selection reaches the purity asked."""
     assert len(rows) <= 1

@@ -80,20 +80,40 @@ def scored(
             patch.setenv("SKYCLASS_DATABASE_URL", url)
             csv_path = work / "sdss17_slice.csv"
             _slice(DEMO_CSV, csv_path, ROWS, seed=17, opener=gzip.open)
-            ingest_file(csv_path, CATALOG, id_column="orig_row", ra_column="alpha",
-                        dec_column="delta", url=url)
+            ingest_file(
+                csv_path,
+                CATALOG,
+                id_column="orig_row",
+                ra_column="alpha",
+                dec_column="delta",
+                url=url,
+            )
             fs = build_feature_set(EXAMPLE_SPEC, url=url).feature_set_id
             snap = create_snapshot(fs, "class", n_folds=3, seed=3, url=url)
             versions = []
             for seed in (0, 1):
-                result = train_model("sgq", snap.snapshot_id, params=SMALL, seed=seed,
-                                     baselines=("dummy", "logistic"), importance=False,
-                                     description="star/galaxy/QSO (serve tests)", url=url)
+                result = train_model(
+                    "sgq",
+                    snap.snapshot_id,
+                    params=SMALL,
+                    seed=seed,
+                    baselines=("dummy", "logistic"),
+                    importance=False,
+                    description="star/galaxy/QSO (serve tests)",
+                    url=url,
+                )
                 versions.append(result.model_version_id)
-            zsnap = create_snapshot(fs, "redshift", task="photoz", bin_edges="0:3:0.25",
-                                    n_folds=3, seed=5, url=url)
-            photoz = train_model("photoz", zsnap.snapshot_id, params=SMALL,
-                                 baselines=("dummy",), importance=False, url=url)
+            zsnap = create_snapshot(
+                fs, "redshift", task="photoz", bin_edges="0:3:0.25", n_folds=3, seed=5, url=url
+            )
+            photoz = train_model(
+                "photoz",
+                zsnap.snapshot_id,
+                params=SMALL,
+                baselines=("dummy",),
+                importance=False,
+                url=url,
+            )
             for version in (*versions, photoz.model_version_id):
                 compile_model_version(version, url=url, opt_level="-O0")
             deploy("sgq_current", versions[0], url=url)
@@ -110,8 +130,14 @@ def scored(
 def start_server(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     """uvicorn serving ``app`` on 127.0.0.1:``port`` in a thread, once it accepts requests."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]
-                       access_log=False, lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",  # type: ignore[arg-type]
+            access_log=False,
+            lifespan="on",
+        )
     )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -1,4 +1,4 @@
-"""The JSON API: objects, candidates (purity thresholds), cone, models and cards, paging, formats."""
+"""The JSON API: objects, candidates (purity thresholds), cone, model cards, paging, formats."""
 
 from __future__ import annotations
 
@@ -40,21 +40,22 @@ def test_object_has_row_current_classifications_pdf_and_history(
     assert sgq["model_version_id"] == service.db.sgq_v2
     expected = admin.execute(
         "SELECT probabilities, top_label FROM skyclass.current_classification "
-        "WHERE deployment = 'sgq_current' AND catalog = %s AND object_id = %s", (CATALOG, oid)
+        "WHERE deployment = 'sgq_current' AND catalog = %s AND object_id = %s",
+        (CATALOG, oid),
     ).fetchone()
     assert expected is not None
     assert sgq["top_label"] == expected[1]
     assert list(sgq["probabilities"]) == ["GALAXY", "QSO", "STAR"]
     assert [round(p, 6) for p in sgq["probabilities"].values()] == [
-        round(p, 6) for p in expected[0]]
+        round(p, 6) for p in expected[0]
+    ]
     z = doc["current"]["photoz_current"]
     assert len(z["pdf"]["bin_edges"]) == len(z["pdf"]["probabilities"]) + 1 == 13
     assert math.isclose(sum(z["pdf"]["probabilities"]), 1.0, rel_tol=1e-5)
     assert z["summary"]["z_lo68"] <= z["summary"]["z_median"] <= z["summary"]["z_hi68"]
     # history: every version that scored the object, the older sgq version included
     versions = [h["model_version_id"] for h in doc["history"]]
-    assert sorted(versions) == sorted(
-        [service.db.sgq_v1, service.db.sgq_v2, service.db.photoz])
+    assert sorted(versions) == sorted([service.db.sgq_v1, service.db.sgq_v2, service.db.photoz])
     old = next(h for h in doc["history"] if h["model_version_id"] == service.db.sgq_v1)
     assert old["deployments"] == [] and old["model_version"] == "sgq:1"
 
@@ -104,11 +105,22 @@ def test_candidates_by_purity_use_the_calibration_split_threshold_and_page_by_ke
     service: Service, admin: psycopg.Connection
 ) -> None:
     threshold = _threshold_sql(admin, service.db.sgq_v2, 0.9)
-    first = _get(service, "/api/candidates", catalog=CATALOG, deployment="sgq_current",
-                 **{"class": "QSO"}, purity=0.9, limit=25).json()
-    assert math.isclose(first["selection"]["purity_threshold"] if isinstance(
-        first["selection"]["purity_threshold"], float) else float(
-        first["selection"]["purity_threshold"]), threshold, rel_tol=1e-6)
+    first = _get(
+        service,
+        "/api/candidates",
+        catalog=CATALOG,
+        deployment="sgq_current",
+        **{"class": "QSO"},
+        purity=0.9,
+        limit=25,
+    ).json()
+    assert math.isclose(
+        first["selection"]["purity_threshold"]
+        if isinstance(first["selection"]["purity_threshold"], float)
+        else float(first["selection"]["purity_threshold"]),
+        threshold,
+        rel_tol=1e-6,
+    )
     rows = list(first["rows"])
     url = first["next"]
     while url:
@@ -118,11 +130,15 @@ def test_candidates_by_purity_use_the_calibration_split_threshold_and_page_by_ke
         url = page["next"]
     k = admin.execute(
         "SELECT array_position(classes, 'QSO') FROM skyclass.model_version "
-        "WHERE model_version_id = %s", (service.db.sgq_v2,)).fetchone()[0]  # type: ignore[index]
+        "WHERE model_version_id = %s",
+        (service.db.sgq_v2,),
+    ).fetchone()[0]  # type: ignore[index]
     expected = admin.execute(
         "SELECT object_id FROM skyclass.current_classification WHERE deployment = 'sgq_current' "
         f"AND catalog = %s AND probabilities[{k}] >= %s::real "
-        f"ORDER BY probabilities[{k}] DESC, object_id", (CATALOG, threshold)).fetchall()
+        f"ORDER BY probabilities[{k}] DESC, object_id",
+        (CATALOG, threshold),
+    ).fetchall()
     assert len(expected) > 25  # several pages
     assert [r["object_id"] for r in rows] == [r[0] for r in expected]
 
@@ -130,15 +146,31 @@ def test_candidates_by_purity_use_the_calibration_split_threshold_and_page_by_ke
 def test_candidates_by_min_probability_as_csv_and_votable(
     service: Service, admin: psycopg.Connection
 ) -> None:
-    answer = _get(service, "/api/candidates", catalog=CATALOG, **{"class": "STAR"},
-                  deployment="sgq_current", min_probability=0.8, limit=10, format="csv")
+    answer = _get(
+        service,
+        "/api/candidates",
+        catalog=CATALOG,
+        **{"class": "STAR"},
+        deployment="sgq_current",
+        min_probability=0.8,
+        limit=10,
+        format="csv",
+    )
     assert answer.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     assert len(rows) == 10 and all(float(r["probability"]) >= 0.8 for r in rows)
     assert 'rel="next"' in answer.headers["link"]
-    vot = httpx.get(service.base + "/api/candidates", params={
-        "catalog": CATALOG, "class": "STAR", "deployment": "sgq_current",
-        "min_probability": 0.8, "limit": 10}, headers={"Accept": "application/x-votable+xml"})
+    vot = httpx.get(
+        service.base + "/api/candidates",
+        params={
+            "catalog": CATALOG,
+            "class": "STAR",
+            "deployment": "sgq_current",
+            "min_probability": 0.8,
+            "limit": 10,
+        },
+        headers={"Accept": "application/x-votable+xml"},
+    )
     table = parse(io.BytesIO(vot.content)).get_first_table().to_table()
     assert [int(x) for x in table["object_id"]] == [int(r["object_id"]) for r in rows]
 
@@ -149,18 +181,37 @@ def test_candidates_by_min_probability_as_csv_and_votable(
         ({"catalog": CATALOG, "class": "QSO"}, 400, "give min_probability"),
         ({"catalog": CATALOG, "class": "QSO", "min_probability": 2}, 400, "[0, 1]"),
         ({"catalog": CATALOG, "class": "QSO", "purity": 0}, 400, "(0, 1]"),
-        ({"catalog": CATALOG, "class": "ELF", "deployment": "sgq_current", "purity": 0.9}, 400,
-         "class 'ELF' is not a class of sgq:2"),
-        ({"catalog": CATALOG, "class": "QSO", "deployment": "nope", "purity": 0.9}, 404,
-         "deployment 'nope' has no classification predictions"),
-        ({"catalog": CATALOG, "class": "QSO", "deployment": "sgq_current", "purity": 0.9,
-          "after": "garbage"}, 400, "'after' is not a cursor"),
-        ({"catalog": CATALOG, "class": "QSO", "min_probability": 0.5, "x": 1}, 400,
-         "unknown parameter 'x'"),
+        (
+            {"catalog": CATALOG, "class": "ELF", "deployment": "sgq_current", "purity": 0.9},
+            400,
+            "class 'ELF' is not a class of sgq:2",
+        ),
+        (
+            {"catalog": CATALOG, "class": "QSO", "deployment": "nope", "purity": 0.9},
+            404,
+            "deployment 'nope' has no classification predictions",
+        ),
+        (
+            {
+                "catalog": CATALOG,
+                "class": "QSO",
+                "deployment": "sgq_current",
+                "purity": 0.9,
+                "after": "garbage",
+            },
+            400,
+            "'after' is not a cursor",
+        ),
+        (
+            {"catalog": CATALOG, "class": "QSO", "min_probability": 0.5, "x": 1},
+            400,
+            "unknown parameter 'x'",
+        ),
     ],
 )
-def test_candidate_errors(service: Service, params: dict[str, object], status: int,
-                          message: str) -> None:
+def test_candidate_errors(
+    service: Service, params: dict[str, object], status: int, message: str
+) -> None:
     answer = _get(service, "/api/candidates", **params)
     assert answer.status_code == status, answer.text
     assert message in answer.json()["error"]["message"]
@@ -168,15 +219,17 @@ def test_candidate_errors(service: Service, params: dict[str, object], status: i
 
 def test_cone_pages_cover_the_sql_cone_search(service: Service, admin: psycopg.Connection) -> None:
     ra, dec = admin.execute(
-        f"SELECT ra, dec FROM catalogs.{CATALOG} ORDER BY object_id LIMIT 1").fetchone()  # type: ignore[misc]
+        f"SELECT ra, dec FROM catalogs.{CATALOG} ORDER BY object_id LIMIT 1"
+    ).fetchone()  # type: ignore[misc]
     rows: list[dict[str, object]] = []
     url: str | None = f"/api/cone?catalog={CATALOG}&ra={ra}&dec={dec}&radius=5&limit=7"
     while url:
         page = httpx.get(service.base + url, timeout=30).json()
         rows += page["rows"]
         url = page["next"]
-    expected = admin.execute("SELECT object_id FROM skyclass.cone_search(%s, %s, %s, 5)",
-                             (CATALOG, ra, dec)).fetchall()
+    expected = admin.execute(
+        "SELECT object_id FROM skyclass.cone_search(%s, %s, %s, 5)", (CATALOG, ra, dec)
+    ).fetchall()
     assert len(expected) > 7
     assert [r["object_id"] for r in rows] == [e[0] for e in expected]
 
@@ -205,7 +258,13 @@ def test_models_and_model_card(service: Service) -> None:
 def test_openapi_describes_every_api_route(service: Service) -> None:
     spec = _get(service, "/api/openapi.json").json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/scs/{catalog}", "/api/cone", "/api/objects/{catalog}/{id}",
-                 "/api/candidates", "/api/models", "/api/models/{version}",
-                 "/objects/{catalog}/{id}"):
+    for path in (
+        "/scs/{catalog}",
+        "/api/cone",
+        "/api/objects/{catalog}/{id}",
+        "/api/candidates",
+        "/api/models",
+        "/api/models/{version}",
+        "/objects/{catalog}/{id}",
+    ):
         assert path in spec["paths"]

@@ -22,9 +22,19 @@ SHOT = Path("/tmp/skyclass-object-page.png")  # kept for a person to look at
 def _chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # The flags keep headless Chromium off the network beyond the local service.
     command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", *args, url,
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+        url,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
@@ -62,8 +72,11 @@ def test_model_card_page_shows_metrics_beside_baselines(service: Service) -> Non
     assert "(this version)" in html and "dummy" in html and "logistic" in html and " ± " in html
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed "
-                    "(/usr/bin/chromium; Debian packages chromium and chromium-driver)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="headless Chromium is not installed "
+    "(/usr/bin/chromium; Debian packages chromium and chromium-driver)",
+)
 def test_object_page_renders_in_headless_chromium(
     service: Service, admin: psycopg.Connection, tmp_path: Path
 ) -> None:

@@ -38,8 +38,9 @@ def test_pyvo_scs_returns_the_rows_of_sql_cone_search(
     ).fetchall()
     assert len(expected) > 0
     assert [int(x) for x in table["object_id"]] == [r[0] for r in expected]
-    assert np.allclose(np.asarray(table["distance_arcsec"], float),
-                       [r[1] for r in expected], rtol=1e-9, atol=1e-9)
+    assert np.allclose(
+        np.asarray(table["distance_arcsec"], float), [r[1] for r in expected], rtol=1e-9, atol=1e-9
+    )
     # pyvo finds the SCS 1.03 UCDs
     n = min(3, len(expected))
     assert [int(result[i].id) for i in range(n)] == [r[0] for r in expected[:n]]
@@ -60,8 +61,9 @@ def test_pyvo_scs_returns_the_rows_of_sql_cone_search(
         label, probabilities = current[int(row["object_id"])]
         assert row["sgq_current_class"] == label
         for k, cls in enumerate(classes):
-            assert math.isclose(float(row[f"sgq_current_p_{cls.lower()}"]), probabilities[k],
-                                rel_tol=1e-6)
+            assert math.isclose(
+                float(row[f"sgq_current_p_{cls.lower()}"]), probabilities[k], rel_tol=1e-6
+            )
     assert "photoz_current_z_median" in table.colnames
 
 
@@ -96,7 +98,7 @@ def test_bad_scs_parameters_answer_an_error_votable(
     answer = httpx.get(f"{service.base}/scs/{CATALOG}", params=query)  # type: ignore[arg-type]
     assert answer.status_code == 200
     assert 'INFO name="Error"' in answer.text and message in answer.text
-    with pytest.raises(pyvo.dal.DALQueryError, match="must|required|unknown"):
+    with pytest.raises(pyvo.dal.DALQueryError, match=r"must|required|unknown"):
         pyvo.dal.SCSService(f"{service.base}/scs/{CATALOG}").search(
             pos=(10, 0), radius=1, BOGUS=1
         ) if "BOGUS" in query else pyvo.dal.scs.SCSQuery(
@@ -110,9 +112,15 @@ def test_unknown_catalog_is_an_error_votable(service: Service) -> None:
 
 
 def test_verb_1_keeps_id_position_distance_and_top_class(service: Service) -> None:
-    answer = httpx.get(f"{service.base}/scs/{CATALOG}",
-                       params={"RA": 180, "DEC": 20, "SR": 1, "VERB": 1})
+    answer = httpx.get(
+        f"{service.base}/scs/{CATALOG}", params={"RA": 180, "DEC": 20, "SR": 1, "VERB": 1}
+    )
     table = parse(io.BytesIO(answer.content)).get_first_table()
     assert [f.name for f in table.fields] == [
-        "object_id", "ra", "dec", "distance_arcsec", "photoz_current_z_median",
-        "sgq_current_class"]
+        "object_id",
+        "ra",
+        "dec",
+        "distance_arcsec",
+        "photoz_current_z_median",
+        "sgq_current_class",
+    ]

@@ -66,13 +66,15 @@ def _as_api_error(exc: Exception) -> ApiError | None:
 
 
 def _guard(handler: Handler, kind: str = "json") -> Callable[[Request], Awaitable[Response]]:
-    """Run ``handler`` with a pooled connection in one read-only transaction."""
+    """Run ``handler`` with a pooled (autocommit, read-only) connection."""
 
     async def endpoint(request: Request) -> Response:
         error_kind = kind
         try:
             if kind == "json" and request.query_params.get("format", "").lower() in (
-                "votable", "xml", "vot"
+                "votable",
+                "xml",
+                "vot",
             ):
                 error_kind = "votable"
             pool: AsyncConnectionPool = request.app.state.pool
@@ -137,8 +139,11 @@ def create_app(config: ServeConfig | None = None, *, url: str | None = None) -> 
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
-        message = (f"no such endpoint: {request.url.path[:200]}; see / and /api/openapi.json"
-                   if status == 404 else f"method {request.method} is not allowed here")
+        message = (
+            f"no such endpoint: {request.url.path[:200]}; see / and /api/openapi.json"
+            if status == 404
+            else f"method {request.method} is not allowed here"
+        )
         return error_response(ApiError(status, message), "json")
 
     app = Starlette(

@@ -11,21 +11,52 @@ from skyclass.serve.config import load_serve_config
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
-              help="TCP port to listen on.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes (each with its own connection pool).")
-@click.option("--pool-size", type=click.IntRange(1, 100), default=None,
-              help="Database connections per worker [default: 8].")
-@click.option("--statement-timeout", "statement_timeout_ms", type=click.IntRange(1),
-              default=None, help="Longest query in milliseconds [default: 5000].")
-@click.option("--max-rows", type=click.IntRange(1), default=None,
-              help="Most rows of one cone search or SCS answer [default: 10000].")
-@click.option("--max-radius", "max_radius_deg", type=click.FloatRange(0, 10, min_open=True),
-              default=None, help="Largest SCS SR / cone radius in degrees [default: 1].")
-@click.option("--portal-url", default=None,
-              help="libpq URL to log in with (default: the configured database as role "
-              "skyclass_portal, over the socket on the embedded cluster).")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes (each with its own connection pool).",
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Database connections per worker [default: 8].",
+)
+@click.option(
+    "--statement-timeout",
+    "statement_timeout_ms",
+    type=click.IntRange(1),
+    default=None,
+    help="Longest query in milliseconds [default: 5000].",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(1),
+    default=None,
+    help="Most rows of one cone search or SCS answer [default: 10000].",
+)
+@click.option(
+    "--max-radius",
+    "max_radius_deg",
+    type=click.FloatRange(0, 10, min_open=True),
+    default=None,
+    help="Largest SCS SR / cone radius in degrees [default: 1].",
+)
+@click.option(
+    "--portal-url",
+    default=None,
+    help="libpq URL to log in with (default: the configured database as role "
+    "skyclass_portal, over the socket on the embedded cluster).",
+)
 @click.option("--no-access-log", is_flag=True, help="Do not log every request.")
 def serve(
     host: str,

@@ -43,7 +43,7 @@ def _fmt(value: Any) -> str:
 
 def _document(title: str, subtitle: str, sections: list[str]) -> str:
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><div>{subtitle}</div></header>"
         f"<main>{''.join(sections)}</main></body></html>"
@@ -58,9 +58,12 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] | None = 
     numeric = numeric or set()
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-            for i, c in enumerate(row)) + "</tr>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -70,8 +73,10 @@ def probability_bars(probabilities: dict[str, float]) -> str:
     """Horizontal bars, one per class, as inline SVG."""
     width, bar, gap, left = 420, 22, 8, 90
     height = len(probabilities) * (bar + gap) + gap
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="class probabilities">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="class probabilities">'
+    ]
     for i, (cls, p) in enumerate(probabilities.items()):
         y = gap + i * (bar + gap)
         share = min(max(float(p or 0.0), 0.0), 1.0)
@@ -93,8 +98,10 @@ def pdf_plot(edges: list[float], probabilities: list[float], summary: dict[str, 
     if len(edges) != len(probabilities) + 1 or not probabilities:
         return '<p class="note">no PDF bins</p>'
     lo, hi = float(edges[0]), float(edges[-1])
-    dens = [float(p or 0) / max(float(edges[i + 1]) - float(edges[i]), 1e-12)
-            for i, p in enumerate(probabilities)]
+    dens = [
+        float(p or 0) / max(float(edges[i + 1]) - float(edges[i]), 1e-12)
+        for i, p in enumerate(probabilities)
+    ]
     top = max(dens) or 1.0
 
     def x(z: float) -> float:
@@ -103,19 +110,27 @@ def pdf_plot(edges: list[float], probabilities: list[float], summary: dict[str, 
     def y(d: float) -> float:
         return height - pad - d / top * (height - 2 * pad)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="redshift PDF">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="redshift PDF">'
+    ]
     for i, d in enumerate(dens):
         x0, x1 = x(float(edges[i])), x(float(edges[i + 1]))
-        parts.append(f'<rect x="{x0:.1f}" y="{y(d):.1f}" width="{max(x1 - x0 - 1, 0.5):.1f}" '
-                     f'height="{height - pad - y(d):.1f}" fill="#0072B2"/>')
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y(d):.1f}" width="{max(x1 - x0 - 1, 0.5):.1f}" '
+            f'height="{height - pad - y(d):.1f}" fill="#0072B2"/>'
+        )
     low68, high68, median = summary.get("z_lo68"), summary.get("z_hi68"), summary.get("z_median")
     if low68 is not None and high68 is not None:
-        parts.append(f'<rect x="{x(low68):.1f}" y="{pad}" width="{x(high68) - x(low68):.1f}" '
-                     f'height="{height - 2 * pad}" fill="#D55E00" fill-opacity="0.18"/>')
+        parts.append(
+            f'<rect x="{x(low68):.1f}" y="{pad}" width="{x(high68) - x(low68):.1f}" '
+            f'height="{height - 2 * pad}" fill="#D55E00" fill-opacity="0.18"/>'
+        )
     if median is not None:
-        parts.append(f'<line x1="{x(median):.1f}" x2="{x(median):.1f}" y1="{pad}" '
-                     f'y2="{height - pad}" stroke="#D55E00" stroke-width="2"/>')
+        parts.append(
+            f'<line x1="{x(median):.1f}" x2="{x(median):.1f}" y1="{pad}" '
+            f'y2="{height - pad}" stroke="#D55E00" stroke-width="2"/>'
+        )
     parts.append(
         f'<line x1="{pad}" x2="{width - pad}" y1="{height - pad}" y2="{height - pad}" '
         'stroke="#333"/>'
@@ -137,46 +152,96 @@ async def object_page(request: Request, conn: psycopg.AsyncConnection[Any]) -> H
     cat = await queries.catalog(conn, name, positions=False)
     doc = await queries.object_document(conn, cat, object_id)
     sections = [
-        _section("row", f"Catalog row ({name})",
-                 _table(["column", "value"],
-                        [[escape(str(k)), escape(_fmt(v))] for k, v in doc["row"].items()]))
+        _section(
+            "row",
+            f"Catalog row ({name})",
+            _table(
+                ["column", "value"],
+                [[escape(str(k)), escape(_fmt(v))] for k, v in doc["row"].items()],
+            ),
+        )
     ]
     classes, pdfs = [], []
     for dep, entry in doc["current"].items():
         card = f'<a href="/models/{entry["model_version_id"]}">model card</a>'
-        head = (f'<p><b>{escape(dep)}</b> = {escape(entry["model_version"])} ({card}), '
-                f'scored {escape(_fmt(entry["scored_at"]))}</p>')
+        head = (
+            f"<p><b>{escape(dep)}</b> = {escape(entry['model_version'])} ({card}), "
+            f"scored {escape(_fmt(entry['scored_at']))}</p>"
+        )
         if entry["task"] == "classification":
             classes.append(head + probability_bars(entry["probabilities"]))
         else:
             summary = entry["summary"]
-            pdfs.append(head + pdf_plot(entry["pdf"]["bin_edges"], entry["pdf"]["probabilities"],
-                                        summary)
-                        + _table(["summary", "z"],
-                                 [[escape(k), escape(_fmt(v))] for k, v in summary.items()],
-                                 {1}))
+            pdfs.append(
+                head
+                + pdf_plot(entry["pdf"]["bin_edges"], entry["pdf"]["probabilities"], summary)
+                + _table(
+                    ["summary", "z"],
+                    [[escape(k), escape(_fmt(v))] for k, v in summary.items()],
+                    {1},
+                )
+            )
     none = '<p class="note">no deployment has scored this object</p>'
     sections.append(_section("classes", "Class probabilities", "".join(classes) or none))
-    sections.append(_section("pdf", "Redshift PDF", "".join(pdfs) or
-                             '<p class="note">no photo-z deployment has scored this object</p>'))
+    sections.append(
+        _section(
+            "pdf",
+            "Redshift PDF",
+            "".join(pdfs) or '<p class="note">no photo-z deployment has scored this object</p>',
+        )
+    )
     history_rows = [
-        [f'<a href="/models/{h["model_version_id"]}">{escape(h["model_version"])}</a>',
-         escape(", ".join(h["deployments"]) or "—"), escape(_fmt(h["top_label"])),
-         escape(_fmt(h["top_probability"])), escape(_fmt(h["run_id"])),
-         escape(_fmt(h["scored_at"]))]
+        [
+            f'<a href="/models/{h["model_version_id"]}">{escape(h["model_version"])}</a>',
+            escape(", ".join(h["deployments"]) or "—"),
+            escape(_fmt(h["top_label"])),
+            escape(_fmt(h["top_probability"])),
+            escape(_fmt(h["run_id"])),
+            escape(_fmt(h["scored_at"])),
+        ]
         for h in doc["history"]
     ]
-    sections.append(_section(
-        "history", "History across model versions and runs",
-        _table(["model version", "deployed as", "top class", "p", "run", "scored at"],
-               history_rows, {3, 4}) if history_rows else none))
+    sections.append(
+        _section(
+            "history",
+            "History across model versions and runs",
+            _table(
+                ["model version", "deployed as", "top class", "p", "run", "scored at"],
+                history_rows,
+                {3, 4},
+            )
+            if history_rows
+            else none,
+        )
+    )
     if doc["domain"]:
-        sections.append(_section("domain", "Domain (training coverage)", _table(
-            ["model version", "AUC", "reliable", "propensity", "weight", "clipped"],
-            [[escape(_fmt(d[k])) for k in ("model_version_id", "auc", "reliable", "propensity",
-                                           "weight", "clipped")] for d in doc["domain"]])))
-    subtitle = (f'object {object_id} of catalog {escape(name)} · '
-                f'<a href="/api/objects/{escape(name)}/{object_id}">JSON</a>')
+        sections.append(
+            _section(
+                "domain",
+                "Domain (training coverage)",
+                _table(
+                    ["model version", "AUC", "reliable", "propensity", "weight", "clipped"],
+                    [
+                        [
+                            escape(_fmt(d[k]))
+                            for k in (
+                                "model_version_id",
+                                "auc",
+                                "reliable",
+                                "propensity",
+                                "weight",
+                                "clipped",
+                            )
+                        ]
+                        for d in doc["domain"]
+                    ],
+                ),
+            )
+        )
+    subtitle = (
+        f"object {object_id} of catalog {escape(name)} · "
+        f'<a href="/api/objects/{escape(name)}/{object_id}">JSON</a>'
+    )
     return HTMLResponse(_document(f"{name} {object_id}", subtitle, sections))
 
 
@@ -186,36 +251,86 @@ async def model_page(request: Request, conn: psycopg.AsyncConnection[Any]) -> HT
     version = await queries.resolve_version(conn, request.path_params["version"])
     card = await queries.model_card(conn, version)
     v = card["model_version"]
-    keep = ("label", "task", "estimator", "classes", "calibration_kind", "description",
-            "feature_set", "feature_names", "training_catalog", "snapshot_rows", "n_folds",
-            "calibration_fraction", "trained_at", "git_commit", "created_by")
-    sections = [_section("provenance", "Provenance", _table(
-        ["field", "value"], [[escape(k), escape(_fmt(v.get(k)))] for k in keep]))]
-    metric_rows = [
-        [escape(m["estimator"]) + (" <b>(this version)</b>" if m["is_version"] else ""),
-         escape(m["role"]), escape(m["name"]), escape(m["class_name"] or "all"),
-         escape(m["stage"]), escape(_fmt(m["mean"])) + " ± " + escape(_fmt(m["std"])),
-         escape(_fmt(m["n_folds"]))]
-        for m in card["metrics"] if not m["class_name"]
+    keep = (
+        "label",
+        "task",
+        "estimator",
+        "classes",
+        "calibration_kind",
+        "description",
+        "feature_set",
+        "feature_names",
+        "training_catalog",
+        "snapshot_rows",
+        "n_folds",
+        "calibration_fraction",
+        "trained_at",
+        "git_commit",
+        "created_by",
+    )
+    sections = [
+        _section(
+            "provenance",
+            "Provenance",
+            _table(["field", "value"], [[escape(k), escape(_fmt(v.get(k)))] for k in keep]),
+        )
     ]
-    sections.append(_section("metrics", "Metrics (mean ± K-fold std) beside baselines", _table(
-        ["estimator", "role", "metric", "class", "stage", "value", "folds"], metric_rows, {5, 6})))
+    metric_rows = [
+        [
+            escape(m["estimator"]) + (" <b>(this version)</b>" if m["is_version"] else ""),
+            escape(m["role"]),
+            escape(m["name"]),
+            escape(m["class_name"] or "all"),
+            escape(m["stage"]),
+            escape(_fmt(m["mean"])) + " ± " + escape(_fmt(m["std"])),
+            escape(_fmt(m["n_folds"])),
+        ]
+        for m in card["metrics"]
+        if not m["class_name"]
+    ]
+    sections.append(
+        _section(
+            "metrics",
+            "Metrics (mean ± K-fold std) beside baselines",
+            _table(
+                ["estimator", "role", "metric", "class", "stage", "value", "folds"],
+                metric_rows,
+                {5, 6},
+            ),
+        )
+    )
     calib = [
-        [escape(c["name"]), escape(c["class_name"] or "all"), escape(c["stage"]),
-         escape(", ".join(sorted(map(str, c["data"])))[:200] if isinstance(c["data"], dict)
-                else str(type(c["data"]).__name__))]
+        [
+            escape(c["name"]),
+            escape(c["class_name"] or "all"),
+            escape(c["stage"]),
+            escape(
+                ", ".join(sorted(map(str, c["data"])))[:200]
+                if isinstance(c["data"], dict)
+                else str(type(c["data"]).__name__)
+            ),
+        ]
         for c in card["calibration"]
     ]
-    sections.append(_section("calibration", "Calibration curves", _table(
-        ["curve", "class", "stage", "fields"], calib) if calib else
-        '<p class="note">no calibration curves recorded</p>'))
-    subtitle = (f'model version {version} · deployed as '
-                f'{escape(", ".join(card["deployments"]) or "nothing")} · '
-                f'<a href="/api/models/{version}">JSON</a>')
+    sections.append(
+        _section(
+            "calibration",
+            "Calibration curves",
+            _table(["curve", "class", "stage", "fields"], calib)
+            if calib
+            else '<p class="note">no calibration curves recorded</p>',
+        )
+    )
+    subtitle = (
+        f"model version {version} · deployed as "
+        f"{escape(', '.join(card['deployments']) or 'nothing')} · "
+        f'<a href="/api/models/{version}">JSON</a>'
+    )
     return HTMLResponse(_document(f"Model card {v['label']}", subtitle, sections))
 
 
 def error_page(status: int, message: str) -> str:
     """A small HTML page for an error."""
-    return _document(f"Error {status}", "", [_section("error", "What went wrong",
-                                                       f"<p>{escape(message)}</p>")])
+    return _document(
+        f"Error {status}", "", [_section("error", "What went wrong", f"<p>{escape(message)}</p>")]
+    )

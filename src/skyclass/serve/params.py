@@ -52,7 +52,8 @@ def text(value: str | None, param: str, *, required: bool = False) -> str | None
         return None
     if len(value) > MAX_TEXT or not value.isprintable():
         raise ApiError(
-            400, f"parameter {param!r} must be printable text of at most {MAX_TEXT} characters",
+            400,
+            f"parameter {param!r} must be printable text of at most {MAX_TEXT} characters",
             param=param,
         )
     return value
@@ -87,12 +88,14 @@ def number(
     try:
         x = float(found)
     except ValueError:
-        raise ApiError(400, f"parameter {param!r} must be a number, not {found!r}",
-                       param=param) from None
+        raise ApiError(
+            400, f"parameter {param!r} must be a number, not {found!r}", param=param
+        ) from None
     opening = "(" if low_open else "["
     if not math.isfinite(x) or x > high or x < low or (low_open and x == low):
         raise ApiError(
-            400, f"parameter {param!r} must be in {opening}{low:g}, {high:g}], not {found!r}",
+            400,
+            f"parameter {param!r} must be in {opening}{low:g}, {high:g}], not {found!r}",
             param=param,
         )
     return x
@@ -106,12 +109,10 @@ def integer(
     if found is None:
         return None
     if not re.fullmatch(r"[+-]?\d{1,19}", found):
-        raise ApiError(400, f"parameter {param!r} must be an integer, not {found!r}",
-                       param=param)
+        raise ApiError(400, f"parameter {param!r} must be an integer, not {found!r}", param=param)
     x = int(found)
     if not low <= x <= high:
-        raise ApiError(400, f"parameter {param!r} must be in [{low}, {high}], not {x}",
-                       param=param)
+        raise ApiError(400, f"parameter {param!r} must be in [{low}, {high}], not {x}", param=param)
     return x
 
 
@@ -127,12 +128,20 @@ def choose_format(query: Mapping[str, str], accept: str | None) -> str:
     given = query.get("format")
     if given is not None:
         low = given.lower()
-        aliases = {"xml": "votable", "vot": "votable", "application/x-votable+xml": "votable",
-                   "text/csv": "csv", "application/json": "json"}
+        aliases = {
+            "xml": "votable",
+            "vot": "votable",
+            "application/x-votable+xml": "votable",
+            "text/csv": "csv",
+            "application/json": "json",
+        }
         low = aliases.get(low, low)
         if low not in FORMATS:
-            raise ApiError(400, f"format {given[:MAX_TEXT]!r} is not one of {', '.join(FORMATS)}",
-                           param="format")
+            raise ApiError(
+                400,
+                f"format {given[:MAX_TEXT]!r} is not one of {', '.join(FORMATS)}",
+                param="format",
+            )
         return low
     best: tuple[float, int, str] | None = None
     for i, part in enumerate((accept or "").split(",")):
@@ -161,6 +170,14 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
+def _cursor_value(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
 def decode_cursor(value: str | None, kinds: tuple[type, ...]) -> list[Any] | None:
     """The sort key from ``after=``; a cursor the service did not write is refused."""
     found = text(value, "after")
@@ -174,16 +191,16 @@ def decode_cursor(value: str | None, kinds: tuple[type, ...]) -> list[Any] | Non
     ok = (
         isinstance(values, list)
         and len(values) == len(kinds)
-        and all(
-            not isinstance(v, bool)
-            and isinstance(v, (int, float) if k is float else k)
-            and (k is not float or math.isfinite(v))
-            for v, k in zip(values, kinds, strict=True)
-        )
+        and all(_cursor_value(v, k) for v, k in zip(values, kinds, strict=True))
     )
     if not ok or values is None:
-        raise ApiError(400, "parameter 'after' is not a cursor this service wrote (use the "
-                       "'next' link of the previous page)", param="after")
+        raise ApiError(
+            400,
+            "parameter 'after' is not a cursor this service wrote (use the "
+            "'next' link of the previous page)",
+            param="after",
+        )
+    assert isinstance(values, list)
     if any(isinstance(v, int) and abs(v) > INT64 for v in values):
         raise ApiError(400, "parameter 'after' is out of range", param="after")
     return values

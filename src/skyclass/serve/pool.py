@@ -28,6 +28,8 @@ SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls,
        (SELECT array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1)
           FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+           -- pg_cron grants its run log to PUBLIC; row security keeps each role to its own rows
+           AND NOT (n.nspname = 'cron' AND c.relrowsecurity)
            AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
            AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS writable,
        has_table_privilege('skyclass.model_artifact', 'SELECT') AS artifacts
@@ -101,7 +103,12 @@ def make_pool(url: str, config: ServeConfig) -> AsyncConnectionPool:
         max_size=config.pool_size,
         max_waiting=config.max_waiting,
         timeout=config.pool_timeout_s,
-        kwargs={"options": session_options(config), "application_name": APPLICATION_NAME},
+        kwargs={
+            "options": session_options(config),
+            "application_name": APPLICATION_NAME,
+            # One statement per answer where possible: no BEGIN/COMMIT round trips.
+            "autocommit": True,
+        },
         name="skyclass-serve",
         open=False,
     )

@@ -3,12 +3,16 @@
 Catalog relations come from the registry (``skyclass._catalog_table`` or the
 ``schema_name``/``table_name`` of ``skyclass.catalog``) and are composed with
 :class:`psycopg.sql.Identifier`; nothing a request sends becomes SQL text.
-Each function takes an open connection inside the request's transaction.
+Connections are in autocommit mode and each answer is one statement where it can
+be: a statement waits for the lock of a catalog being replaced and then reads
+with a snapshot taken after it, so it sees the whole old or the whole new
+catalog (``skyclass.cone_search`` locks through ``skyclass._catalog_table``).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +57,30 @@ def column_slug(text: str) -> str:
     return slug or "class"
 
 
+# Catalog metadata and deployment lists are read at most every CACHE_SECONDS per process:
+# two round trips fewer per request. A deployment switch or a new catalog shows within that
+# time; the rows themselves (predictions, catalog rows) are always read fresh.
+CACHE_SECONDS = 2.0
+_catalogs: dict[str, tuple[float, Catalog]] = {}
+_deployments: dict[int, tuple[float, list[Deployment]]] = {}
+
+
 async def catalog(conn: AsyncConnection[Any], name: str, *, positions: bool) -> Catalog:
     """The catalog ``name`` (404 when unknown; 400 for a cone on one without positions)."""
+    cached = _catalogs.get(name)
+    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+        cat = cached[1]
+    else:
+        cat = await _read_catalog(conn, name)
+        _catalogs[name] = (time.monotonic(), cat)
+    if positions and not cat.has_positions:
+        raise ApiError(
+            400, f"catalog {name!r} has no sky positions: no cone search", param="catalog"
+        )
+    return cat
+
+
+async def _read_catalog(conn: AsyncConnection[Any], name: str) -> Catalog:
     row = await (
         await conn.execute(
             "SELECT catalog_id, schema_name, table_name, description, ra_column IS NOT NULL, "
@@ -64,17 +90,18 @@ async def catalog(conn: AsyncConnection[Any], name: str, *, positions: bool) -> 
         )
     ).fetchone()
     if row is None:
-        names = [r[0] for r in await (await conn.execute(
-            "SELECT name FROM skyclass.catalog ORDER BY name LIMIT 50")).fetchall()]
-        raise ApiError(404, f"catalog {name!r} is not published; catalogs: "
-                       + (", ".join(names) or "none"), param="catalog")
+        names = [
+            r[0]
+            for r in await (
+                await conn.execute("SELECT name FROM skyclass.catalog ORDER BY name LIMIT 50")
+            ).fetchall()
+        ]
+        raise ApiError(
+            404,
+            f"catalog {name!r} is not published; catalogs: " + (", ".join(names) or "none"),
+            param="catalog",
+        )
     catalog_id, schema, table, description, has_positions, oid = row
-    if positions:
-        if not has_positions:
-            raise ApiError(400, f"catalog {name!r} has no sky positions: no cone search",
-                           param="catalog")
-        # Locks the table for the transaction: waits for a replacing ingest to commit.
-        await conn.execute("SELECT skyclass._catalog_table(%s)", (name,))
     columns = await (
         await conn.execute(
             "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s "
@@ -83,13 +110,20 @@ async def catalog(conn: AsyncConnection[Any], name: str, *, positions: bool) -> 
         )
     ).fetchall()
     return Catalog(
-        int(catalog_id), name, sql.Identifier(schema, table), description, bool(has_positions),
+        int(catalog_id),
+        name,
+        sql.Identifier(schema, table),
+        description,
+        bool(has_positions),
         tuple((str(n), int(t)) for n, t in columns),
     )
 
 
 async def deployments(conn: AsyncConnection[Any], cat: Catalog) -> list[Deployment]:
     """Deployments whose current version has predictions on ``cat``, by name."""
+    cached = _deployments.get(cat.catalog_id)
+    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+        return cached[1]
     rows = await (
         await conn.execute(
             "SELECT d.name, v.model_version_id, m.name || ':' || v.version, v.task, v.classes, "
@@ -102,10 +136,12 @@ async def deployments(conn: AsyncConnection[Any], cat: Catalog) -> list[Deployme
             (cat.catalog_id,),
         )
     ).fetchall()
-    return [
+    found = [
         Deployment(n, int(v), lab, t, tuple(c), tuple(e) if e is not None else None)
         for n, v, lab, t, c, e in rows
     ]
+    _deployments[cat.catalog_id] = (time.monotonic(), found)
+    return found
 
 
 def catalog_columns(cat: Catalog, *, scs: bool) -> list[Column]:
@@ -133,20 +169,36 @@ def classification_columns(deps: list[Deployment]) -> tuple[list[Column], list[s
         alias = sql.Identifier(f"p_{i}")
         label = f"{d.name} ({d.label})"
         if d.task == "classification":
-            columns.append(Column(f"{d.name}_class", "char", "",
-                                  "", f"most probable class, {label}"))
+            columns.append(
+                Column(f"{d.name}_class", "char", "", "", f"most probable class, {label}")
+            )
             exprs.append(sql.SQL("{}.top_label").format(alias))
-            columns.append(Column(f"{d.name}_p", "float", "", "",
-                                  f"probability of the most probable class, {label}"))
+            columns.append(
+                Column(
+                    f"{d.name}_p",
+                    "float",
+                    "",
+                    "",
+                    f"probability of the most probable class, {label}",
+                )
+            )
             exprs.append(sql.SQL("{}.top_probability").format(alias))
             for k, cls in enumerate(d.classes, start=1):
-                columns.append(Column(f"{d.name}_p_{column_slug(cls)}", "float", "", "",
-                                      f"probability of class {cls}, {label}"))
+                columns.append(
+                    Column(
+                        f"{d.name}_p_{column_slug(cls)}",
+                        "float",
+                        "",
+                        "",
+                        f"probability of class {cls}, {label}",
+                    )
+                )
                 exprs.append(sql.SQL("{}.probabilities[{}]").format(alias, sql.Literal(k)))
         else:
             for z in Z_COLUMNS:
-                columns.append(Column(f"{d.name}_{z}", "float", "", "",
-                                      f"photo-z {z[2:]} of the PDF, {label}"))
+                columns.append(
+                    Column(f"{d.name}_{z}", "float", "", "", f"photo-z {z[2:]} of the PDF, {label}")
+                )
                 exprs.append(sql.SQL("{}.{}").format(alias, sql.Identifier(z)))
     return columns, exprs
 
@@ -157,8 +209,10 @@ def _joins(cat: Catalog, deps: list[Deployment], id_expr: sql.Composable) -> sql
             "LEFT JOIN skyclass.prediction AS {a} ON {a}.model_version_id = {v} "
             "AND {a}.catalog_id = {c} AND {a}.object_id = {i}"
         ).format(
-            a=sql.Identifier(f"p_{i}"), v=sql.Literal(d.model_version_id),
-            c=sql.Literal(cat.catalog_id), i=id_expr,
+            a=sql.Identifier(f"p_{i}"),
+            v=sql.Literal(d.model_version_id),
+            c=sql.Literal(cat.catalog_id),
+            i=id_expr,
         )
         for i, d in enumerate(deps)
     )
@@ -178,9 +232,11 @@ async def cone(
 ) -> tuple[Table, bool]:
     """Objects within ``radius_deg``, nearest first, with classifications; (table, more rows)."""
     class_cols, class_exprs = classification_columns(deps)
-    columns = [*catalog_columns(cat, scs=scs),
-               Column("distance_arcsec", "double", "", "arcsec", "distance from the centre"),
-               *class_cols]
+    columns = [
+        *catalog_columns(cat, scs=scs),
+        Column("distance_arcsec", "double", "", "arcsec", "distance from the centre"),
+        *class_cols,
+    ]
     own = [sql.SQL("c.{}").format(sql.Identifier(n)) for n, _ in cat.columns]
     keyset = sql.SQL("")
     params: list[Any] = [cat.name, ra, dec, radius_deg]
@@ -203,7 +259,7 @@ async def cone(
     rows = rows[:limit]
     if scs:
         at = [n for n, _ in cat.columns].index("object_id")
-        rows = [(*r[:at], str(r[at]), *r[at + 1:]) for r in rows]
+        rows = [(*r[:at], str(r[at]), *r[at + 1 :]) for r in rows]
     return Table(columns, list(rows)), more
 
 
@@ -219,8 +275,9 @@ async def object_row(conn: AsyncConnection[Any], cat: Catalog, object_id: int) -
     return dict(row)
 
 
-def _prediction(d_classes: tuple[str, ...], edges: Any, task: str, row: dict[str, Any]
-                ) -> dict[str, Any]:
+def _prediction(
+    d_classes: tuple[str, ...], edges: Any, task: str, row: dict[str, Any]
+) -> dict[str, Any]:
     probabilities = list(row["probabilities"] or [])
     out: dict[str, Any] = {
         "top_label": row["top_label"],
@@ -345,7 +402,7 @@ async def candidates(
     after: list[Any] | None,
 ) -> tuple[Table, bool]:
     """Objects with p(class k) >= threshold, most probable first (ties by object_id)."""
-    keyset = sql.SQL("")
+    keyset: sql.Composable = sql.SQL("")
     params: list[Any] = [d.model_version_id, cat.catalog_id, threshold]
     if after is not None:
         keyset = sql.SQL(
@@ -369,16 +426,29 @@ async def candidates(
     )
     rows = await (await conn.execute(query, params)).fetchall()
     more = len(rows) > limit
-    columns = [Column("object_id", "long", "meta.id;meta.main"),
-               *(Column(n, "double", "", "deg") for n in own),
-               Column("probability", "float", "", "", f"probability of class {d.classes[k - 1]}"),
-               Column("top_label", "char"), Column("top_probability", "float")]
+    columns = [
+        Column("object_id", "long", "meta.id;meta.main"),
+        *(Column(n, "double", "", "deg") for n in own),
+        Column("probability", "float", "", "", f"probability of class {d.classes[k - 1]}"),
+        Column("top_label", "char"),
+        Column("top_probability", "float"),
+    ]
     return Table(columns, list(rows[:limit])), more
 
 
 MODEL_COLUMNS = (
-    "model_version_id", "label", "model", "version", "task", "estimator", "classes",
-    "calibration_kind", "feature_set", "training_catalog", "snapshot_rows", "created_at",
+    "model_version_id",
+    "label",
+    "model",
+    "version",
+    "task",
+    "estimator",
+    "classes",
+    "calibration_kind",
+    "feature_set",
+    "training_catalog",
+    "snapshot_rows",
+    "created_at",
 )
 
 
@@ -393,15 +463,25 @@ async def models(
             "FROM skyclass.published_model_version AS v WHERE v.model_version_id > %s "
             "ORDER BY v.model_version_id LIMIT {limit}"
         ).format(
-            cols=sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(c))
-                                    for c in MODEL_COLUMNS),
+            cols=sql.SQL(", ").join(
+                sql.SQL("v.{}").format(sql.Identifier(c)) for c in MODEL_COLUMNS
+            ),
             limit=sql.Literal(limit + 1),
         ),
         (after[0] if after else -1,),
     )
     rows = await cur.fetchall()
-    columns = [Column(c, "long" if c in ("model_version_id", "snapshot_rows") else
-                      "int" if c == "version" else "char") for c in MODEL_COLUMNS]
+    columns = [
+        Column(
+            c,
+            "long"
+            if c in ("model_version_id", "snapshot_rows")
+            else "int"
+            if c == "version"
+            else "char",
+        )
+        for c in MODEL_COLUMNS
+    ]
     columns.append(Column("deployments", "char"))
     return Table(columns, list(rows[:limit])), len(rows) > limit
 
@@ -409,18 +489,26 @@ async def models(
 async def resolve_version(conn: AsyncConnection[Any], ref: str) -> int:
     """A model version from ``MODEL:VERSION``, ``MODEL`` (newest) or an id; 404 when unknown."""
     if re.fullmatch(r"\d{1,18}", ref):
-        found = await (await conn.execute(
-            "SELECT model_version_id FROM skyclass.published_model_version "
-            "WHERE model_version_id = %s", (int(ref),))).fetchone()
+        found = await (
+            await conn.execute(
+                "SELECT model_version_id FROM skyclass.published_model_version "
+                "WHERE model_version_id = %s",
+                (int(ref),),
+            )
+        ).fetchone()
     else:
         match = re.fullmatch(r"([a-z][a-z0-9_]{0,62})(?::(\d{1,9}))?", ref)
         if not match:
-            raise ApiError(400, f"model version {ref[:200]!r} is not MODEL[:VERSION] or an id",
-                           param="version")
-        found = await (await conn.execute(
-            "SELECT model_version_id FROM skyclass.published_model_version WHERE model = %s "
-            "AND (%s::int IS NULL OR version = %s::int) ORDER BY version DESC LIMIT 1",
-            (match.group(1), match.group(2), match.group(2)))).fetchone()
+            raise ApiError(
+                400, f"model version {ref[:200]!r} is not MODEL[:VERSION] or an id", param="version"
+            )
+        found = await (
+            await conn.execute(
+                "SELECT model_version_id FROM skyclass.published_model_version WHERE model = %s "
+                "AND (%s::int IS NULL OR version = %s::int) ORDER BY version DESC LIMIT 1",
+                (match.group(1), match.group(2), match.group(2)),
+            )
+        ).fetchone()
     if found is None:
         raise ApiError(404, f"model version {ref[:200]!r} does not exist", param="version")
     return int(found[0])

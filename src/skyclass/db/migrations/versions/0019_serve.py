@@ -104,7 +104,8 @@ COMMENT ON FUNCTION skyclass.purity_threshold(bigint,text,double precision) IS
 ' 22023.';
 """
 
-UPGRADE = r"""
+UPGRADE = (
+    r"""
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'skyclass_portal') THEN
@@ -151,11 +152,14 @@ COMMENT ON VIEW skyclass.published_curve IS
 
 GRANT SELECT ON skyclass.published_model_version, skyclass.published_metric,
     skyclass.published_curve TO skyclass_reader;
-""" + FUNCTION + r"""
+"""
+    + FUNCTION
+    + r"""
 REVOKE ALL ON FUNCTION skyclass.purity_threshold(bigint, text, double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION skyclass.purity_threshold(bigint, text, double precision)
     TO skyclass_reader;
 """
+)
 
 DOWNGRADE = r"""
 DROP FUNCTION skyclass.purity_threshold(bigint, text, double precision);
