@@ -320,6 +320,9 @@ def run(
             service.wait(timeout=30)
         except subprocess.TimeoutExpired:
             service.kill()
+            service.wait()
+        if service.stderr is not None:
+            service.stderr.close()
     return {"rows": setup.rows, "clients": clients, "phases": [asdict(p) for p in phases]}
 
 
