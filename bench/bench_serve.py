@@ -22,7 +22,14 @@ loop in another process. The generator, the service, PostgreSQL and the
 rescoring job share the machine's cores, so the figures are what one small
 box gives; print the CPU model beside them.
 
-Usage: ``.venv/bin/python bench/bench_serve.py [--seconds 30] [--clients 50] [--json F]``.
+With ``--synthetic-rows N`` the load goes to a synthetic SDSS-like catalog of
+N rows instead (``bench.common.load_catalog``: 36,000 objects per square
+degree, so a 10-arcsec cone holds about 0.9 objects), which gets the same
+feature definition (``sdss_ugriz``) and is scored by the deployed version;
+the rescoring phase rescores that catalog.
+
+Usage: ``.venv/bin/python bench/bench_serve.py [--seconds 30] [--clients 50]
+[--synthetic-rows 10000000] [--json F]``.
 """
 
 from __future__ import annotations
@@ -52,13 +59,17 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from bench.common import (
     bench_database,
     format_table,
+    load_catalog,
     machine_info,
+    patch_for,
     percentile,
     print_machine,
     say,
+    synthetic_chunks,
 )
 
 CATALOG = "sdss17"
+SYNTHETIC = "bench_serve_big"
 DEMO_CSV = (
     Path(__file__).resolve().parents[1]
     / "src/skyclass/demo/data/sdss17_star_classification_99999.csv.gz"
@@ -85,10 +96,13 @@ class Phase:
 
 @dataclass
 class Setup:
+    """The database, the two versions and the catalog the load goes to."""
+
     url: str
     v1: int
     v2: int
     rows: int
+    catalog: str = CATALOG
 
 
 def prepare(url: str, rows: int | None = None) -> Setup:
@@ -145,14 +159,40 @@ def prepare(url: str, rows: int | None = None) -> Setup:
     return Setup(url, int(found[0][0]), int(found[1][0]), int(n))
 
 
-def _rescore_loop(url: str, version: int, stop_file: str) -> None:
-    """Rescore the catalog with ``version`` again and again until ``stop_file`` exists."""
+def prepare_synthetic(setup: Setup, rows: int) -> Setup:
+    """A synthetic catalog of ``rows`` objects with sdss_ugriz features, scored by sgq_current."""
+    from skyclass.features.build import build_feature_set
+    from skyclass.features.spec import example_spec_path
+    from skyclass.score.jobs import score_catalog
+
+    url = setup.url
+    with psycopg.connect(url) as conn:
+        exists = conn.execute(
+            "SELECT count(*) FROM skyclass.catalog WHERE name = %s", (SYNTHETIC,)
+        ).fetchone()
+    if not exists or not exists[0]:
+        t = time.perf_counter()
+        load_catalog(url, SYNTHETIC, synthetic_chunks(rows, patch_for(rows), seed=7))
+        say(f"loaded {rows:,} synthetic objects in {time.perf_counter() - t:.0f} s")
+        t = time.perf_counter()
+        build_feature_set(example_spec_path("sdss_ugriz"), catalog=SYNTHETIC, url=url)
+        say(f"built their features in {time.perf_counter() - t:.0f} s")
+        t = time.perf_counter()
+        score_catalog("sgq_current", SYNTHETIC, url=url)
+        say(f"scored them in {time.perf_counter() - t:.0f} s")
+    with psycopg.connect(url) as conn:
+        n = conn.execute(f"SELECT count(*) FROM catalogs.{SYNTHETIC}").fetchone()[0]  # type: ignore[index]
+    return Setup(url, setup.v1, setup.v2, int(n), SYNTHETIC)
+
+
+def _rescore_loop(url: str, version: int, stop_file: str, catalog: str = CATALOG) -> None:
+    """Rescore ``catalog`` with ``version`` again and again until ``stop_file`` exists."""
     from skyclass.score.jobs import score_catalog
 
     os.environ["SKYCLASS_DATABASE_URL"] = url
     runs = 0
     while not os.path.exists(stop_file):
-        score_catalog(str(version), CATALOG, resume=False, url=url)
+        score_catalog(str(version), catalog, resume=False, url=url)
         runs += 1
     Path(stop_file).write_text(str(runs))
 
@@ -178,20 +218,31 @@ def _start_service(url: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("skyclass serve did not answer within 60 s")
 
 
-def _targets(url: str, seed: int) -> tuple[list[tuple[float, float]], list[int]]:
+def _targets(url: str, catalog: str) -> tuple[list[tuple[float, float]], list[int]]:
+    """2,000 objects of ``catalog``: cone centres (their positions) and ids to look up."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            f"SELECT object_id, ra, dec FROM catalogs.{CATALOG} ORDER BY random() LIMIT 2000"
+            f"SELECT object_id, ra, dec FROM catalogs.{catalog} TABLESAMPLE SYSTEM (1) "
+            "REPEATABLE (7) LIMIT 2000"
         ).fetchall()
+        if len(rows) < 500:
+            rows = conn.execute(
+                f"SELECT object_id, ra, dec FROM catalogs.{catalog} ORDER BY object_id LIMIT 2000"
+            ).fetchall()
     return [(float(r[1]), float(r[2])) for r in rows], [int(r[0]) for r in rows]
 
 
 def _request(
-    rng: random.Random, positions: list[tuple[float, float]], ids: list[int]
+    rng: random.Random,
+    positions: list[tuple[float, float]],
+    ids: list[int],
+    catalog: str,
+    only: str | None = None,
 ) -> tuple[str, str]:
-    roll, acc = rng.random(), 0.0
-    kind = MIX[-1][0]
-    for name, share in MIX:
+    mix = [(k, w) for k, w in MIX if only in (None, k)]
+    roll, acc = rng.random() * sum(w for _, w in mix), 0.0
+    kind = mix[-1][0]
+    for name, share in mix:
         acc += share
         if roll < acc:
             kind = name
@@ -199,18 +250,18 @@ def _request(
     if kind == "cone":
         ra, dec = rng.choice(positions)
         return kind, (
-            f"/api/cone?catalog={CATALOG}&ra={ra!r}&dec={dec!r}&radius={CONE_RADIUS_DEG!r}"
+            f"/api/cone?catalog={catalog}&ra={ra!r}&dec={dec!r}&radius={CONE_RADIUS_DEG!r}"
         )
     if kind == "object":
-        return kind, f"/api/objects/{CATALOG}/{rng.choice(ids)}"
+        return kind, f"/api/objects/{catalog}/{rng.choice(ids)}"
     cls = rng.choice(["QSO", "STAR", "GALAXY"])
     if rng.random() < 0.5:
         return kind, (
-            f"/api/candidates?catalog={CATALOG}&deployment=sgq_current&class={cls}"
+            f"/api/candidates?catalog={catalog}&deployment=sgq_current&class={cls}"
             "&purity=0.95&limit=100"
         )
     return kind, (
-        f"/api/candidates?catalog={CATALOG}&deployment=sgq_current&class={cls}"
+        f"/api/candidates?catalog={catalog}&deployment=sgq_current&class={cls}"
         f"&min_probability={rng.choice([0.5, 0.9, 0.99])}&limit=100"
     )
 
@@ -223,9 +274,11 @@ async def _load(
     seed: int,
     positions: list[tuple[float, float]],
     ids: list[int],
+    catalog: str = CATALOG,
+    only: str | None = None,
 ) -> tuple[list[tuple[str, float, int]], float]:
     rng = random.Random(seed)
-    plan = [_request(rng, positions, ids) for _ in range(max_requests)]
+    plan = [_request(rng, positions, ids, catalog, only) for _ in range(max_requests)]
     results: list[tuple[str, float, int]] = []
     cursor = iter(plan)
     start = time.perf_counter()
@@ -283,27 +336,32 @@ def run(
     port: int = 18080,
     rows: int | None = None,
     seed: int = 13,
+    synthetic_rows: int | None = None,
+    only: str | None = None,
 ) -> dict[str, Any]:
     """Prepare, serve, load idle and while rescoring; return the figures."""
     setup = prepare(url, rows)
-    positions, ids = _targets(url, seed)
+    if synthetic_rows:
+        setup = prepare_synthetic(setup, synthetic_rows)
+    cat = setup.catalog
+    positions, ids = _targets(url, cat)
     service = _start_service(url, port)
     base = f"http://127.0.0.1:{port}"
     phases = []
     try:
-        asyncio.run(_load(base, clients, 3, 500, seed + 1, positions, ids))  # warm-up
+        asyncio.run(_load(base, clients, 3, 500, seed + 1, positions, ids, cat, only))  # warm-up
         results, took = asyncio.run(
-            _load(base, clients, seconds, max_requests, seed, positions, ids)
+            _load(base, clients, seconds, max_requests, seed, positions, ids, cat, only)
         )
         phases.append(summarise("idle", results, took))
         stop = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-stop-{os.getpid()}"
         stop.unlink(missing_ok=True)
         context = multiprocessing.get_context("spawn")
-        job = context.Process(target=_rescore_loop, args=(url, setup.v2, str(stop)))
+        job = context.Process(target=_rescore_loop, args=(url, setup.v2, str(stop), cat))
         job.start()
         time.sleep(2)  # the job is planning and scoring its first chunks
         results, took = asyncio.run(
-            _load(base, clients, seconds, max_requests, seed, positions, ids)
+            _load(base, clients, seconds, max_requests, seed, positions, ids, cat, only)
         )
         stop.write_text("")
         job.join(timeout=600)
@@ -323,7 +381,13 @@ def run(
             service.wait()
         if service.stderr is not None:
             service.stderr.close()
-    return {"rows": setup.rows, "clients": clients, "phases": [asdict(p) for p in phases]}
+    return {
+        "catalog": cat,
+        "only": only,
+        "rows": setup.rows,
+        "clients": clients,
+        "phases": [asdict(p) for p in phases],
+    }
 
 
 def main() -> None:
@@ -339,6 +403,15 @@ def main() -> None:
         default=None,
         help="load only the first ROWS objects of the sample (quick runs)",
     )
+    parser.add_argument(
+        "--synthetic-rows",
+        type=int,
+        default=None,
+        help="serve a synthetic catalog of this many rows instead (e.g. 10000000)",
+    )
+    parser.add_argument(
+        "--only", choices=[k for k, _ in MIX], default=None, help="send only this kind"
+    )
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
@@ -352,6 +425,8 @@ def main() -> None:
             max_requests=args.max_requests,
             port=args.port,
             rows=args.rows,
+            synthetic_rows=args.synthetic_rows,
+            only=args.only,
         )
     figures["machine"] = info
     idle, busy = figures["phases"]
