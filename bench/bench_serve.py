@@ -262,7 +262,7 @@ def _request(
         )
     return kind, (
         f"/api/candidates?catalog={catalog}&deployment=sgq_current&class={cls}"
-        f"&min_probability={rng.choice([0.5, 0.9, 0.99])}&limit=100"
+        f"&min_probability={rng.choice([0.8, 0.9, 0.99])}&limit=100"
     )
 
 

@@ -268,3 +268,31 @@ def test_openapi_describes_every_api_route(service: Service) -> None:
         "/objects/{catalog}/{id}",
     ):
         assert path in spec["paths"]
+
+
+@pytest.mark.parametrize("min_probability", [0.3, 0.5, 0.75])
+def test_candidate_pages_by_probability_equal_sql_on_both_query_paths(
+    service: Service, admin: psycopg.Connection, min_probability: float
+) -> None:
+    rows: list[dict[str, object]] = []
+    url: str | None = (
+        f"/api/candidates?catalog={CATALOG}&deployment=sgq_current&class=GALAXY"
+        f"&min_probability={min_probability}&limit=40"
+    )
+    while url:
+        page = httpx.get(service.base + url, timeout=30).json()
+        rows += page["rows"]
+        url = page["next"]
+    k = admin.execute(
+        "SELECT array_position(classes, 'GALAXY') FROM skyclass.model_version "
+        "WHERE model_version_id = %s",
+        (service.db.sgq_v2,),
+    ).fetchone()[0]  # type: ignore[index]
+    expected = admin.execute(
+        "SELECT object_id, probabilities[%s] FROM skyclass.current_classification "
+        "WHERE deployment = 'sgq_current' AND catalog = %s AND probabilities[%s] >= %s::real "
+        "ORDER BY probabilities[%s] DESC, object_id",
+        (k, CATALOG, k, min_probability, k),
+    ).fetchall()
+    assert len(expected) > 80
+    assert [(r["object_id"], r["probability"]) for r in rows] == [tuple(e) for e in expected]

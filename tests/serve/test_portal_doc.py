@@ -85,3 +85,14 @@ def test_the_pyvo_example_runs(default_service: str, capsys: pytest.CaptureFixtu
     for code in snippets:
         exec(compile(code, str(PORTAL), "exec"), {"BASE": default_service})
     assert "sgq_current_class" in capsys.readouterr().out
+
+
+def test_the_readme_pyvo_snippet_runs(default_service: str) -> None:
+    readme = (PORTAL.parents[1] / "README.md").read_text()
+    part = readme.split("## Serving portals and VO tools", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"^```python\n(.*?)^```$", part, re.MULTILINE | re.DOTALL)
+    assert code is not None and "http://127.0.0.1:8080" in code.group(1)
+    exec(
+        compile(code.group(1).replace("http://127.0.0.1:8080", default_service), "README", "exec"),
+        {},
+    )

@@ -63,6 +63,8 @@ def column_slug(text: str) -> str:
 CACHE_SECONDS = 2.0
 _catalogs: dict[str, tuple[float, Catalog]] = {}
 _deployments: dict[int, tuple[float, list[Deployment]]] = {}
+THRESHOLD_SECONDS = 60.0
+_thresholds: dict[tuple[int, str, float], tuple[float, dict[str, Any] | None]] = {}
 
 
 async def catalog(conn: AsyncConnection[Any], name: str, *, positions: bool) -> Catalog:
@@ -375,12 +377,25 @@ async def resolve_deployment(
 async def purity_threshold(
     conn: AsyncConnection[Any], d: Deployment, cls: str, purity: float
 ) -> dict[str, Any]:
-    """The threshold reaching ``purity`` on the calibration split (409 when none does)."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        "SELECT * FROM skyclass.purity_threshold(%s, %s, %s)", (d.model_version_id, cls, purity)
-    )
-    row = await cur.fetchone()
+    """The threshold reaching ``purity`` on the calibration split (409 when none does).
+
+    Cached per (version, class, purity) for THRESHOLD_SECONDS: a version never
+    changes, only a rescoring of its training catalog could move the figure.
+    """
+    key = (d.model_version_id, cls, purity)
+    cached = _thresholds.get(key)
+    if cached is not None and time.monotonic() - cached[0] < THRESHOLD_SECONDS:
+        row = cached[1]
+    else:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            "SELECT * FROM skyclass.purity_threshold(%s, %s, %s)",
+            (d.model_version_id, cls, purity),
+        )
+        row = await cur.fetchone()
+        if len(_thresholds) > 10_000:
+            _thresholds.clear()
+        _thresholds[key] = (time.monotonic(), row)
     if row is None:
         raise ApiError(
             409,
@@ -401,14 +416,24 @@ async def candidates(
     limit: int,
     after: list[Any] | None,
 ) -> tuple[Table, bool]:
-    """Objects with p(class k) >= threshold, most probable first (ties by object_id)."""
+    """Objects with p(class k) >= threshold, most probable first (ties by object_id).
+
+    Above 0.5 a class can only be the most probable one, so the query also
+    says ``top_label = class`` and orders by ``top_probability`` (the same
+    value then): the index on ``(top_label, top_probability DESC)`` finds the
+    page without sorting every object of the class.
+    """
     keyset: sql.Composable = sql.SQL("")
     params: list[Any] = [d.model_version_id, cat.catalog_id, threshold]
+    top = threshold > 0.5
+    prob = sql.SQL("p.top_probability" if top else "p.probabilities[{}]").format(sql.Literal(k))
+    if top:
+        keyset = sql.SQL("AND p.top_label = %s ")
+        params.append(d.classes[k - 1])
     if after is not None:
-        keyset = sql.SQL(
-            "AND (p.probabilities[{k}] < %s::real OR (p.probabilities[{k}] = %s::real "
-            "AND p.object_id > %s))"
-        ).format(k=sql.Literal(k))
+        keyset = sql.SQL("{} AND ({p} < %s::real OR ({p} = %s::real AND p.object_id > %s))").format(
+            keyset, p=prob
+        )
         params += [after[0], after[0], after[1]]
     own = [n for n, _ in cat.columns if n in ("ra", "dec")]
     query = sql.SQL(
@@ -416,8 +441,9 @@ async def candidates(
         "p.top_probability FROM skyclass.prediction AS p JOIN {rel} AS c "
         "ON c.object_id = p.object_id WHERE p.model_version_id = %s AND p.catalog_id = %s "
         "AND p.probabilities[{k}] >= %s::real {keyset} "
-        "ORDER BY p.probabilities[{k}] DESC, p.object_id LIMIT {limit}"
+        "ORDER BY {prob} DESC, p.object_id LIMIT {limit}"
     ).format(
+        prob=prob,
         own=sql.SQL("").join(sql.SQL("c.{}, ").format(sql.Identifier(n)) for n in own),
         k=sql.Literal(k),
         rel=cat.relation,
