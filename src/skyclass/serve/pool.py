@@ -58,7 +58,9 @@ def session_options(config: ServeConfig) -> str:
     return (
         "-c default_transaction_read_only=on "
         f"-c statement_timeout={config.statement_timeout_ms} "
-        "-c idle_in_transaction_session_timeout=60000"
+        "-c idle_in_transaction_session_timeout=60000 "
+        # Many small concurrent queries: parallel workers and JIT add latency, not speed.
+        "-c max_parallel_workers_per_gather=0 -c jit=off"
     )
 
 

@@ -62,19 +62,32 @@ def column_slug(text: str) -> str:
 # time; the rows themselves (predictions, catalog rows) are always read fresh.
 CACHE_SECONDS = 2.0
 _catalogs: dict[str, tuple[float, Catalog]] = {}
+_catalogs_read = 0.0
 _deployments: dict[int, tuple[float, list[Deployment]]] = {}
 THRESHOLD_SECONDS = 60.0
 _thresholds: dict[tuple[int, str, float], tuple[float, dict[str, Any] | None]] = {}
 
 
 async def catalog(conn: AsyncConnection[Any], name: str, *, positions: bool) -> Catalog:
-    """The catalog ``name`` (404 when unknown; 400 for a cone on one without positions)."""
-    cached = _catalogs.get(name)
-    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-        cat = cached[1]
-    else:
-        cat = await _read_catalog(conn, name)
-        _catalogs[name] = (time.monotonic(), cat)
+    """The catalog ``name`` (404 when unknown; 400 for a cone on one without positions).
+
+    The published catalogs are read all at once (a handful of rows) and looked
+    up here: SQL never looks a registry row up by a request's name.
+    """
+    global _catalogs_read
+    if time.monotonic() - _catalogs_read >= CACHE_SECONDS or name not in _catalogs:
+        _catalogs.clear()
+        _catalogs.update({c.name: (time.monotonic(), c) for c in await _read_catalogs(conn)})
+        _catalogs_read = time.monotonic()
+    found = _catalogs.get(name)
+    if found is None:
+        names = sorted(_catalogs)[:50]
+        raise ApiError(
+            404,
+            f"catalog {name!r} is not published; catalogs: " + (", ".join(names) or "none"),
+            param="catalog",
+        )
+    cat = found[1]
     if positions and not cat.has_positions:
         raise ApiError(
             400, f"catalog {name!r} has no sky positions: no cone search", param="catalog"
@@ -82,43 +95,32 @@ async def catalog(conn: AsyncConnection[Any], name: str, *, positions: bool) -> 
     return cat
 
 
-async def _read_catalog(conn: AsyncConnection[Any], name: str) -> Catalog:
-    row = await (
+async def _read_catalogs(conn: AsyncConnection[Any]) -> list[Catalog]:
+    """Every registered catalog with its relation and columns (in table order)."""
+    rows = await (
         await conn.execute(
-            "SELECT catalog_id, schema_name, table_name, description, ra_column IS NOT NULL, "
-            "format('%%I.%%I', schema_name, table_name)::regclass::oid "
-            "FROM skyclass.catalog WHERE name = %s",
-            (name,),
-        )
-    ).fetchone()
-    if row is None:
-        names = [
-            r[0]
-            for r in await (
-                await conn.execute("SELECT name FROM skyclass.catalog ORDER BY name LIMIT 50")
-            ).fetchall()
-        ]
-        raise ApiError(
-            404,
-            f"catalog {name!r} is not published; catalogs: " + (", ".join(names) or "none"),
-            param="catalog",
-        )
-    catalog_id, schema, table, description, has_positions, oid = row
-    columns = await (
-        await conn.execute(
-            "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s "
-            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (oid,),
+            "SELECT c.catalog_id, c.name, c.schema_name, c.table_name, c.description, "
+            "c.ra_column IS NOT NULL, "
+            "(SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute AS a "
+            "  WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped), "
+            "(SELECT array_agg(a.atttypid::int ORDER BY a.attnum) FROM pg_attribute AS a "
+            "  WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped) "
+            "FROM skyclass.catalog AS c "
+            "CROSS JOIN LATERAL (SELECT to_regclass(format('%I.%I', c.schema_name, "
+            "c.table_name))::oid AS oid) AS t WHERE t.oid IS NOT NULL ORDER BY c.name"
         )
     ).fetchall()
-    return Catalog(
-        int(catalog_id),
-        name,
-        sql.Identifier(schema, table),
-        description,
-        bool(has_positions),
-        tuple((str(n), int(t)) for n, t in columns),
-    )
+    return [
+        Catalog(
+            int(catalog_id),
+            str(name),
+            sql.Identifier(schema, table),
+            description,
+            bool(has_positions),
+            tuple(zip(names or [], types or [], strict=True)),
+        )
+        for catalog_id, name, schema, table, description, has_positions, names, types in rows
+    ]
 
 
 async def deployments(conn: AsyncConnection[Any], cat: Catalog) -> list[Deployment]:
@@ -437,11 +439,16 @@ async def candidates(
         params += [after[0], after[0], after[1]]
     own = [n for n, _ in cat.columns if n in ("ra", "dec")]
     query = sql.SQL(
-        "SELECT p.object_id, {own} p.probabilities[{k}] AS probability, p.top_label, "
-        "p.top_probability FROM skyclass.prediction AS p JOIN {rel} AS c "
-        "ON c.object_id = p.object_id WHERE p.model_version_id = %s AND p.catalog_id = %s "
+        # The page of predictions first, then its catalog rows: joining every candidate
+        # to the catalog before the sort cost a hash join of the whole catalog.
+        "SELECT s.object_id, {own} s.probability, s.top_label, s.top_probability FROM ("
+        "SELECT p.object_id, p.probabilities[{k}] AS probability, p.top_label, "
+        "p.top_probability FROM skyclass.prediction AS p "
+        "WHERE p.model_version_id = %s AND p.catalog_id = %s "
         "AND p.probabilities[{k}] >= %s::real {keyset} "
-        "ORDER BY {prob} DESC, p.object_id LIMIT {limit}"
+        "ORDER BY {prob} DESC, p.object_id LIMIT {limit}) AS s "
+        "LEFT JOIN {rel} AS c ON c.object_id = s.object_id "
+        "ORDER BY s.probability DESC, s.object_id"
     ).format(
         prob=prob,
         own=sql.SQL("").join(sql.SQL("c.{}, ").format(sql.Identifier(n)) for n in own),
