@@ -9,6 +9,7 @@ a bug is a 500.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -113,10 +114,11 @@ def tap_mount(pool_url: str, config: ServeConfig) -> list[BaseRoute]:
     At merge: ``from skyclass.serve.tap import create_tap_app`` and return
     ``[Mount("/tap", app=create_tap_app(...))]``. Until then, no TAP route.
     """
-    try:
-        from skyclass.serve.tap import create_tap_app  # type: ignore[import-not-found]
-    except ImportError:
+    if importlib.util.find_spec("skyclass.serve.tap") is None:
         return []
+    # A TAP package that exists but fails to import must fail loudly, not vanish.
+    from skyclass.serve.tap import create_tap_app  # type: ignore[import-not-found]
+
     return [Mount("/tap", app=create_tap_app(pool_url, config))]  # pragma: no cover
 
 
