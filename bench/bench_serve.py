@@ -76,6 +76,8 @@ DEMO_CSV = (
 )
 CONE_RADIUS_DEG = 10 / 3600
 MIX = (("cone", 0.5), ("object", 0.3), ("candidates", 0.2))
+# Transport errors (status 0) of the current phase, by exception class.
+failures: Counter[str] = Counter()
 
 
 @dataclass
@@ -280,6 +282,7 @@ async def _load(
     rng = random.Random(seed)
     plan = [_request(rng, positions, ids, catalog, only) for _ in range(max_requests)]
     results: list[tuple[str, float, int]] = []
+    failures.clear()
     cursor = iter(plan)
     start = time.perf_counter()
     deadline = start + seconds
@@ -293,8 +296,9 @@ async def _load(
                 t = time.perf_counter()
                 try:
                     status = (await client.get(path)).status_code
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:  # counted as an error, named in the figures
                     status = 0
+                    failures[type(exc).__name__] += 1
                 results.append((kind, time.perf_counter() - t, status))
 
         await asyncio.gather(*(worker() for _ in range(clients)))
@@ -323,7 +327,10 @@ def summarise(name: str, results: list[tuple[str, float, int]], seconds: float) 
         round(percentile(latencies, 50), 2),
         round(percentile(latencies, 99), 2),
         per_kind,
-        {str(k): v for k, v in Counter(r[2] for r in results).items()},
+        {
+            **{str(k): v for k, v in Counter(r[2] for r in results).items()},
+            **{f"0: {name}": n for name, n in failures.items()},
+        },
     )
 
 
