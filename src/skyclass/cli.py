@@ -26,6 +26,7 @@ from skyclass.query.cli import cone, xmatch
 from skyclass.registry.cli import catalog
 from skyclass.report.cli import report
 from skyclass.score.cli import deploy, runs, schedule, score
+from skyclass.serve.cli import serve
 from skyclass.shard.cli import shard
 from skyclass.train.cli import ablate, models, train
 
@@ -167,7 +168,14 @@ def db_migrate(revision: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory of the demo report (default: SKYCLASS_HOME/demo-report).",
 )
-def demo(quick: bool, output: Path | None) -> None:
+@click.option(
+    "--serve",
+    "then_serve",
+    is_flag=True,
+    help="Then start the portal service on 127.0.0.1:8080 (skyclass serve).",
+)
+@click.pass_context
+def demo(ctx: click.Context, quick: bool, output: Path | None, then_serve: bool) -> None:
     """Run the whole product on the bundled SDSS DR17 and BOSS DR10 samples, step by step.
 
     Starts the embedded database (unless SKYCLASS_DATABASE_URL is set), loads
@@ -175,11 +183,16 @@ def demo(quick: bool, output: Path | None) -> None:
     model next to their baselines, compiles and deploys them, rescores the
     catalogs inside the database, runs example SQL (cone search with classes,
     QSO candidates at 95% purity, class changes between two versions) and
-    writes the demo report. Re-running adds new model versions.
+    writes the demo report. Re-running adds new model versions. With --serve,
+    the portal service then serves the results (Ctrl-C stops it).
     """
     from skyclass.demo import run_demo
 
     run_demo(quick=quick, output=output)
+    if then_serve:
+        from skyclass.serve.cli import serve
+
+        ctx.invoke(serve)
 
 
 main.add_command(ingest)
@@ -203,6 +216,7 @@ main.add_command(drift)
 main.add_command(shard)
 main.add_command(explain)
 main.add_command(queue)
+main.add_command(serve)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from bench.common import DENSITY_PER_DEG2, patch_for, synthetic_catalog
 
-from bench import bench_cone, bench_ingest, bench_tap, bench_xmatch
+from bench import bench_cone, bench_ingest, bench_serve, bench_tap, bench_xmatch
 
 ROWS = 20_000
 
@@ -103,3 +103,19 @@ def test_tap_bench(db_url: str) -> None:
     for figures in result["latency"].values():
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     _no_bench_tables(db_url)
+
+
+def test_serve_bench(db_url: str) -> None:
+    from tests.serve.conftest import _free_port
+
+    figures = bench_serve.run(
+        db_url, seconds=1.5, clients=4, max_requests=300, rows=2000, port=_free_port()
+    )
+    assert figures["rows"] == 2000
+    idle, busy = figures["phases"]
+    assert (idle["name"], busy["name"]) == ("idle", "rescoring")
+    for phase in (idle, busy):
+        assert phase["requests"] > 0 and phase["errors"] == 0, phase
+        assert set(phase["per_kind"]) == {"cone", "object", "candidates"}
+        _positive({k: phase[k] for k in ("throughput", "p50_ms", "p99_ms")})
+    assert busy["rescoring_runs"] >= 1

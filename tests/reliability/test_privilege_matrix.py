@@ -125,6 +125,18 @@ ACTIONS: dict[str, str] = {
     # TAP (revision 0020): TAP_SCHEMA is published; the UWS job list is the portal's to write.
     "read TAP_SCHEMA": "SELECT count(*) FROM tap_schema.columns",
     "write TAP jobs": "DELETE FROM skyclass.tap_job WHERE false",
+    # The portal's model cards (revision 0019): views over registry tables the reader cannot read.
+    "read model cards": (
+        "SELECT count(*) FROM skyclass.published_model_version AS v "
+        "JOIN skyclass.published_metric USING (model_version_id) "
+        "JOIN skyclass.published_curve USING (model_version_id)"
+    ),
+    # A SECURITY DEFINER function reading the training snapshot (revision 0019).
+    "compute a purity threshold": (
+        "SELECT count(*) FROM skyclass.purity_threshold({v}, "
+        "(SELECT classes[1] FROM skyclass.model_version WHERE model_version_id = {v}), 0.5)"
+    ),
+    "read training snapshots": "SELECT count(*) FROM skyclass.training_snapshot",
 }
 
 A, D = ALLOWED, DENIED
@@ -187,6 +199,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "unregister a catalog": D,
         "read TAP_SCHEMA": A,
         "write TAP jobs": A,
+        "read model cards": A,
+        "compute a purity threshold": A,
+        "read training snapshots": D,
     },
     "skyclass_model_admin": {
         "read published views": D,
@@ -221,9 +236,21 @@ EXPECTED: dict[str, dict[str, str]] = {
         "register a shard": D,
         "read TAP_SCHEMA": D,
         "write TAP jobs": D,
+        "read model cards": D,
+        "compute a purity threshold": D,
+        "read training snapshots": D,
     },
     NO_GRANTS: {action: D for action in ACTIONS},
 }
+# The login role of `skyclass serve` (revision 0019) may do exactly what skyclass_reader may.
+EXPECTED["skyclass_reader"].update(
+    {"read model cards": A, "compute a purity threshold": A, "read training snapshots": D}
+)
+EXPECTED["skyclass_model_admin"].update(
+    {"read model cards": D, "compute a purity threshold": D, "read training snapshots": D}
+)
+# ... and, for the TAP service (revision 0020), keeps the UWS job list.
+EXPECTED["skyclass_portal"] = {**EXPECTED["skyclass_reader"], "write TAP jobs": A}
 # fmt: on
 
 

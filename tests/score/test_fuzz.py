@@ -562,6 +562,15 @@ C_STATES = frozenset({"22023", "22004", "42704", "55000", "22003", "2202E", "22P
 RUN_STATES = frozenset({"22023", "42704", "55000", "42P01", "42P07", "23505", "55P03"})
 TRIGGER = frozenset({"0A000"})  # trigger functions can only be called as triggers
 
+
+def _check_purity_threshold(rows: list[tuple[Any, ...]], args: list[Any], w: World) -> None:
+    """At most one row: a probability threshold whose selection reaches the purity asked."""
+    assert len(rows) <= 1
+    for threshold, selected, purity, completeness, n in rows:
+        assert 0 <= threshold <= 1 and 1 <= selected <= n
+        assert purity >= args[2] - 1e-12 and 0 < completeness <= 1
+
+
 SPECS: dict[str, Spec] = {
     "skyclass.predict(bigint,real[])": Spec(_predict("predict"), C_STATES, _check_predict),
     "skyclass.predict_top_label(bigint,real[])": Spec(
@@ -724,6 +733,18 @@ SPECS: dict[str, Spec] = {
         ),
         frozenset({"22023", "23503", "23514"}),
         None,
+    ),
+    "skyclass.purity_threshold(bigint,text,double precision)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.purity_threshold(%s::bigint, %s, %s::float8)",
+            [
+                (v := _version(rng, w)),
+                _text(rng, w.classes.get(v, ()) if isinstance(v, int) else ()),
+                _float(rng, 0, 1),
+            ],
+        ),
+        frozenset({"22023"}),
+        _check_purity_threshold,
     ),
     "skyclass.deployed_version(text,timestamp with time zone)": Spec(
         lambda rng, w: (

@@ -433,4 +433,9 @@ def run_demo(
         "try:     SELECT top_label, count(*) FROM skyclass.current_classification "
         f"WHERE deployment = '{SGQ_DEPLOYMENT}' GROUP BY 1;"
     )
+    click.echo(
+        "serve:   skyclass serve   (or skyclass demo --serve), then open "
+        f"http://127.0.0.1:8080/objects/{CATALOG}/62669 or cone-search "
+        f"http://127.0.0.1:8080/scs/{CATALOG}?RA={ra}&DEC={dec}&SR=0.05 (docs/portal.md)"
+    )
     return files.html
