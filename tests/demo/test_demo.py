@@ -50,6 +50,13 @@ def test_demo_runs_twice_and_shows_results(db_url: str, tmp_path: Path) -> None:
     # the BOSS catalog, unlike the SDSS training set: its expected metrics and coverage
     assert re.search(r"domain-classifier AUC 0\.\d+ ± 0\.\d+ \(0\.5 = no shift\); [\d.]+% of ", out)
     assert re.search(r"^\s+balanced_accuracy\s+0\.\d+ ± 0\.\d+\s+0\.\d+\s*$", out, re.M), out
+    # why and what if: explanations, a what-if curve, the oddest objects with their class
+    assert re.search(r"TreeSHAP of \d+ quasars in [\d.]+ s; object \d+: \w+ logit", out), out
+    assert re.search(
+        r"p\(QSO\) of the median object as u-g runs over its range: ([01]\.\d+ ?){15}", out
+    )
+    oddest = out[out.index("the oddest objects") :].splitlines()[2:10]
+    assert len(oddest) == 8 and all(re.search(r"(STAR|GALAXY|QSO)", line) for line in oddest)
 
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM catalogs.sdss17").fetchone() == (99_999,)
@@ -64,8 +71,14 @@ def test_demo_runs_twice_and_shows_results(db_url: str, tmp_path: Path) -> None:
             "LEFT JOIN skyclass.model_artifact AS a USING (model_version_id) "
             "GROUP BY m.name ORDER BY m.name"
         ).fetchall()
-        # each run fits, compiles and scores a domain classifier of sgq v1 against boss_dr10
-        assert versions == [("photoz", 2, 2), ("sgq", 4, 4), ("sgq_domain", 2, 2)]
+        # each run fits, compiles and scores a domain classifier of sgq v1 against boss_dr10,
+        # and the OOD forest of sgq v1 (the anomaly scores of sdss17)
+        assert versions == [
+            ("photoz", 2, 2),
+            ("sgq", 4, 4),
+            ("sgq_domain", 2, 2),
+            ("sgq_ood", 2, 2),
+        ]
         shifts = conn.execute(
             "SELECT d.scorer, d.n_catalog, v.version, d.auc > 0.8 FROM skyclass.domain_shift "
             "AS d JOIN skyclass.model_version AS v USING (model_version_id) ORDER BY v.version"

@@ -262,6 +262,65 @@ def _domain(model_version_id: int, sizes: DemoSizes, url: str) -> None:
     )
 
 
+def _why_and_oddest(model_version_id: int, sizes: DemoSizes, url: str) -> None:
+    """Explain a few quasars, vary u-g in the database, and rank the oddest objects."""
+    from skyclass.db.connect import connect
+    from skyclass.domain.ood_job import run_ood_job
+    from skyclass.domain.ood_store import fit_version_ood
+    from skyclass.explain.run import explain_objects
+    from skyclass.score.jobs import default_workers
+
+    target = str(model_version_id)
+    with connect(url) as conn:
+        found = explain_objects(conn, target, CATALOG, where="class = 'QSO'", limit=100)
+    ex = found.explanation
+    k = int(ex.margin[0].argmax())
+    order = abs(ex.contributions[0, :, k]).argsort()[::-1][:4]
+    parts = ", ".join(f"{found.feature_names[f]} {ex.contributions[0, f, k]:+.2f}" for f in order)
+    _say(
+        f"TreeSHAP of {found.object_id.size} quasars in {found.seconds:.2f} s; object "
+        f"{found.object_id[0]}: {found.output_names[k]} logit {ex.base[k]:+.2f} -> "
+        f"{ex.margin[0, k]:+.2f} ({parts})"
+    )
+    with connect(url, autocommit=True) as conn:
+        for feature in ("u_g", "g_r"):
+            conn.execute(
+                "SELECT skyclass.partial_dependence(%s, %s, %s, 15, 30)", (target, CATALOG, feature)
+            )
+        for quantile in (0.1, 0.5, 0.9):
+            conn.execute(
+                "SELECT skyclass.partial_dependence(%s, %s, 'u_g', 9, 0, 'g_r', %s)",
+                (target, CATALOG, quantile),
+            )
+        curve = conn.execute(
+            "SELECT string_agg(round(c.probability::numeric, 2)::text, ' ' ORDER BY c.grid_index) "
+            "FROM skyclass.dependence_curve AS c WHERE c.dependence_run_id = "
+            "(SELECT max(dependence_run_id) FROM skyclass.dependence_run WHERE feature = 'u_g' "
+            "AND second_feature IS NULL) AND c.curve = 'median' AND c.class_name = 'QSO'"
+        ).fetchone()
+        _say(f"p(QSO) of the median object as u-g runs over its range: {curve[0] if curve else ''}")
+        fit = fit_version_ood(conn, model_version_id, opt_level=sizes.opt_level)
+        if fit.compile_error is not None:
+            _say(f"anomaly scores skipped: {fit.compile_error}")
+            return
+        run_ood_job(conn, model_version_id, CATALOG, workers=default_workers())
+        rows = conn.execute(
+            "SELECT o.object_id, o.raw_score, o.ood_percentile, c.class, c.u, c.g, c.r, c.i, "
+            "c.z, c.redshift, o.out_of_range_features FROM skyclass.ood_object AS o "
+            "JOIN catalogs.sdss17 AS c USING (object_id) "
+            "WHERE o.model_version_id = %s AND o.catalog = %s ORDER BY o.raw_score DESC LIMIT 8",
+            (model_version_id, CATALOG),
+        ).fetchall()
+    _say("the oddest objects (IsolationForest scored in the database, highest first):")
+    _say(
+        f"{'object_id':>10} {'score':>6} {'class':>7} {'u':>6} {'g':>6} {'r':>6} {'i':>6} "
+        f"{'z':>6} {'redshift':>8}  out of range"
+    )
+    for r in rows:
+        mags = " ".join(f"{m:>6.2f}" for m in r[4:9])
+        _say(f"{r[0]:>10} {r[1]:>6.3f} {r[3]:>7} {mags} {r[9]:>8.3f}  {', '.join(r[10]) or '-'}")
+
+
 def run_demo(
     *,
     quick: bool = False,
@@ -379,6 +438,9 @@ def run_demo(
         f"({BOSS_CATALOG}: BOSS galaxies)"
     ):
         _domain(sgq_v1, sizes, url)
+
+    with timer.step(f"why and what if: explain {SGQ_MODEL}, interrogate it, rank odd objects"):
+        _why_and_oddest(sgq_v1, sizes, url)
 
     with timer.step("train, compile and score a second star/galaxy/QSO version"):
         sgq_v2 = _train(

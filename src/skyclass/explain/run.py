@@ -19,6 +19,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from skyclass.errors import SkyclassError
 from skyclass.explain.errors import ExplainError
 from skyclass.explain.treeshap import Explanation, ensemble_from_treelite, explain
 
@@ -69,25 +70,24 @@ def _target(conn: psycopg.Connection[Any], target: str) -> tuple[int, str]:
 def _feature_build(
     conn: psycopg.Connection[Any], version_id: int, catalog: str
 ) -> tuple[int, int, str, tuple[str, ...]]:
-    row = conn.execute("SELECT catalog_id FROM skyclass.catalog WHERE name = %s", (catalog,))
-    found = row.fetchone()
-    if found is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM skyclass.catalog ORDER BY name")]
-        raise ExplainError(
-            f"catalog {catalog!r} is not registered; known catalogs: {', '.join(names) or 'none'}"
-        )
+    from skyclass.registry.catalogs import find_catalog
+
+    try:
+        found = find_catalog(conn, catalog)
+    except SkyclassError as exc:
+        raise ExplainError(str(exc)) from None
     try:
         fs = conn.execute(
             "SELECT fs.feature_set_id, fs.table_name, fs.feature_names FROM skyclass.feature_set "
             "AS fs WHERE fs.feature_set_id = skyclass.scoring_feature_set(%s, %s)",
-            (version_id, found[0]),
+            (version_id, found.catalog_id),
         ).fetchone()
     except psycopg.errors.UndefinedObject as exc:
         conn.rollback()
         hint = f"; {exc.diag.message_hint}" if exc.diag.message_hint else ""
         raise ExplainError(f"{exc.diag.message_primary}{hint}") from None
     assert fs is not None
-    return int(found[0]), int(fs[0]), str(fs[1]), tuple(str(n) for n in fs[2])
+    return found.catalog_id, int(fs[0]), str(fs[1]), tuple(str(n) for n in fs[2])
 
 
 def _select_objects(

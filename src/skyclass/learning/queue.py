@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from skyclass.errors import SkyclassError
 from skyclass.learning.errors import QueueError
 from skyclass.learning.strategies import STRATEGIES
 
@@ -58,6 +59,15 @@ def _version_id(conn: psycopg.Connection[Any], target: str) -> int:
     return int(row[0])
 
 
+def _catalog_id(conn: psycopg.Connection[Any], catalog: str) -> int:
+    from skyclass.registry.catalogs import find_catalog
+
+    try:
+        return find_catalog(conn, catalog).catalog_id
+    except SkyclassError as exc:
+        raise QueueError(str(exc)) from None
+
+
 def create_queue(
     conn: psycopg.Connection[Any],
     target: str,
@@ -88,14 +98,15 @@ def show_queue(
 ) -> QueueIteration:
     """An iteration of the queue (default: the newest)."""
     version = _version_id(conn, target)
+    catalog_id = _catalog_id(conn, catalog)
     rows = conn.execute(
         "SELECT q.iteration, q.strategy, q.rank, q.object_id, q.score, q.state, q.label "
-        "FROM skyclass.label_queue AS q JOIN skyclass.catalog AS c USING (catalog_id) "
-        "WHERE q.model_version_id = %s AND c.name = %s AND q.iteration = coalesce(%s, "
+        "FROM skyclass.label_queue AS q "
+        "WHERE q.model_version_id = %s AND q.catalog_id = %s AND q.iteration = coalesce(%s, "
         "(SELECT max(iteration) FROM skyclass.label_queue AS m "
         " WHERE m.model_version_id = q.model_version_id AND m.catalog_id = q.catalog_id)) "
         "ORDER BY q.rank",
-        (version, catalog, iteration),
+        (version, catalog_id, iteration),
     ).fetchall()
     if not rows:
         raise QueueError(
@@ -112,6 +123,7 @@ def import_labels(
 ) -> int:
     """Import the labels of ``path`` into the queue of (target, catalog); returns the count."""
     version = _version_id(conn, target)
+    catalog_id = _catalog_id(conn, catalog)
     row = conn.execute(
         "SELECT classes FROM skyclass.model_version WHERE model_version_id = %s", (version,)
     ).fetchone()
@@ -149,12 +161,11 @@ def import_labels(
         open_entries = {
             int(r[0]): int(r[1])
             for r in conn.execute(
-                "SELECT q.object_id, q.queue_id "
-                "FROM skyclass.label_queue AS q JOIN skyclass.catalog AS c USING (catalog_id) "
-                "WHERE q.model_version_id = %s AND c.name = %s AND q.object_id = ANY(%s) "
+                "SELECT q.object_id, q.queue_id FROM skyclass.label_queue AS q "
+                "WHERE q.model_version_id = %s AND q.catalog_id = %s AND q.object_id = ANY(%s) "
                 "AND q.state IN ('proposed', 'observed') "
                 "ORDER BY q.object_id, q.iteration FOR UPDATE OF q",
-                (version, catalog, list(labels)),
+                (version, catalog_id, list(labels)),
             )
         }
         missing = [oid for oid in labels if oid not in open_entries]
@@ -181,14 +192,15 @@ def set_state(
     if state not in ("observed", "expired"):
         raise QueueError(f"state must be observed or expired, not {state!r}")
     version = _version_id(conn, target)
+    catalog_id = _catalog_id(conn, catalog)
     try:
         with conn.transaction():
             updated = conn.execute(
-                "UPDATE skyclass.label_queue AS q SET state = %s FROM skyclass.catalog AS c "
-                "WHERE c.catalog_id = q.catalog_id AND c.name = %s AND q.model_version_id = %s "
+                "UPDATE skyclass.label_queue AS q SET state = %s "
+                "WHERE q.catalog_id = %s AND q.model_version_id = %s "
                 "AND q.object_id = ANY(%s) AND q.state IN ('proposed', 'observed') "
                 "AND q.state <> %s",
-                (state, catalog, version, ids, state),
+                (state, catalog_id, version, ids, state),
             ).rowcount
     except psycopg.Error as exc:
         raise _sql_error(exc) from None

@@ -30,6 +30,8 @@ SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls,
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
            -- pg_cron grants its run log to PUBLIC; row security keeps each role to its own rows
            AND NOT (n.nspname = 'cron' AND c.relrowsecurity)
+           -- the TAP service keeps its UWS job list (revision 0020), nothing else
+           AND NOT (n.nspname = 'skyclass' AND c.relname = 'tap_job')
            AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
            AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS writable,
        has_table_privilege('skyclass.model_artifact', 'SELECT') AS artifacts
