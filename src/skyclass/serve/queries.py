@@ -134,16 +134,11 @@ async def deployments(conn: AsyncConnection[Any], cat: Catalog) -> list[Deployme
             "v.bin_edges FROM skyclass.deployment AS d "
             "JOIN skyclass.model_version AS v USING (model_version_id) "
             "JOIN skyclass.model AS m ON m.model_id = v.model_id "
-            # The published partition of (version, catalog), found in the system catalogs as
-            # skyclass.prediction_partition finds it (the portal role has no USAGE on schema
-            # predictions): a scan of skyclass.prediction with an unknown version would lock
-            # every version's partitions and queue behind a rescoring job swapping one in.
-            "WHERE EXISTS (SELECT FROM pg_catalog.pg_inherits AS i "
-            "  JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid "
-            "  JOIN pg_catalog.pg_class AS t ON t.oid = i.inhparent "
-            "  JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace "
-            "  WHERE n.nspname = 'predictions' AND t.relname = 'mv_' || d.model_version_id "
-            "    AND c.relname LIKE format('mv\\_%%s\\_c%%s\\_r%%%%', d.model_version_id, %s)) "
+            # The published prediction tables of (version, catalog), read from their registry
+            # (skyclass.prediction_table): a scan of the skyclass.prediction view would lock
+            # every run's table and queue behind a rescoring job publishing its own.
+            "WHERE EXISTS (SELECT FROM skyclass.prediction_table AS p "
+            "  WHERE p.model_version_id = d.model_version_id AND p.catalog_id = %s) "
             "ORDER BY d.name",
             (cat.catalog_id,),
         )

@@ -6,7 +6,8 @@ This revision gives the function both (drift first, then publishing) and makes
 ``skyclass.record_run_drift`` read the run's table through ``skyclass.prediction_codec``
 (0017's rows hold a 0-based top class and 16-bit probabilities, not ``top_label``).
 It also gives back ``current_classification`` the OOD columns of 0013, which 0017's
-re-creation of the view (written before 0013) left out.
+re-creation of the view (written before 0013) left out, and lets readers list the
+published prediction tables (``skyclass.prediction_table``).
 
 Revision ID: 0022
 Revises: 0021
@@ -323,6 +324,10 @@ COMMENT ON VIEW skyclass.current_classification IS
     'ood_percentile, in_domain and out_of_range (per feature, in the order of '
     'skyclass.ood_model.feature_names) come from skyclass.ood_score; NULL until the OOD job '
     'of the version has scored the catalog.';
+
+-- The portal finds which (version, catalog) pairs have predictions without scanning the
+-- skyclass.prediction view (that would lock every run table and wait behind a publishing job).
+GRANT SELECT ON skyclass.prediction_table TO skyclass_reader;
 """
 
 
