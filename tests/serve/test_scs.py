@@ -14,6 +14,10 @@ from astropy.io.votable import parse
 
 from tests.serve.conftest import CATALOG, Service
 
+# pyvo (requests) keeps its HTTP connections alive and leaves them to the garbage collector,
+# which may close one during a later test: not a leak of ours.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _centre(admin: psycopg.Connection) -> tuple[float, float]:
     """The position of a real object, so cones around it hold several objects."""

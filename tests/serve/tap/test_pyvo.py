@@ -19,6 +19,10 @@ from pyvo.dal.exceptions import DALOverflowWarning, DALQueryError
 
 from tests.serve.tap.conftest import MAX_ROWS, Tap
 
+# pyvo (requests) keeps its HTTP connections alive and leaves them to the garbage collector,
+# which may close one during a later test: not a leak of ours.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def sql_rows(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
