@@ -201,7 +201,11 @@ def test_a_shift_in_one_box_alerts_its_regions_and_no_other(scored: Scored) -> N
 def test_the_shift_moves_the_box_away_from_the_training_data(scored: Scored) -> None:
     before = {
         (r[2], r[4]): r[5]
-        for r in _rows(scored.url, scored.runs[1], "reference = 'training' AND quantity = 'u'")
+        for r in _rows(
+            scored.url,
+            scored.runs[1],
+            "reference = 'training' AND quantity = 'u' AND scope = 'region'",
+        )
     }
     after = {
         (r[2], r[4]): r[5]
