@@ -30,6 +30,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -357,6 +358,22 @@ write_rows(Relation rel, ChunkRows *rows, const IdIndex *order)
 		(desc->constr->has_not_null || desc->constr->num_check > 0);
 	int64		i;
 	int			b;
+	int			options = 0;
+
+	/*
+	 * A table created (or truncated) in this very subtransaction, as the
+	 * scoring job's chunk tables are: write the rows frozen and their pages
+	 * all-visible, as COPY FREEZE does.  No other transaction can see the
+	 * table before we commit, and if this subtransaction aborts the table
+	 * goes with it; readers then need no commit-log lookups and set no hint
+	 * bits, and vacuum has nothing to do on these pages.  (Unlike COPY FREEZE
+	 * this does not refuse when the transaction holds older snapshots: this
+	 * function never reads the target, so no snapshot of this transaction
+	 * sees the rows before it returns.)
+	 */
+	if (rel->rd_createSubid == GetCurrentSubTransactionId() ||
+		rel->rd_newRelfilenodeSubid == GetCurrentSubTransactionId())
+		options |= TABLE_INSERT_FROZEN;
 
 	InitResultRelInfo(rinfo, rel, 0, NULL, 0);
 	ExecOpenIndices(rinfo, false);
@@ -393,7 +410,7 @@ write_rows(Relation rel, ChunkRows *rows, const IdIndex *order)
 				ExecConstraints(rinfo, slot, estate);
 		}
 		old = MemoryContextSwitchTo(batch_cxt);
-		table_multi_insert(rel, slots, n, cid, 0, bistate);
+		table_multi_insert(rel, slots, n, cid, options, bistate);
 		if (has_indexes)
 		{
 			for (b = 0; b < n; b++)
@@ -412,7 +429,7 @@ write_rows(Relation rel, ChunkRows *rows, const IdIndex *order)
 	for (b = 0; b < CW_BATCH; b++)
 		ExecDropSingleTupleTableSlot(slots[b]);
 	FreeBulkInsertState(bistate);
-	table_finish_bulk_insert(rel, 0);
+	table_finish_bulk_insert(rel, options);
 	ExecCloseIndices(rinfo);
 	FreeExecutorState(estate);
 	MemoryContextDelete(batch_cxt);

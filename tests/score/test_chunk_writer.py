@@ -103,9 +103,15 @@ def test_the_job_writes_with_it_the_same_rows_as_the_sql_path(
         "FROM skyclass.scoring_run ORDER BY run_id DESC LIMIT 1)"
     ).fetchall()
     assert len(chunks) == 5
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
     for (chunk,) in chunks:
         ids = [r[0] for r in conn.execute(f"SELECT object_id FROM {chunk} ORDER BY ctid")]
         assert ids == sorted(ids) and ids
+        # Written frozen into a table of the chunk's own transaction: every page all-frozen.
+        assert conn.execute(
+            "SELECT bool_and(all_visible AND all_frozen) FROM pg_visibility_map(%s::regclass)",
+            (chunk,),
+        ).fetchone() == (True,)
     # The published view decodes them as before.
     row = conn.execute(
         "SELECT count(*), min(top_probability) > 0, max(top_probability) <= 1 "
@@ -135,6 +141,11 @@ def test_it_writes_a_range_into_any_table_of_the_codec_columns(
     conn.execute(f"CREATE TABLE t ({COLUMNS}, CHECK (object_id BETWEEN {lo} AND {hi}))")
     conn.execute("CREATE INDEX ON t (object_id)")
     assert conn.execute(INTO, (version, features, lo, hi, "t")).fetchone() == (200,)
+    # A table of an earlier transaction: ordinary rows, not frozen.
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+    assert conn.execute(
+        "SELECT bool_or(all_frozen) FROM pg_visibility_map('t'::regclass)"
+    ).fetchone() == (False,)
     # The index was maintained: an index-only lookup finds every row.
     conn.execute("SET enable_seqscan = off")
     assert conn.execute(
