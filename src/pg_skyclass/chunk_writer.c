@@ -474,6 +474,17 @@ skyclass_score_chunk_into(PG_FUNCTION_ARGS)
 	first = PG_GETARG_INT64(2);
 	last = PG_GETARG_INT64(3);
 	target = PG_GETARG_OID(4);
+	/*
+	 * The version first, with the caller's privileges (a role that may not
+	 * read the model learns nothing about the tables); raw-score versions
+	 * give no classes.
+	 */
+	v = version_for_call(fcinfo, version_id);
+	if (v->transform == SC_TRANSFORM_RAW_SCORE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("model version " INT64_FORMAT " gives raw scores, not class "
+						"probabilities", version_id)));
 	if (first > last)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -495,13 +506,6 @@ skyclass_score_chunk_into(PG_FUNCTION_ARGS)
 	require_column(features, "object_id", INT8OID, "feature table");
 	require_column(features, "x", FLOAT4ARRAYOID, "feature table");
 
-	/* The version, with the caller's privileges; raw-score versions give no classes. */
-	v = version_for_call(fcinfo, version_id);
-	if (v->transform == SC_TRANSFORM_RAW_SCORE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("model version " INT64_FORMAT " gives raw scores, not class "
-						"probabilities", version_id)));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	task = version_task(version_id);
