@@ -287,3 +287,26 @@ def test_a_role_needs_insert_on_the_target(conn: psycopg.Connection[Any]) -> Non
         conn.execute("RESET ROLE")
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_library_older_than_the_sql_falls_back_to_the_sql_path(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # The extension's SQL at 0.4.0 but a skyclass.so without the symbol (installed from an
+    # older build): the job writes its chunks with SQL instead of failing.
+    version = register(conn)
+    add_objects(conn, version, object_features(1200, seed=9))
+    conn.execute("SELECT skyclass.deploy('sgq_current', %s)", (version,))
+    # (CREATE FUNCTION always checks the symbol: point the catalog row at a missing one.)
+    conn.execute(
+        "UPDATE pg_proc SET prosrc = 'skyclass_no_such_symbol' WHERE oid = "
+        "'skyclass.score_chunk_into(bigint, regclass, bigint, bigint, regclass)'::regprocedure"
+    )
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        conn.execute("SELECT skyclass.score_chunk_into(1, 'pg_class', 0, 1, 'pg_class')")
+    conn.execute("CALL skyclass.rescore('sgq_current', %s, chunk_size => 500)", (CATALOG,))
+    rows = _run_rows(conn)
+    assert len(rows) == 1200
+    conn.execute("SET skyclass.chunk_writer = 'sql'")
+    conn.execute("CALL skyclass.rescore('sgq_current', %s, chunk_size => 500)", (CATALOG,))
+    assert _run_rows(conn) == rows

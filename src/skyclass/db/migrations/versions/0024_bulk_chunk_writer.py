@@ -101,8 +101,10 @@ BEGIN
             n := skyclass.score_chunk_into(r.model_version_id, r.feature_table::regclass,
                                            c.first_object_id, c.last_object_id,
                                            skyclass.create_chunk_table(run, chunk)::regclass);
-        EXCEPTION WHEN program_limit_exceeded THEN
-            -- A chunk larger than maintenance_work_mem holds: the SQL below sorts on disk.
+        EXCEPTION WHEN program_limit_exceeded OR undefined_function THEN
+            -- A chunk larger than maintenance_work_mem holds (the SQL below sorts on disk),
+            -- or a skyclass.so older than the extension's SQL (the function is declared
+            -- but its library has no such symbol): the chunk is written by SQL.
             n := NULL;
         END;
         IF n IS NOT NULL THEN
