@@ -869,7 +869,7 @@ def storage(
     if feature and feature[2]:
         out["feature_bytes_per_row"] = int(feature[0]) / int(feature[2])
         out["feature_heap_bytes_per_row"] = int(feature[1]) / int(feature[2])
-    for name in ("c_job", "c_call", "d_client"):
+    for name in ("c_job", "c_job_sql", "c_call", "d_client"):
         wal = [m.wal_bytes for m in measures.get(name, []) if m.wal_bytes is not None]
         if wal and rows:
             out[f"{name}_wal_bytes_per_prediction"] = median([float(w) for w in wal]) / rows
