@@ -46,6 +46,14 @@ def _feature_table(conn: psycopg.Connection[Any], version: int) -> str:
     return str(row[0])
 
 
+def _scored_table(conn: psycopg.Connection[Any], n: int, seed: int) -> tuple[int, str]:
+    """A compiled version, ``n`` objects with features, and an empty codec-shaped table t."""
+    version = register(conn)
+    add_objects(conn, version, object_features(n, seed=seed))
+    conn.execute(f"CREATE TABLE t ({COLUMNS})")
+    return version, _feature_table(conn, version)
+
+
 def _shuffle(conn: psycopg.Connection[Any], table: str) -> None:
     """Rewrite the feature table in random row order (a catalog in sky order is not id order)."""
     with conn.transaction():
@@ -210,10 +218,7 @@ def test_a_target_of_another_shape_is_refused(
 
 
 def test_bad_arguments_are_refused(conn: psycopg.Connection[Any]) -> None:
-    version = register(conn)
-    add_objects(conn, version, object_features(20, seed=5))
-    features = _feature_table(conn, version)
-    conn.execute(f"CREATE TABLE t ({COLUMNS})")
+    version, features = _scored_table(conn, 20, 5)
     good = [version, features, 0, 100, "t"]
     names = ["model_version", "features", "first_object_id", "last_object_id", "target"]
     for i, name in enumerate(names):
@@ -255,10 +260,7 @@ def test_bad_arguments_are_refused(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_a_role_needs_insert_on_the_target(conn: psycopg.Connection[Any]) -> None:
-    version = register(conn)
-    add_objects(conn, version, object_features(20, seed=8))
-    features = _feature_table(conn, version)
-    conn.execute(f"CREATE TABLE t ({COLUMNS})")
+    version, features = _scored_table(conn, 20, 8)
     # Row security applies to the role (not to the owner or a superuser): refused.
     conn.execute(f"CREATE TABLE secured ({COLUMNS})")
     conn.execute("ALTER TABLE secured ENABLE ROW LEVEL SECURITY")
