@@ -326,7 +326,7 @@ def test_upgrade_script_gives_the_same_functions_as_a_fresh_install(
                 version = conn.execute(
                     "SELECT extversion FROM pg_extension WHERE extname = 'skyclass'"
                 ).fetchone()
-                assert version == ("0.3.0",)  # 0.3.0 (revision 0013) is the default
+                assert version == ("0.4.0",)  # 0.4.0 (revision 0024) is the default
         updated, fresh = (_extension_functions(url) for url in urls)
         assert updated == fresh
         assert any("skyclass_crossmatch_sweep" in definition for definition, _ in fresh)
