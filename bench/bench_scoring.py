@@ -451,6 +451,7 @@ class ScoringBench:
             "a_raw_c": self._raw,
             "b_select": self._select,
             "c_job": lambda: self._job("database"),
+            "c_job_sql": self._job_sql,
             "c_call": self._call,
             "d_client": lambda: self._job("client"),
             "e_sklearn": self._sklearn,
@@ -506,6 +507,35 @@ class ScoringBench:
                 chunk_size=CHUNK_SIZE,
                 url=self.url,
             )
+        assert run.status == "succeeded" and run.rows_scored == self.rows, run
+        return m.wall
+
+    def _job_sql(self) -> float:
+        """c_job with the chunks written by SQL (``skyclass.chunk_writer = sql``), not 0.4.0's
+        bulk writer ``skyclass.score_chunk_into``: the two side by side."""
+        from skyclass.score.jobs import score_catalog
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT set_config('skyclass.chunk_writer', 'sql', false)")
+            database = sql.Identifier(conn.info.dbname)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET skyclass.chunk_writer = 'sql'").format(database)
+            )
+        try:
+            self._checkpoint()
+            with self.measure("c_job_sql") as m:
+                run = score_catalog(
+                    str(self.version),
+                    CATALOG,
+                    workers=self.workers,
+                    chunk_size=CHUNK_SIZE,
+                    url=self.url,
+                )
+        finally:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RESET skyclass.chunk_writer").format(database)
+                )
         assert run.status == "succeeded" and run.rows_scored == self.rows, run
         return m.wall
 
@@ -729,6 +759,8 @@ def _result(
         pairs = [
             ("b_select", "a_raw_c"),
             ("c_job", "a_raw_c"),
+            ("c_job_sql", "a_raw_c"),
+            ("c_job", "c_job_sql"),
             ("c_call", "a_raw_c"),
             ("c_job", "b_select"),
             ("c_job", "e_sklearn"),
@@ -744,6 +776,8 @@ def _result(
         met = {}
         if "c_job / a_raw_c" in some:
             met["c >= 0.7 a"] = some["c_job / a_raw_c"] >= 0.7
+        if "c_job / e_sklearn" in some:
+            met["c >= 3 e"] = some["c_job / e_sklearn"] >= 3.0
         return ScoringResult(n, repeats, n_workers, model_info, medians, rates, some, met, seconds)
     ratios = {
         "b_select / a_raw_c": rates["b_select"] / rates["a_raw_c"],
@@ -760,6 +794,8 @@ def _result(
         "c_job / a_raw_c": rates["c_job"] / rates["a_raw_c"],
         "c_call / a_raw_c": rates["c_call"] / rates["a_raw_c"],
     }
+    if "c_job_sql" in rates:
+        ratios["c_job / c_job_sql"] = rates["c_job"] / rates["c_job_sql"]
     targets = {
         "b >= 0.8 a": ratios["b_select / a_raw_c"] >= 0.8,
         "c >= 0.7 a": ratios["c_job / a_raw_c"] >= 0.7,
@@ -785,6 +821,8 @@ def _add_cpu(result: ScoringResult, measures: dict[str, list[Measure]]) -> None:
             ("c_job", "e_sklearn"),
             ("c_job", "d_client"),
             ("c_job", "a_raw_c"),
+            ("c_job_sql", "a_raw_c"),
+            ("c_job", "c_job_sql"),
             ("c_call", "a_raw_c"),
             ("b_select", "a_raw_c"),
         ]
@@ -831,7 +869,7 @@ def storage(
     if feature and feature[2]:
         out["feature_bytes_per_row"] = int(feature[0]) / int(feature[2])
         out["feature_heap_bytes_per_row"] = int(feature[1]) / int(feature[2])
-    for name in ("c_job", "c_call", "d_client"):
+    for name in ("c_job", "c_job_sql", "c_call", "d_client"):
         wal = [m.wal_bytes for m in measures.get(name, []) if m.wal_bytes is not None]
         if wal and rows:
             out[f"{name}_wal_bytes_per_prediction"] = median([float(w) for w in wal]) / rows

@@ -31,44 +31,10 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "scoring_core.h"
+#include "skyclass_internal.h"
 
 PG_MODULE_MAGIC;
 
-/*
- * One library loaded into this backend; never unloaded.  Keyed by the sha256
- * of its bytes: two model versions that compiled to identical bytes (each has
- * its own artifact row) share one loaded library.
- */
-typedef struct ArtifactEntry
-{
-	uint8		sha256[PG_SHA256_DIGEST_LENGTH];	/* hash key */
-	int64		artifact_id;	/* the row it was first loaded from */
-	sc_library	lib;
-} ArtifactEntry;
-
-/* One model version as read from the tables, plus scratch buffers. */
-typedef struct VersionEntry
-{
-	int64		model_version_id;	/* hash key */
-	Oid			checked_user;	/* the role whose read of the version was last checked */
-	int64		artifact_id;
-	int32		version_features;	/* model_version.n_features */
-	int32		n_features;
-	int32		n_outputs;
-	int32		n_classes;
-	sc_transform transform;
-	sc_calibration cal;
-	char	   *output_transform;
-	char	   *calibration_kind;
-	char	  **classes;
-	uint8		sha256[PG_SHA256_DIGEST_LENGTH];
-	ArtifactEntry *artifact;	/* NULL until the library is loaded */
-	sc_entry   *entries;		/* n_features */
-	double	   *raw;			/* n_outputs */
-	double	   *proba;			/* n_classes */
-	MemoryContext cxt;			/* owns everything above */
-} VersionEntry;
 
 static MemoryContext cache_cxt = NULL;
 static HTAB *version_cache = NULL;
@@ -554,7 +520,7 @@ check_artifact_trust(int64 artifact_id)
  * backend already has a library with the same sha256 (verified when it was
  * loaded, so the bytes of this row need not be fetched at all).
  */
-static void
+void
 ensure_library(VersionEntry *v)
 {
 	Oid			argtypes[1] = {INT8OID};
@@ -706,7 +672,7 @@ check_version_access(int64 id)
  * The cached model version for this call site; flinfo->fn_extra remembers
  * the last one so a scan with a constant model version skips the hash.
  */
-static VersionEntry *
+VersionEntry *
 version_for_call(FunctionCallInfo fcinfo, int64 id)
 {
 	VersionEntry *v = (VersionEntry *) fcinfo->flinfo->fn_extra;
@@ -728,7 +694,7 @@ version_for_call(FunctionCallInfo fcinfo, int64 id)
 }
 
 /* Validate the features argument against the model's feature count. */
-static const float4 *
+const float4 *
 check_features(ArrayType *arr, int32 expected)
 {
 	int			n;

@@ -72,7 +72,16 @@ def enable_sweep(url: str) -> bool:
         if available is None:
             return False
         conn.execute("CREATE EXTENSION IF NOT EXISTS skyclass")
-        conn.execute("ALTER EXTENSION skyclass UPDATE")
+        # Up to the default version, unless the migrations took it further already (0024
+        # updates to 0.4.0 where the files exist; there is no path back).
+        behind = conn.execute(
+            "SELECT 1 FROM pg_extension AS e, pg_available_extensions AS a, "
+            "pg_extension_update_paths('skyclass') AS p "
+            "WHERE e.extname = 'skyclass' AND a.name = 'skyclass' AND p.source = e.extversion "
+            "AND p.target = a.default_version AND p.path IS NOT NULL"
+        ).fetchone()
+        if behind is not None:
+            conn.execute("ALTER EXTENSION skyclass UPDATE")
         found = conn.execute(
             "SELECT to_regprocedure('skyclass.crossmatch_sweep(regclass, regclass, "
             "double precision, boolean)') IS NOT NULL"

@@ -326,7 +326,7 @@ def test_upgrade_script_gives_the_same_functions_as_a_fresh_install(
                 version = conn.execute(
                     "SELECT extversion FROM pg_extension WHERE extname = 'skyclass'"
                 ).fetchone()
-                assert version == ("0.3.0",)  # 0.3.0 (revision 0013) is the default
+                assert version == ("0.4.0",)  # 0.4.0 (revision 0024) is the default
         updated, fresh = (_extension_functions(url) for url in urls)
         assert updated == fresh
         assert any("skyclass_crossmatch_sweep" in definition for definition, _ in fresh)
@@ -363,14 +363,15 @@ def test_migration_0006_updates_the_extension_and_downgrades_exactly(
 
         upgrade(url)
         after = _crossmatch_state(url)
-        # head updates it on to 0.3.0 (revision 0013, OOD scores)
-        assert "'sweep'" in str(after[0]) and after[2] == "0.3.0"
+        # head updates it on to 0.4.0 (revision 0013: 0.3.0, OOD scores; 0024: 0.4.0, the
+        # scoring job's bulk writer)
+        assert "'sweep'" in str(after[0]) and after[2] == "0.4.0"
         assert "sweep" in str(after[1])
 
         downgrade(url, "0005")
         restored = _crossmatch_state(url)
         assert restored[:2] == before[:2]  # 0002's function, text and comment, exactly
-        assert restored[2] == "0.3.0"  # the extension is left as it is (see 0006, 0013)
+        assert restored[2] == "0.4.0"  # the extension is left as it is (see 0006, 0013, 0024)
 
         upgrade(url)
         assert _crossmatch_state(url) == after

@@ -942,6 +942,30 @@ SPECS: dict[str, Spec] = {
         RUN_STATES | C_STATES | {"23514"},
         None,
     ),
+    "skyclass.score_chunk_into(bigint,regclass,bigint,bigint,regclass)": Spec(
+        lambda rng, w: (
+            "SELECT skyclass.score_chunk_into(%s::bigint, %s::regclass, %s::bigint, %s::bigint, "
+            "%s::regclass)",
+            [
+                _version(rng, w),
+                _text(rng, [w.feature_table, w.catalog_table, "skyclass.prediction"]),
+                _bigint(rng),
+                _bigint(rng),
+                _text(
+                    rng,
+                    [
+                        w.catalog_table,
+                        w.feature_table,
+                        "skyclass.prediction",
+                        "skyclass.prediction_table",
+                        "pg_class",
+                    ],
+                ),
+            ],
+        ),
+        C_STATES | {"42P01", "42602", "42P16", "42809", "0A000", "42501", "3F000"},
+        None,
+    ),
     "skyclass.release_scoring_lock(bigint)": Spec(
         lambda rng, w: ("SELECT skyclass.release_scoring_lock(%s::bigint)", [_bigint(rng, w.runs)]),
         frozenset({"22023"}),

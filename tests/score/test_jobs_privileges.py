@@ -77,6 +77,7 @@ def test_reader_reads_the_published_views(portal: tuple[str, str, int]) -> None:
         "SELECT sha256 FROM skyclass.model_artifact",
         "SELECT checkpoint FROM skyclass.model_version",
         "SELECT skyclass.predict({v}, array_fill(1::real, ARRAY[9]))",
+        "SELECT skyclass.score_chunk_into({v}, 'catalogs.test_catalog', 0, 10, 'skyclass.catalog')",
         "SELECT skyclass.deploy('sgq_current', {v})",
         "UPDATE skyclass.deployment SET description = 'mine'",
         "INSERT INTO skyclass.scoring_run (model_version_id, catalog_id, feature_set_id, mode, "

@@ -16,7 +16,8 @@ SELECT model_version AS bin FROM regress_model WHERE name = 'binary' \gset
 SELECT model_version AS pdf FROM regress_model WHERE name = 'pdf' \gset
 SELECT model_version AS uncompiled FROM regress_model WHERE name = 'uncompiled' \gset
 
--- Every function: STRICT, STABLE, PARALLEL SAFE, costed, commented.
+-- Every function: costed and commented; STRICT, STABLE, PARALLEL SAFE but the chunk writer
+-- score_chunk_into (it writes: volatile, parallel unsafe, and names a NULL argument).
 SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proparallel AS parallel,
        p.proisstrict AS strict, p.procost AS cost,
        obj_description(p.oid, 'pg_proc') IS NOT NULL AS commented
@@ -179,3 +180,31 @@ SELECT skyclass.out_of_range(ARRAY[1, 5, 'NaN', -1]::real[], ARRAY[0, 0, 0, 0]::
 SELECT skyclass.out_of_range(ARRAY[1, 5]::real[], ARRAY[0]::real[], ARRAY[2, 2]::real[]);
 SELECT skyclass.fill_missing(ARRAY[1, 'NaN', 3]::real[], ARRAY[0, 2, 0]::real[]);
 SELECT skyclass.fill_missing(ARRAY[1, 'NaN']::real[], ARRAY[[0, 2]]::real[]);
+-- score_chunk_into: a range of features scored and written in the codec's columns, in
+-- object_id order, with the same values as the SQL encoding (16-bit probabilities, top class).
+CREATE TABLE regress_features AS
+SELECT (1000 - row_id)::bigint AS object_id, features AS x
+  FROM regress_expected WHERE name = 'multiclass';
+CREATE TABLE regress_chunk (object_id bigint NOT NULL, top smallint NOT NULL,
+                            p1 smallint NOT NULL, p2 smallint NOT NULL, p3 smallint NOT NULL);
+SELECT skyclass.score_chunk_into(:multi, 'regress_features', 850, 949, 'regress_chunk') AS written;
+SELECT bool_and(c.top = array_position(p.p, greatest(p.p[1], p.p[2], p.p[3])) - 1
+                AND c.p1 = (least(greatest(p.p[1]::float8, 0), 1) * 65535 - 32768)::smallint
+                AND c.p2 = (least(greatest(p.p[2]::float8, 0), 1) * 65535 - 32768)::smallint
+                AND c.p3 = (least(greatest(p.p[3]::float8, 0), 1) * 65535 - 32768)::smallint)
+           AS same_as_sql,
+       count(*) AS n
+  FROM regress_chunk AS c
+  JOIN (SELECT f.object_id, skyclass.predict(:multi, f.x) AS p FROM regress_features AS f) AS p
+ USING (object_id);
+SELECT bool_and(object_id > prev) AS in_object_id_order
+  FROM (SELECT object_id, lag(object_id, 1, 0::bigint) OVER (ORDER BY ctid) AS prev
+          FROM regress_chunk) AS o;
+SELECT skyclass.score_chunk_into(:multi, 'regress_features', 10, 9, 'regress_chunk');
+SELECT skyclass.score_chunk_into(:multi, NULL, 0, 9, 'regress_chunk');
+SELECT skyclass.score_chunk_into(:multi, 'regress_features', 0, 9, 'regress_features');
+SELECT skyclass.score_chunk_into(:multi, 'regress_chunk', 0, 9, 'regress_features');
+SELECT skyclass.score_chunk_into(:bin, 'regress_features', 0, 9, 'regress_chunk');
+SELECT skyclass.score_chunk_into(:ood, 'regress_features', 0, 9, 'regress_chunk');
+SELECT skyclass.score_chunk_into(:uncompiled, 'regress_features', 0, 9, 'regress_chunk');
+DROP TABLE regress_chunk, regress_features;

@@ -751,15 +751,21 @@ CREATE OR REPLACE FUNCTION skyclass.score_chunk(run bigint, chunk integer)
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    r skyclass.scoring_run;
-    q text;
-    n bigint;
+    r      skyclass.scoring_run;
+    c      skyclass.scoring_chunk;
+    q      text;
+    n      bigint;
+    writer text := coalesce(nullif(current_setting('skyclass.chunk_writer', true), ''), 'native');
 BEGIN
     IF to_regprocedure('skyclass.predict(bigint, real[])') IS NULL THEN
         RAISE EXCEPTION 'the skyclass extension is not installed in this database'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'run the job with `skyclass score` (it falls back to client-side scoring), '
                          'or install the extension (docs/extension.md)';
+    END IF;
+    IF writer NOT IN ('native', 'sql') THEN
+        RAISE EXCEPTION 'skyclass.chunk_writer must be native or sql, not %', quote_literal(writer)
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT * INTO r FROM skyclass.scoring_run WHERE run_id = run;
     q := skyclass.scoring_chunk_query(run, chunk);
@@ -770,17 +776,42 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'plan the run with skyclass.plan_scoring_run first';
     END IF;
+    -- A chunk's commit need not wait for its WAL flush: WAL is replayed in order, so a crash
+    -- loses the last chunks together with their completion marks (the resume redoes them),
+    -- never one without the other; finish_scoring_run commits synchronously, so a run reported
+    -- succeeded is durable with every chunk before it.
+    SET LOCAL synchronous_commit = off;
+    -- The extension's bulk writer (0.4.0): one scan of the chunk's features, the rows scored,
+    -- encoded as skyclass.prediction_codec does, put in object_id order and written with
+    -- multi-inserts (one WAL record per page, as COPY). Full runs of classification versions;
+    -- only_new runs on a published catalog (an anti-join) and photo-z versions (their PDF
+    -- summaries) keep the SQL below, and so does a server whose extension is older.
+    IF writer = 'native' AND r.write_kind = 'partition'
+       AND to_regprocedure('skyclass.score_chunk_into(bigint, regclass, bigint, bigint, regclass)') IS NOT NULL
+       AND (SELECT mv.task FROM skyclass.model_version AS mv
+             WHERE mv.model_version_id = r.model_version_id) = 'classification' THEN
+        SELECT * INTO c FROM skyclass.scoring_chunk AS k WHERE k.run_id = run AND k.chunk_no = chunk;
+        BEGIN
+            n := skyclass.score_chunk_into(r.model_version_id, r.feature_table::regclass,
+                                           c.first_object_id, c.last_object_id,
+                                           skyclass.create_chunk_table(run, chunk)::regclass);
+        EXCEPTION WHEN program_limit_exceeded OR undefined_function THEN
+            -- A chunk larger than maintenance_work_mem holds (the SQL below sorts on disk),
+            -- or a skyclass.so older than the extension's SQL (the function is declared
+            -- but its library has no such symbol): the chunk is written by SQL.
+            n := NULL;
+        END;
+        IF n IS NOT NULL THEN
+            PERFORM skyclass.complete_scoring_chunk(run, chunk, n);
+            RETURN n;
+        END IF;
+    END IF;
     -- JIT compiles every chunk's expressions again and costs more than it saves here.
     SET LOCAL jit = off;
     -- The rows are written in object_id order: an index scan would give that order without a
     -- sort, but fetches every row through its own buffer lookup (the feature table is in the
     -- catalog's sky order); a bitmap scan and a sort cost 1 us per row less.
     SET LOCAL enable_indexscan = off;
-    -- A chunk's commit need not wait for its WAL flush: WAL is replayed in order, so a crash
-    -- loses the last chunks together with their completion marks (the resume redoes them),
-    -- never one without the other; finish_scoring_run commits synchronously, so a run reported
-    -- succeeded is durable with every chunk before it.
-    SET LOCAL synchronous_commit = off;
     IF current_setting('max_parallel_workers_per_gather')::integer > 0 THEN
         -- One session alone (CALL skyclass.rescore, pg_cron): CREATE TABLE AS may use parallel
         -- workers, INSERT ... SELECT never does in PostgreSQL 15.
@@ -797,8 +828,11 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION skyclass.score_chunk(bigint,integer) IS
-'Score one claimed chunk with skyclass.predict and complete it (same transaction). Unknown '
-'run or chunk: SQLSTATE 42704; a run not planned by plan_scoring_run: 55000.';
+'Score one claimed chunk and complete it (same transaction): with the extension''s bulk '
+'writer skyclass.score_chunk_into (0.4.0) for full runs of classification versions, '
+'otherwise with skyclass.predict in SQL (skyclass.scoring_chunk_query); the setting '
+'skyclass.chunk_writer = sql forces the SQL path (native or sql, else 22023). Unknown run or '
+'chunk: SQLSTATE 42704; a run not planned by plan_scoring_run: 55000.';
 
 CREATE OR REPLACE FUNCTION skyclass.release_scoring_lock(run bigint)
  RETURNS boolean
