@@ -117,7 +117,7 @@ def register_domain_version(
                 Jsonb(clean_json(settings)),
                 Jsonb(library_versions()),
                 git_commit(),
-                _os_user(),
+                os_user(),
                 started,
             ),
         ).fetchone()
@@ -157,7 +157,8 @@ def register_domain_version(
     return int(created[0])
 
 
-def _os_user() -> str:
+def os_user() -> str:
+    """The login name of this process (its uid when there is none)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
