@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 from scipy.stats import spearmanr
 
 from skyclass.cli import main
-from skyclass.domain.anomaly import AnomalyFit, fit_anomaly_model
+from skyclass.domain.anomaly import AnomalyFit, anomaly_top, fit_anomaly_model
 from skyclass.domain.errors import DomainError
 from skyclass.features.build import build_feature_set
 from skyclass.ingest import ingest_file
@@ -141,7 +140,7 @@ def test_database_scores_and_ranks_equal_sklearn(anomaly_db: tuple[str, AnomalyF
 def test_top_lists_the_strangest_objects_with_their_features(
     anomaly_db: tuple[str, AnomalyFit],
 ) -> None:
-    url, fit = anomaly_db
+    url, _ = anomaly_db
     code, out = _invoke(url, "anomaly", "score", "oddities", "--catalog", "sdss17")
     assert code == 0, out
     code, out = _invoke(
@@ -200,9 +199,9 @@ def test_bad_names_feature_sets_and_catalogs_give_clear_errors(
             conn, "oddities", "sdss_ugriz", "sdss17", sample=100, compile_forest=False
         )
         assert fit2.label == "oddities:2" and not fit2.model.compiled
-        with pytest.raises(DomainError, match="no finished anomaly scores.*skyclass anomaly score"):
-            from skyclass.domain.anomaly import anomaly_top
-
+        with pytest.raises(
+            DomainError, match=r"no finished anomaly scores.*skyclass anomaly score"
+        ):
             anomaly_top(conn, "oddities:2", "sdss17")
         code, out = _invoke(url, "anomaly", "score", "oddities:2", "--catalog", "sdss17")
         assert code == 1 and "not compiled" in out

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from skyclass.report.plots import PALETTE, Plot, _figure, _png
+from skyclass.report.plots import PALETTE, Plot, figure_png, new_figure
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def explanation_plot(data: LearningData) -> Plot | None:
     order = np.argsort(data.mean_abs.sum(axis=1))
     y = np.arange(len(features))
     height = 0.8 / max(len(outputs), 1)
-    with _figure(6.8, 0.36 * len(features) * max(1, len(outputs) / 2) + 1.6) as fig:
+    with new_figure(6.8, 0.36 * len(features) * max(1, len(outputs) / 2) + 1.6) as fig:
         ax = fig.subplots()
         for k, name in enumerate(outputs[:7]):
             ax.barh(
@@ -178,7 +178,7 @@ def explanation_plot(data: LearningData) -> Plot | None:
         ax.set_xlabel(f"mean |contribution| to the {data.model_output}")
         ax.set_title(f"TreeSHAP over {data.n_explained} objects of {data.explanation_catalog}")
         ax.legend(loc="lower right")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "explanations",
         "What the model leans on (TreeSHAP)",
@@ -197,7 +197,7 @@ def dependence_plot(data: LearningData) -> Plot | None:
     panels = single + ([paired] if paired else [])
     if not panels:
         return None
-    with _figure(4.2 * len(panels) + 0.4, 3.6) as fig:
+    with new_figure(4.2 * len(panels) + 0.4, 3.6) as fig:
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, panel in zip(axes, panels, strict=True):
             if isinstance(panel, list):
@@ -231,7 +231,7 @@ def dependence_plot(data: LearningData) -> Plot | None:
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"varying {panel['feature']}")
             ax.legend(loc="best")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "dependence",
         "What if one input changed (partial dependence and ICE)",
@@ -274,7 +274,7 @@ def learning_curve_plot(data: LearningData) -> Plot | None:
     if sim is None or not sim["rows"]:
         return None
     strategies = sorted({r[0] for r in sim["rows"]}, key=lambda s: (s == "random", s))
-    with _figure(10.4, 3.8) as fig:
+    with new_figure(10.4, 3.8) as fig:
         axes = fig.subplots(1, 2)
         for ax, column, title in (
             (axes[0], 4, "accuracy"),
@@ -299,7 +299,7 @@ def learning_curve_plot(data: LearningData) -> Plot | None:
             ax.set_xlabel("labelled objects")
             ax.set_title(title)
             ax.legend(loc="lower right")
-        png = _png(fig)
+        png = figure_png(fig)
     seeds = sim["params"].get("seeds")
     return Plot(
         "learning_curves",
