@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from skyclass.domain import defaults
-from skyclass.domain.compiled import os_user
+from skyclass.domain.compiled import record_fit
 from skyclass.domain.errors import DomainError
 from skyclass.domain.ood import FOREST_PARAMS, OodScorer, fit_ood_scorer
 from skyclass.domain.ood_store import (
@@ -105,8 +104,6 @@ def fit_anomaly_model(
     compiling (needs the role that may register native code) follows, and a
     role that may not gets ``compile_error`` instead of an exception.
     """
-    from skyclass.train.pipeline import clean_json, git_commit, library_versions
-
     _check_name(name)
     started = datetime.now(UTC)
     with conn.transaction():
@@ -143,28 +140,15 @@ def fit_anomaly_model(
             "sample": int(data.object_id.size),
             "seed": seed,
         }
-        run = conn.execute(
-            "INSERT INTO skyclass.training_run (model_id, snapshot_id, settings, "
-            "library_versions, git_commit, os_user, started_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING training_run_id",
-            (
-                model_id,
-                snapshot.snapshot_id,
-                Jsonb(clean_json(settings)),
-                Jsonb(library_versions()),
-                git_commit(),
-                os_user(),
-                started,
-            ),
-        ).fetchone()
-        assert run is not None
-        evaluation = conn.execute(
-            "INSERT INTO skyclass.evaluation (training_run_id, estimator, role, params, seed, "
-            "fit_seconds) VALUES (%s, %s, 'candidate', %s, %s, %s) RETURNING evaluation_id",
-            (run[0], ESTIMATOR, Jsonb(dict(FOREST_PARAMS)), seed, fit_seconds),
-        ).fetchone()
-        assert evaluation is not None
-        provenance = (int(run[0]), int(evaluation[0]), snapshot.snapshot_id, info.feature_set_id)
+        run, evaluation = record_fit(
+            conn,
+            model_id,
+            snapshot.snapshot_id,
+            settings,
+            started,
+            (ESTIMATOR, dict(FOREST_PARAMS), seed, fit_seconds),
+        )
+        provenance = (run, evaluation, snapshot.snapshot_id, info.feature_set_id)
         version_id = insert_forest_version(conn, model_id, provenance, scorer)
         insert_ood_row(
             conn,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -112,6 +113,49 @@ def domain(
                 click.echo(_run_line(run))
 
 
+def _job_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--chunk-size, --workers and --progress of the OOD job (ood score, anomaly score)."""
+    for option in (
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 64),
+            default=None,
+            help="Parallel database sessions.  [default: number of cores]",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(min=1),
+            default=100_000,
+            show_default=True,
+            help="Objects per chunk (each chunk commits on its own).",
+        ),
+    ):
+        command = option(command)
+    return command
+
+
+def _run_job(
+    conn: Any, model: str, catalog: str, chunk_size: int, workers: int | None, progress: bool | None
+) -> None:
+    """Run the OOD job of ``model`` on ``catalog`` and print its outcome."""
+    from skyclass.domain.ood_job import run_ood_job
+
+    run = run_ood_job(
+        conn,
+        model,
+        catalog,
+        chunk_size=chunk_size,
+        progress=_bar(progress),
+        workers=workers or min(os.cpu_count() or 1, 64),
+    )
+    click.echo(_run_line(run))
+
+
 @click.group("ood")
 def ood() -> None:
     """Out-of-distribution scores of a model version's objects (its OOD forest).
@@ -160,24 +204,7 @@ def _fit_line(model: str, fit: Any) -> str:
 @ood.command("score")
 @click.argument("model")
 @click.option("--catalog", "catalog", required=True, help="Catalog to score.")
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    help="Objects per chunk (each chunk commits on its own).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="Parallel database sessions.  [default: number of cores]",
-)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
-)
+@_job_options
 def ood_score(
     model: str, catalog: str, chunk_size: int, workers: int | None, progress: bool | None
 ) -> None:
@@ -187,22 +214,13 @@ def ood_score(
     Fits the version's OOD forest first when it has none.
     """
     from skyclass.db.connect import connect
-    from skyclass.domain.ood_job import run_ood_job
     from skyclass.domain.ood_store import fit_version_ood
 
     with connect(autocommit=True) as conn:
         fit = fit_version_ood(conn, model)
         if fit.created or fit.compile_seconds is not None:
             click.echo(_fit_line(model, fit))
-        run = run_ood_job(
-            conn,
-            model,
-            catalog,
-            chunk_size=chunk_size,
-            progress=_bar(progress),
-            workers=workers or min(os.cpu_count() or 1, 64),
-        )
-    click.echo(_run_line(run))
+        _run_job(conn, model, catalog, chunk_size, workers, progress)
 
 
 def _bar(progress: bool | None) -> Any:
@@ -309,24 +327,7 @@ def anomaly_fit(
 @anomaly.command("score")
 @click.argument("name")
 @click.option("--catalog", required=True, help="Catalog to score.")
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    help="Objects per chunk (each chunk commits on its own).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="Parallel database sessions.  [default: number of cores]",
-)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Show a progress bar on stderr.  [default: when stderr is a terminal]",
-)
+@_job_options
 def anomaly_score(
     name: str, catalog: str, chunk_size: int, workers: int | None, progress: bool | None
 ) -> None:
@@ -336,18 +337,9 @@ def anomaly_score(
     resumable (the OOD job): an interrupted run is resumed by the next start.
     """
     from skyclass.db.connect import connect
-    from skyclass.domain.ood_job import run_ood_job
 
     with connect(autocommit=True) as conn:
-        run = run_ood_job(
-            conn,
-            name,
-            catalog,
-            chunk_size=chunk_size,
-            progress=_bar(progress),
-            workers=workers or min(os.cpu_count() or 1, 64),
-        )
-    click.echo(_run_line(run))
+        _run_job(conn, name, catalog, chunk_size, workers, progress)
 
 
 @anomaly.command("top")
