@@ -265,7 +265,8 @@ def anomaly() -> None:
     a score (higher = stranger), its percentile among held-out sample rows and
     a rank (1 = strangest): SELECT * FROM skyclass.anomaly_rank('NAME',
     'CATALOG') WHERE rank <= 100. `top` also takes a classifier
-    (MODEL:VERSION or a deployment) scored with `skyclass ood score`.
+    (MODEL:VERSION or a deployment) scored with `skyclass ood score`. In SQL,
+    CALL skyclass.refresh_ood('NAME:VERSION', 'CATALOG') rescores.
     """
 
 

@@ -45,6 +45,7 @@ AS $function$
 DECLARE
     version bigint;
     cat_id  integer;
+    version_label text;
 BEGIN
     IF target IS NULL OR catalog IS NULL THEN
         RAISE EXCEPTION 'target and catalog must not be NULL' USING ERRCODE = '22023';
@@ -76,10 +77,14 @@ BEGIN
     IF NOT EXISTS (SELECT FROM skyclass.ood_run AS r
                     WHERE r.model_version_id = version AND r.catalog_id = cat_id
                       AND r.status = 'done') THEN
-        RAISE EXCEPTION 'model version % has no finished anomaly scores on catalog %', version,
-            quote_literal(catalog) USING ERRCODE = '55000',
+        SELECT m.name || ':' || v.version INTO version_label
+          FROM skyclass.model_version AS v JOIN skyclass.model AS m USING (model_id)
+         WHERE v.model_version_id = version;
+        RAISE EXCEPTION 'model version % (%) has no finished anomaly scores on catalog %', version,
+            version_label, quote_literal(catalog) USING ERRCODE = '55000',
             HINT = format('Run `skyclass anomaly score %s --catalog %s` or CALL '
-                          'skyclass.refresh_ood(%L, %L).', target, catalog, target, catalog);
+                          'skyclass.refresh_ood(%L, %L).', version_label, catalog,
+                          version_label, catalog);
     END IF;
     RETURN QUERY
         SELECT row_number() OVER (ORDER BY s.raw_score DESC, s.object_id),
