@@ -43,7 +43,7 @@ CREATE FUNCTION skyclass.anomaly_rank(target text, catalog text)
  STABLE
 AS $function$
 DECLARE
-    version bigint;
+    ranked  bigint;
     cat_id  integer;
     version_label text;
 BEGIN
@@ -51,10 +51,10 @@ BEGIN
         RAISE EXCEPTION 'target and catalog must not be NULL' USING ERRCODE = '22023';
     END IF;
     BEGIN
-        version := (skyclass.resolve_scoring_target(target)).model_version_id;
+        ranked := (skyclass.resolve_scoring_target(target)).model_version_id;
     EXCEPTION WHEN undefined_object THEN
         -- A model name alone: its newest version.
-        SELECT v.model_version_id INTO version
+        SELECT v.model_version_id INTO ranked
           FROM skyclass.model_version AS v JOIN skyclass.model AS m USING (model_id)
          WHERE m.name = target ORDER BY v.version DESC LIMIT 1;
         IF NOT FOUND THEN
@@ -68,19 +68,19 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no catalog named %', quote_literal(catalog) USING ERRCODE = '22023';
     END IF;
-    IF NOT EXISTS (SELECT FROM skyclass.ood_model AS o WHERE o.model_version_id = version) THEN
-        RAISE EXCEPTION 'model version % has no anomaly forest', version
+    IF NOT EXISTS (SELECT FROM skyclass.ood_model AS o WHERE o.model_version_id = ranked) THEN
+        RAISE EXCEPTION 'model version % has no anomaly forest', ranked
             USING ERRCODE = '22023',
                   HINT = 'Fit one: `skyclass anomaly fit NAME --feature-set FS --catalog CAT` '
                          '(a feature set) or `skyclass ood fit MODEL:VERSION` (a classifier).';
     END IF;
     IF NOT EXISTS (SELECT FROM skyclass.ood_run AS r
-                    WHERE r.model_version_id = version AND r.catalog_id = cat_id
+                    WHERE r.model_version_id = ranked AND r.catalog_id = cat_id
                       AND r.status = 'done') THEN
         SELECT m.name || ':' || v.version INTO version_label
           FROM skyclass.model_version AS v JOIN skyclass.model AS m USING (model_id)
-         WHERE v.model_version_id = version;
-        RAISE EXCEPTION 'model version % (%) has no finished anomaly scores on catalog %', version,
+         WHERE v.model_version_id = ranked;
+        RAISE EXCEPTION 'model version % (%) has no finished anomaly scores on catalog %', ranked,
             version_label, quote_literal(catalog) USING ERRCODE = '55000',
             HINT = format('Run `skyclass anomaly score %s --catalog %s` or CALL '
                           'skyclass.refresh_ood(%L, %L).', version_label, catalog,
@@ -90,7 +90,7 @@ BEGIN
         SELECT row_number() OVER (ORDER BY s.raw_score DESC, s.object_id),
                s.object_id, s.raw_score, s.percentile, s.in_domain, s.model_version_id
           FROM skyclass.ood_score AS s
-         WHERE s.model_version_id = version AND s.catalog_id = cat_id
+         WHERE s.model_version_id = ranked AND s.catalog_id = cat_id
          ORDER BY s.raw_score DESC, s.object_id;
 END
 $function$;
