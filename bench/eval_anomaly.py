@@ -27,19 +27,13 @@ import psycopg
 from scipy.stats import spearmanr
 
 from bench.common import bench_database, cpu_model, load_average, say, wall
+from bench.eval_sdss17 import DATA
 from skyclass.domain.anomaly import fit_anomaly_model
 from skyclass.domain.ood_job import run_ood_job
 from skyclass.features.build import build_feature_set
 from skyclass.features.spec import example_spec_path
 from skyclass.ingest import ingest_file
 
-DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "sdss17_stellar_classification"
-    / "sdss17_star_classification_99999.csv.gz"
-)
 BANDS = ("u", "g", "r", "i", "z")
 COLOURS = ("u_g", "g_r", "r_i", "i_z")
 

@@ -16,8 +16,6 @@ and the run falls back to scikit-learn in the client (``scorer = 'python'``).
 
 from __future__ import annotations
 
-import getpass
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -157,39 +155,17 @@ def record_fit(
     commit and OS user are recorded as ``skyclass train`` records them. Does
     not commit.
     """
-    from skyclass.train.pipeline import clean_json, git_commit, library_versions
+    from skyclass.train.pipeline import insert_training_run
 
-    run = conn.execute(
-        "INSERT INTO skyclass.training_run (model_id, snapshot_id, settings, "
-        "library_versions, git_commit, os_user, started_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING training_run_id",
-        (
-            model_id,
-            snapshot_id,
-            Jsonb(clean_json(settings)),
-            Jsonb(library_versions()),
-            git_commit(),
-            os_user(),
-            started,
-        ),
-    ).fetchone()
-    assert run is not None
+    run = insert_training_run(conn, model_id, snapshot_id, settings, started)
     name, params, seed, fit_seconds = estimator
     evaluation = conn.execute(
         "INSERT INTO skyclass.evaluation (training_run_id, estimator, role, params, seed, "
         "fit_seconds) VALUES (%s, %s, 'candidate', %s, %s, %s) RETURNING evaluation_id",
-        (run[0], name, Jsonb(params), seed, fit_seconds),
+        (run, name, Jsonb(params), seed, fit_seconds),
     ).fetchone()
     assert evaluation is not None
-    return int(run[0]), int(evaluation[0])
-
-
-def os_user() -> str:
-    """The login name of this process (its uid when there is none)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+    return run, int(evaluation[0])
 
 
 def checkpoint_of(fit: DomainFit, n_features: int) -> bytes:
