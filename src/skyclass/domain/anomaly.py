@@ -45,6 +45,7 @@ from skyclass.domain.ood_store import (
     ood_model_of,
 )
 from skyclass.errors import SkyclassError
+from skyclass.registry.catalogs import find_catalog
 from skyclass.registry.features import find_feature_build
 from skyclass.registry.models import ensure_model, parse_model_ref
 from skyclass.train.snapshot import create_sample_snapshot, load_feature_set_info, snapshot_data
@@ -217,10 +218,9 @@ def anomaly_top(
             run = conn.execute(
                 "SELECT r.feature_table, o.feature_names FROM skyclass.ood_run AS r "
                 "JOIN skyclass.ood_model AS o USING (model_version_id) "
-                "JOIN skyclass.catalog AS c USING (catalog_id) "
-                "WHERE r.model_version_id = %s AND c.name = %s AND r.status = 'done' "
+                "WHERE r.model_version_id = %s AND r.catalog_id = %s AND r.status = 'done' "
                 "ORDER BY r.ood_run_id DESC LIMIT 1",
-                (version, catalog),
+                (version, find_catalog(conn, catalog).catalog_id),
             ).fetchone()
             assert run is not None  # anomaly_rank refuses a pair without a finished run
             schema, _, table = str(run[0]).partition(".")

@@ -186,45 +186,47 @@ SELECT o.model_version_id, c.name, o.model_version_id = v.model_version_id AS ow
 """
 
 
-def _label_column(conn: psycopg.Connection[Any], version: int, columns: Any) -> str | None:
-    """The catalog column the version's labels came from, when the catalog has it."""
+def _label_column(
+    conn: psycopg.Connection[Any], version: int, table: tuple[str, str]
+) -> str | None:
+    """The catalog column the version's labels came from, when the catalog table has it."""
     row = conn.execute(
-        "SELECT s.label_source FROM skyclass.model_version AS v "
-        "JOIN skyclass.training_snapshot AS s USING (snapshot_id) WHERE v.model_version_id = %s",
-        (version,),
+        "SELECT s.label_source->>'column' FROM skyclass.model_version AS v "
+        "JOIN skyclass.training_snapshot AS s USING (snapshot_id) "
+        "WHERE v.model_version_id = %s AND s.label_source->>'kind' = 'column' "
+        "AND EXISTS (SELECT FROM information_schema.columns AS c WHERE c.table_schema = %s "
+        "AND c.table_name = %s AND c.column_name = s.label_source->>'column')",
+        (version, *table),
     ).fetchone()
-    source = dict(row[0]) if row is not None else {}
-    column = source.get("column") if source.get("kind") == "column" else None
-    return str(column) if column is not None and column in columns else None
+    return None if row is None else str(row[0])
 
 
 def _anomalies(conn: psycopg.Connection[Any], version: int) -> AnomalyList | None:
     from skyclass.domain.anomaly import anomaly_top
-    from skyclass.train.snapshot import load_catalog_info
+    from skyclass.registry.catalogs import find_catalog
 
     found = conn.execute(_RANKED_SQL, (version,)).fetchone()
     if found is None:
         return None
     ranked, catalog, own, model = int(found[0]), str(found[1]), bool(found[2]), str(found[3])
     top = anomaly_top(conn, str(ranked), catalog, ANOMALY_ROWS)
-    info = load_catalog_info(conn, catalog)
-    label = _label_column(conn, version, info.columns)
-    key = "object_id" if "object_id" in info.columns else info.id_column
+    info = find_catalog(conn, catalog)
+    table = sql.Identifier(info.schema, info.table)
+    label = _label_column(conn, version, (info.schema, info.table))
     total = conn.execute(
-        "SELECT count(*) FROM skyclass.ood_score AS s JOIN skyclass.catalog AS c "
-        "USING (catalog_id) WHERE s.model_version_id = %s AND c.name = %s",
-        (ranked, catalog),
+        "SELECT count(*) FROM skyclass.ood_score WHERE model_version_id = %s AND catalog_id = %s",
+        (ranked, info.catalog_id),
     ).fetchone()
     n_objects = int(total[0]) if total is not None else 0
     n_top = max(1, n_objects // 100)
     labels: dict[int, Any] = {}
     mix: tuple[tuple[str, int, int], ...] = ()
-    if label is not None and key is not None:
+    if label is not None:
         ids = [int(r[1]) for r in top.rows]
         labels = dict(
             conn.execute(
-                sql.SQL("SELECT {}, {}::text FROM {} WHERE {} = ANY(%s)").format(
-                    sql.Identifier(key), sql.Identifier(label), info.table, sql.Identifier(key)
+                sql.SQL("SELECT object_id, {}::text FROM {} WHERE object_id = ANY(%s)").format(
+                    sql.Identifier(label), table
                 ),
                 (ids,),
             ).fetchall()
@@ -235,8 +237,8 @@ def _anomalies(conn: psycopg.Connection[Any], version: int) -> AnomalyList | Non
                 sql.SQL(
                     "SELECT coalesce(t.{}::text, '(none)'), count(*) FILTER (WHERE a.rank <= %s), "
                     "count(*) FROM skyclass.anomaly_rank(%s, %s) AS a "
-                    "JOIN {} AS t ON t.{} = a.object_id GROUP BY 1 ORDER BY 3 DESC"
-                ).format(sql.Identifier(label), info.table, sql.Identifier(key)),
+                    "JOIN {} AS t USING (object_id) GROUP BY 1 ORDER BY 3 DESC"
+                ).format(sql.Identifier(label), table),
                 (n_top, str(ranked), catalog),
             )
         )
