@@ -23,7 +23,7 @@ import psycopg
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import _cpu_model, bench_database, format_table, say
+from bench.common import bench_database, cpu_model, format_table, say
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "src/skyclass/features/examples/sdss_ugriz.toml"
@@ -41,7 +41,7 @@ def main() -> None:
     from skyclass.learning.simulate import SimulationSettings, compare_with_random, simulate
 
     data = next((ROOT / "src/skyclass/demo/data").glob("sdss17_star_classification_*.csv.gz"))
-    say(f"CPU: {_cpu_model()}")
+    say(f"CPU: {cpu_model()}")
     with bench_database() as url:
         with psycopg.connect(url) as conn:
             present = conn.execute(

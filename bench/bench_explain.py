@@ -26,7 +26,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import _cpu_model, format_table, say
+from bench.common import cpu_model, format_table, say
 from skyclass.compile.checkpoint import import_estimator
 from skyclass.explain.treeshap import ensemble_from_treelite, explain
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     x, y = sdss_features(args.train + args.objects)
     train_x, train_y, test_x = x[: args.train], y[: args.train], x[args.train :]
-    say(f"CPU: {_cpu_model()}; {args.train} training rows, {len(test_x)} objects explained")
+    say(f"CPU: {cpu_model()}; {args.train} training rows, {len(test_x)} objects explained")
     models = {
         "hgb (100 iter x 3 classes)": HistGradientBoostingClassifier(
             max_iter=100, early_stopping=False, l2_regularization=1.0, random_state=0

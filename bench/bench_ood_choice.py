@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from bench.common import _cpu_model as cpu_model
+from bench.common import cpu_model
 from skyclass.domain.classifier import fit_domain
 from skyclass.domain.ood import IN_DOMAIN_PERCENTILE, fit_ood_scorer, score_percentile
 from skyclass.train.metrics import roc_auc

@@ -28,7 +28,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import _cpu_model, format_table, say
+from bench.common import cpu_model, format_table, say
 from skyclass.probability.redshift import RedshiftGrid, point_estimates
 from skyclass.score.codec import quantise_pdf
 from skyclass.train.photoz import bin_redshifts, pdf_from_proba, photoz_metrics, point_metrics
@@ -110,7 +110,7 @@ def run() -> dict[str, Any]:
         "metrics": rows,
         "max_mass_error": mass_error,
         "max_cdf_error": float(np.abs(np.cumsum(stored, axis=1) - np.cumsum(pdf, axis=1)).max()),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
     }
 
 

@@ -833,9 +833,9 @@ def _add_cpu(result: ScoringResult, measures: dict[str, list[Measure]]) -> None:
 
 def cpu_model() -> str:
     """The CPU model of this machine, printed beside every ratio."""
-    from bench.common import _cpu_model
+    from bench.common import cpu_model
 
-    return _cpu_model()
+    return cpu_model()
 
 
 def storage(

@@ -15,7 +15,7 @@ import click
 from skyclass import __version__
 from skyclass.compile.cli import artifacts, compile_command
 from skyclass.config import load_settings
-from skyclass.domain.cli import domain, ood
+from skyclass.domain.cli import anomaly, domain, ood
 from skyclass.domain.drift_cli import drift
 from skyclass.errors import SkyclassError
 from skyclass.explain.cli import explain
@@ -205,6 +205,7 @@ main.add_command(compile_command)
 main.add_command(artifacts)
 main.add_command(score)
 main.add_command(ood)
+main.add_command(anomaly)
 main.add_command(runs)
 main.add_command(deploy)
 main.add_command(schedule)

@@ -74,6 +74,10 @@ class UnknownDeployment(SkyclassError, LookupError):
     """No deployment has that name; the message lists the deployments."""
 
 
+class UnknownTarget(SkyclassError, LookupError):
+    """No deployment, MODEL:VERSION or model_version_id of that name (a scoring target)."""
+
+
 class UnknownRun(SkyclassError, LookupError):
     """No scoring run has that id."""
 

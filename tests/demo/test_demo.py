@@ -72,13 +72,18 @@ def test_demo_runs_twice_and_shows_results(db_url: str, tmp_path: Path) -> None:
             "GROUP BY m.name ORDER BY m.name"
         ).fetchall()
         # each run fits, compiles and scores a domain classifier of sgq v1 against boss_dr10,
-        # and the OOD forest of sgq v1 (the anomaly scores of sdss17)
+        # and a version of the anomaly model of the sdss_ugriz features (the oddest objects)
         assert versions == [
             ("photoz", 2, 2),
+            ("sdss17_oddities", 2, 2),
             ("sgq", 4, 4),
             ("sgq_domain", 2, 2),
-            ("sgq_ood", 2, 2),
         ]
+        ranks = conn.execute(
+            "SELECT count(*), min(rank), max(rank) "
+            "FROM skyclass.anomaly_rank('sdss17_oddities', 'sdss17')"
+        ).fetchone()
+        assert ranks == (99_999, 1, 99_999)
         shifts = conn.execute(
             "SELECT d.scorer, d.n_catalog, v.version, d.auc > 0.8 FROM skyclass.domain_shift "
             "AS d JOIN skyclass.model_version AS v USING (model_version_id) ORDER BY v.version"

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from skyclass.compile.store import compile_model_version
+from skyclass.domain.anomaly import fit_anomaly_model
 from skyclass.domain.ood_store import fit_version_ood
 from skyclass.features.build import build_feature_set
 from skyclass.ingest import ingest_file
@@ -76,10 +77,12 @@ def docs_db(
                     url=url,
                 )
                 compile_model_version(result.model_version_id, url=url, opt_level="-O0")
-            # OOD forests of both versions (model versions 3 and 4 of model sgq_ood).
+            # OOD forests of both versions (model versions 3 and 4 of model sgq_ood), and
+            # an anomaly model of the feature set (model version 5, oddities:1).
             with psycopg.connect(url, autocommit=True) as conn:
                 for version in (1, 2):
                     fit_version_ood(conn, version, opt_level="-O0")
+                fit_anomaly_model(conn, "oddities", "sdss_ugriz", "sdss17", opt_level="-O0")
         yield url
     finally:
         drop_database(server_url, url)

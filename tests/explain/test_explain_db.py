@@ -158,7 +158,7 @@ def test_one_object_from_sql_and_a_clear_error_when_none_is_stored(explain_db: s
 def test_bad_requests_name_the_problem_and_store_nothing(explain_db: str) -> None:
     before = _counts(explain_db)
     cases = [
-        (("--ids", "1,2,x"), "--ids takes object ids"),
+        (("--ids", "1,2,x"), "Invalid value for '--ids': object ids separated"),
         (("--ids", "-77"), "have no features in catalog 'sdss17': -77"),
         (("--where", "no_such_column > 1"), "cannot select objects"),
         (("--where", "r > 99"), "no object of catalog"),

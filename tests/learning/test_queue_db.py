@@ -23,6 +23,7 @@ from skyclass.features.build import build_feature_set
 from skyclass.ingest import ingest_file
 from skyclass.learning.simulate import SimulationSettings, compare_with_random, simulate
 from skyclass.learning.strategies import uncertainty
+from skyclass.report.learning import read_learning
 from skyclass.score.jobs import score_catalog
 from skyclass.train.pipeline import train_model
 from skyclass.train.snapshot import ColumnLabels, create_snapshot, load_snapshot
@@ -257,7 +258,7 @@ def test_the_simulated_loop_stores_curves_for_every_strategy_and_seed(queue_db: 
     assert code != 0 and "no label column 'nope'" in out
 
 
-def test_the_report_shows_explanations_curves_and_learning_curves(
+def test_the_report_shows_explanations_curves_learning_curves_and_anomalies(
     queue_db: str, tmp_path: Path
 ) -> None:
     from skyclass.report import make_report
@@ -286,6 +287,22 @@ def test_the_report_shows_explanations_curves_and_learning_curves(
                 start=100, step=100, rounds=1, seeds=2, model_params={"max_iter": 5}
             ),
         )
+    # The anomaly list: a feature-set anomaly model on the same definition, scored in SQL.
+    code, out = _invoke(
+        queue_db,
+        "anomaly",
+        "fit",
+        "oddities",
+        "--feature-set",
+        "sdss_ugriz",
+        "--catalog",
+        "sdss17",
+        "--sample",
+        "800",
+    )
+    assert code == 0, out
+    code, out = _invoke(queue_db, "anomaly", "score", "oddities", "--catalog", "sdss17")
+    assert code == 0, out
     files = make_report("sgq:1", tmp_path / "after", url=queue_db)
     page = files.html.read_text(encoding="utf-8")
     names = {p.name for p in files.pngs}
@@ -294,3 +311,38 @@ def test_the_report_shows_explanations_curves_and_learning_curves(
         assert anchor in page
     assert "Not shown yet" not in page
     assert page.count("<tr><td>") >= 3  # the explained objects' table
+    with psycopg.connect(queue_db) as conn:
+        learning = read_learning(conn, 1, "sgq:1")
+        top = conn.execute(
+            "SELECT a.rank, a.object_id, a.raw_score, a.percentile, c.known "
+            "FROM skyclass.anomaly_rank('oddities', 'sdss17') AS a "
+            "JOIN catalogs.sdss17 AS c USING (object_id) WHERE a.rank <= 10 ORDER BY a.rank"
+        ).fetchall()
+        qso_top = conn.execute(
+            "SELECT count(*) FROM skyclass.anomaly_rank('oddities', 'sdss17') AS a "
+            "JOIN catalogs.sdss17 AS c USING (object_id) WHERE a.rank <= 30 AND c.known = 'QSO'"
+        ).fetchone()
+        stored = conn.execute(
+            "SELECT contributions FROM skyclass.explanation WHERE explanation_run_id = "
+            "(SELECT max(explanation_run_id) FROM skyclass.explanation_run)"
+        ).fetchall()
+    # Explanations: the mean |contribution| of every feature to every class, over the
+    # 30 explained objects (a 15-tree model leaves a few feature/class pairs at 0).
+    contributions = np.abs(np.asarray([r[0] for r in stored], dtype=np.float64))
+    assert len(stored) == 30 and learning.n_explained == 30
+    assert learning.mean_abs.shape == (9, 3) and (learning.mean_abs.sum(axis=0) > 0).all()
+    assert np.allclose(learning.mean_abs, contributions.reshape(30, 9, 3).mean(axis=0))
+    assert learning.objects and learning.curves and learning.simulation
+    # The anomaly list: the ten strangest objects in rank order, with their class.
+    assert 'id="anomalies"' in page and "the anomaly model oddities:1" in page
+    last = -1
+    for rank, oid, score, pct, known in top:
+        row = (
+            f"<tr><td>{rank}</td><td>{oid}</td><td>{score:.3f}</td><td>{pct:.2f}</td>"
+            f"<td>{known or '-'}</td>"
+        )
+        assert row in page, row
+        assert page.index(row) > last
+        last = page.index(row)
+    assert "Top 1% (30 objects) by known: " in page
+    assert f"QSO {100 * qso_top[0] / 30:.0f}% (catalog " in page

@@ -628,6 +628,19 @@ SPECS: dict[str, Spec] = {
         frozenset({"22023", "42704", "55000", "55P03"}),
         None,
     ),
+    # The fuzz world has no OOD forest nor anomaly model: every ranking is refused, 22023
+    # (unknown name or catalog, no forest; 55000 only once a forest exists, never here).
+    "skyclass.anomaly_rank(text,text)": Spec(
+        lambda rng, w: (
+            "SELECT * FROM skyclass.anomaly_rank(%s, %s)",
+            [
+                _text(rng, w.deployments + [str(v) for v in w.versions] + ["sgq"]),
+                _text(rng, [w.catalog]),
+            ],
+        ),
+        frozenset({"22023"}),
+        None,
+    ),
     "skyclass.model_info(bigint)": Spec(
         lambda rng, w: ("SELECT (skyclass.model_info(%s::bigint)).*", [_version(rng, w)]),
         C_STATES,
@@ -638,9 +651,10 @@ SPECS: dict[str, Spec] = {
         frozenset({"22023", "42704", "55000", "22003", "2202E", "22P02"}),
         _check_intervals,
     ),
+    # 22003: a probability beyond real's range overflows in the ::real[] cast, before the call.
     "skyclass.recalibrated_probabilities(bigint,real[],double precision,boolean)": Spec(
         _recalibrated,
-        frozenset({"22023", "42704", "55000", "2202E", "22P02"}),
+        frozenset({"22023", "42704", "55000", "2202E", "22P02", "22003"}),
         _check_recalibrated,
     ),
     "skyclass.pdf_summary(real[],double precision[])": Spec(

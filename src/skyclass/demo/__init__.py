@@ -30,6 +30,8 @@ SDSS17_FILE = DATA_DIR / "sdss17_star_classification_99999.csv.gz"
 BOSS_FILE = DATA_DIR / "boss_dr10_photoz_35762.csv"
 BOSS_SPEC = DATA_DIR / "boss_ugriz.toml"
 CATALOG = "sdss17"
+#: The demo's anomaly model (skyclass anomaly) of the sdss_ugriz features.
+ANOMALY_MODEL = "sdss17_oddities"
 BOSS_CATALOG = "boss_dr10"
 SGQ_MODEL = "sgq"
 PHOTOZ_MODEL = "photoz"
@@ -265,8 +267,8 @@ def _domain(model_version_id: int, sizes: DemoSizes, url: str) -> None:
 def _why_and_oddest(model_version_id: int, sizes: DemoSizes, url: str) -> None:
     """Explain a few quasars, vary u-g in the database, and rank the oddest objects."""
     from skyclass.db.connect import connect
+    from skyclass.domain.anomaly import fit_anomaly_model
     from skyclass.domain.ood_job import run_ood_job
-    from skyclass.domain.ood_store import fit_version_ood
     from skyclass.explain.run import explain_objects
     from skyclass.score.jobs import default_workers
 
@@ -299,26 +301,36 @@ def _why_and_oddest(model_version_id: int, sizes: DemoSizes, url: str) -> None:
             "AND second_feature IS NULL) AND c.curve = 'median' AND c.class_name = 'QSO'"
         ).fetchone()
         _say(f"p(QSO) of the median object as u-g runs over its range: {curve[0] if curve else ''}")
-        fit = fit_version_ood(conn, model_version_id, opt_level=sizes.opt_level)
+        # The oddest objects: an anomaly model of the feature set (no labels needed), scored
+        # and ranked in the database.
+        fit = fit_anomaly_model(
+            conn, ANOMALY_MODEL, "sdss_ugriz", CATALOG, opt_level=sizes.opt_level
+        )
         if fit.compile_error is not None:
             _say(f"anomaly scores skipped: {fit.compile_error}")
             return
-        run_ood_job(conn, model_version_id, CATALOG, workers=default_workers())
+        run_ood_job(conn, fit.label, CATALOG, workers=default_workers())
         rows = conn.execute(
-            "SELECT o.object_id, o.raw_score, o.ood_percentile, c.class, c.u, c.g, c.r, c.i, "
-            "c.z, c.redshift, o.out_of_range_features FROM skyclass.ood_object AS o "
-            "JOIN catalogs.sdss17 AS c USING (object_id) "
-            "WHERE o.model_version_id = %s AND o.catalog = %s ORDER BY o.raw_score DESC LIMIT 8",
-            (model_version_id, CATALOG),
+            "SELECT a.object_id, a.raw_score, a.percentile, c.class, c.u, c.g, c.r, c.i, "
+            "c.z, c.redshift, a.rank FROM skyclass.anomaly_rank(%s, %s) AS a "
+            "JOIN catalogs.sdss17 AS c USING (object_id) WHERE a.rank <= 8 ORDER BY a.rank",
+            (fit.label, CATALOG),
         ).fetchall()
-    _say("the oddest objects (IsolationForest scored in the database, highest first):")
     _say(
-        f"{'object_id':>10} {'score':>6} {'class':>7} {'u':>6} {'g':>6} {'r':>6} {'i':>6} "
-        f"{'z':>6} {'redshift':>8}  out of range"
+        f"the oddest objects (anomaly model {fit.label} of sdss_ugriz, an IsolationForest "
+        "scored in the database, highest first):"
+    )
+    _say(
+        f"{'rank':>4} {'object_id':>10} {'score':>6} {'class':>7} {'u':>6} {'g':>6} {'r':>6} "
+        f"{'i':>6} {'z':>6} {'redshift':>8}"
     )
     for r in rows:
         mags = " ".join(f"{m:>6.2f}" for m in r[4:9])
-        _say(f"{r[0]:>10} {r[1]:>6.3f} {r[3]:>7} {mags} {r[9]:>8.3f}  {', '.join(r[10]) or '-'}")
+        _say(f"{r[10]:>4} {r[0]:>10} {r[1]:>6.3f} {r[3]:>7} {mags} {r[9]:>8.3f}")
+    _say(
+        f"in SQL: SELECT * FROM skyclass.anomaly_rank('{ANOMALY_MODEL}', '{CATALOG}') "
+        "WHERE rank <= 100;"
+    )
 
 
 def run_demo(

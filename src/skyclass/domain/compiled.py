@@ -16,8 +16,6 @@ and the run falls back to scikit-learn in the client (``scorer = 'python'``).
 
 from __future__ import annotations
 
-import getpass
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,8 +75,6 @@ def register_domain_version(
     Commits. The training run records the pair and the sizes; the evaluation
     holds the fold AUCs as metric ``auc`` (stage raw).
     """
-    from skyclass.train.pipeline import clean_json, git_commit, library_versions
-
     name = domain_model_name(version.model)
     started = datetime.now(UTC)
     with conn.transaction():
@@ -107,31 +103,18 @@ def register_domain_version(
             "n_sample": fit.n_sample,
             "seed": fit.seed,
         }
-        run = conn.execute(
-            "INSERT INTO skyclass.training_run (model_id, snapshot_id, settings, "
-            "library_versions, git_commit, os_user, started_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING training_run_id",
-            (
-                model_id,
-                version.snapshot_id,
-                Jsonb(clean_json(settings)),
-                Jsonb(library_versions()),
-                git_commit(),
-                _os_user(),
-                started,
-            ),
-        ).fetchone()
-        assert run is not None
-        evaluation = conn.execute(
-            "INSERT INTO skyclass.evaluation (training_run_id, estimator, role, params, seed) "
-            "VALUES (%s, %s, 'candidate', %s, %s) RETURNING evaluation_id",
-            (run[0], ESTIMATOR, Jsonb(dict(HGB_PARAMS)), fit.seed),
-        ).fetchone()
-        assert evaluation is not None
+        run, evaluation = record_fit(
+            conn,
+            model_id,
+            version.snapshot_id,
+            settings,
+            started,
+            (ESTIMATOR, dict(HGB_PARAMS), fit.seed, None),
+        )
         conn.execute(
             "INSERT INTO skyclass.metric (evaluation_id, name, stage, mean, std, fold_values) "
             "VALUES (%s, 'auc', 'raw', %s, %s, %s)",
-            (evaluation[0], fit.auc, fit.auc_std, list(fit.fold_auc)),
+            (evaluation, fit.auc, fit.auc_std, list(fit.fold_auc)),
         )
         created = conn.execute(
             "INSERT INTO skyclass.model_version (model_id, version, training_run_id, "
@@ -141,8 +124,8 @@ def register_domain_version(
             "WHERE model_id = %s RETURNING model_version_id",
             (
                 model_id,
-                run[0],
-                evaluation[0],
+                run,
+                evaluation,
                 version.snapshot_id,
                 version.feature_set_id,
                 ESTIMATOR,
@@ -157,11 +140,32 @@ def register_domain_version(
     return int(created[0])
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+def record_fit(
+    conn: psycopg.Connection[Any],
+    model_id: int,
+    snapshot_id: int,
+    settings: dict[str, Any],
+    started: datetime,
+    estimator: tuple[str, dict[str, Any], int, float | None],
+) -> tuple[int, int]:
+    """Insert the training run and the candidate evaluation of a model fitted outside
+    ``skyclass train`` (a domain classifier, an anomaly forest); their ids.
+
+    ``estimator`` is (name, params, seed, fit_seconds). Library versions, git
+    commit and OS user are recorded as ``skyclass train`` records them. Does
+    not commit.
+    """
+    from skyclass.train.pipeline import insert_training_run
+
+    run = insert_training_run(conn, model_id, snapshot_id, settings, started)
+    name, params, seed, fit_seconds = estimator
+    evaluation = conn.execute(
+        "INSERT INTO skyclass.evaluation (training_run_id, estimator, role, params, seed, "
+        "fit_seconds) VALUES (%s, %s, 'candidate', %s, %s, %s) RETURNING evaluation_id",
+        (run, name, Jsonb(params), seed, fit_seconds),
+    ).fetchone()
+    assert evaluation is not None
+    return run, int(evaluation[0])
 
 
 def checkpoint_of(fit: DomainFit, n_features: int) -> bytes:

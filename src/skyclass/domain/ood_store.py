@@ -132,6 +132,75 @@ def _feature_names(conn: psycopg.Connection[Any], feature_set_id: int) -> tuple[
     return tuple(str(n) for n in row[0])
 
 
+def insert_forest_version(
+    conn: psycopg.Connection[Any],
+    model_id: int,
+    provenance: tuple[int, int, int, int],
+    scorer: OodScorer,
+) -> int:
+    """Insert a fitted forest as the next version (task ``anomaly``) of model ``model_id``.
+
+    ``provenance`` is (training_run_id, evaluation_id, snapshot_id,
+    feature_set_id). Returns the new model_version_id; does not commit.
+    """
+    params = {**FOREST_PARAMS, "max_samples": int(scorer.forest.max_samples_)}
+    row = conn.execute(
+        "INSERT INTO skyclass.model_version (model_id, version, training_run_id, "
+        "evaluation_id, snapshot_id, feature_set_id, task, estimator, params, n_features, "
+        "classes, checkpoint) "
+        "SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s, %s, 'anomaly', "
+        "'IsolationForest', %s, %s, '{}', %s FROM skyclass.model_version WHERE model_id = %s "
+        "RETURNING model_version_id",
+        (
+            model_id,
+            *provenance,
+            Jsonb({**params, "random_state": scorer.seed}),
+            len(scorer.feature_names),
+            _checkpoint(scorer.forest),
+            model_id,
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def insert_ood_row(
+    conn: psycopg.Connection[Any],
+    model_version_id: int,
+    ood_version_id: int,
+    scorer: OodScorer,
+    rows: tuple[int, int, str],
+    fit_seconds: float,
+) -> None:
+    """Link forest ``ood_version_id`` to ``model_version_id`` in ``skyclass.ood_model``.
+
+    ``rows`` is (n_fit, n_reference, reference_rows): the rows the forest was
+    fitted on and read against. A feature-set anomaly model links its
+    version to itself. Does not commit.
+    """
+    params = {**FOREST_PARAMS, "max_samples": int(scorer.forest.max_samples_)}
+    conn.execute(
+        "INSERT INTO skyclass.ood_model (model_version_id, ood_version_id, method, params, "
+        "seed, feature_names, low, high, fill, reference, threshold, n_fit, n_reference, "
+        "reference_rows, fit_seconds) VALUES (%s, %s, 'isolation_forest', %s, %s, %s, "
+        "%s::real[], %s::real[], %s::real[], %s, %s, %s, %s, %s, %s)",
+        (
+            model_version_id,
+            ood_version_id,
+            Jsonb(params),
+            scorer.seed,
+            list(scorer.feature_names),
+            _finite_or_nan(scorer.low),
+            _finite_or_nan(scorer.high),
+            [float(v) for v in scorer.fill],
+            [float(v) for v in scorer.reference],
+            IN_DOMAIN_PERCENTILE,
+            *rows,
+            fit_seconds,
+        ),
+    )
+
+
 def register_ood_forest(
     conn: psycopg.Connection[Any],
     version: VersionRef,
@@ -148,7 +217,6 @@ def register_ood_forest(
     ``n_fit``/``n_reference``/``reference_rows`` describe the rows it was
     fitted and read against. A version that has a forest already is refused.
     """
-    params = {**FOREST_PARAMS, "max_samples": int(scorer.forest.max_samples_)}
     with conn.transaction():
         model_id = ensure_model(
             conn,
@@ -163,50 +231,37 @@ def register_ood_forest(
         )
         if ood_model_of(conn, version.model_version_id) is not None:
             raise _AlreadyFitted(f"{version.label} has an OOD forest already")
-        row = conn.execute(
-            "INSERT INTO skyclass.model_version (model_id, version, training_run_id, "
-            "evaluation_id, snapshot_id, feature_set_id, task, estimator, params, n_features, "
-            "classes, checkpoint) "
-            "SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s, %s, 'anomaly', "
-            "'IsolationForest', %s, %s, '{}', %s FROM skyclass.model_version WHERE model_id = %s "
-            "RETURNING model_version_id",
-            (
-                model_id,
-                version.training_run_id,
-                version.evaluation_id,
-                version.snapshot_id,
-                version.feature_set_id,
-                Jsonb({**params, "random_state": scorer.seed}),
-                len(scorer.feature_names),
-                _checkpoint(scorer.forest),
-                model_id,
-            ),
-        ).fetchone()
-        assert row is not None
-        ood_version_id = int(row[0])
-        conn.execute(
-            "INSERT INTO skyclass.ood_model (model_version_id, ood_version_id, method, params, "
-            "seed, feature_names, low, high, fill, reference, threshold, n_fit, n_reference, "
-            "reference_rows, fit_seconds) VALUES (%s, %s, 'isolation_forest', %s, %s, %s, "
-            "%s::real[], %s::real[], %s::real[], %s, %s, %s, %s, %s, %s)",
-            (
-                version.model_version_id,
-                ood_version_id,
-                Jsonb(params),
-                scorer.seed,
-                list(scorer.feature_names),
-                _finite_or_nan(scorer.low),
-                _finite_or_nan(scorer.high),
-                [float(v) for v in scorer.fill],
-                [float(v) for v in scorer.reference],
-                IN_DOMAIN_PERCENTILE,
-                n_fit,
-                n_reference,
-                reference_rows,
-                fit_seconds,
-            ),
+        provenance = (
+            version.training_run_id,
+            version.evaluation_id,
+            version.snapshot_id,
+            version.feature_set_id,
+        )
+        ood_version_id = insert_forest_version(conn, model_id, provenance, scorer)
+        insert_ood_row(
+            conn,
+            version.model_version_id,
+            ood_version_id,
+            scorer,
+            (n_fit, n_reference, reference_rows),
+            fit_seconds,
         )
     return ood_version_id
+
+
+def compile_ood_forest(
+    conn: psycopg.Connection[Any], ood_version_id: int, opt_level: str, progress: bool
+) -> tuple[float, str | None]:
+    """Compile a registered forest; (seconds, None) or (seconds, why it could not be)."""
+    from skyclass.compile import compile_model_version
+    from skyclass.errors import CompileError
+
+    t0 = time.perf_counter()
+    try:
+        compile_model_version(ood_version_id, conn=conn, opt_level=opt_level, progress=progress)
+    except (CompileError, PermissionError) as exc:
+        return time.perf_counter() - t0, str(exc)
+    return time.perf_counter() - t0, None
 
 
 def _finite_or_nan(values: np.ndarray) -> list[float]:
@@ -270,17 +325,9 @@ def fit_version_ood(
     compile_seconds: float | None = None
     compile_error: str | None = None
     if compile_forest and not model.compiled:
-        from skyclass.compile import compile_model_version
-        from skyclass.errors import CompileError
-
-        t0 = time.perf_counter()
-        try:
-            compile_model_version(
-                model.ood_version_id, conn=conn, opt_level=opt_level, progress=progress
-            )
-        except (CompileError, PermissionError) as exc:
-            compile_error = str(exc)
-        compile_seconds = time.perf_counter() - t0
+        compile_seconds, compile_error = compile_ood_forest(
+            conn, model.ood_version_id, opt_level, progress
+        )
         model = ood_model_of(conn, version.model_version_id)
         assert model is not None
     return OodFit(model, scorer, created, fit_seconds, compile_seconds, compile_error)

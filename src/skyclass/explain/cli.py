@@ -6,22 +6,13 @@ import json
 
 import click
 
-from skyclass.explain.errors import ExplainError
-
-
-def _ids(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(",", " ").split()]
-    except ValueError:
-        raise ExplainError(
-            f"--ids takes object ids separated by commas or spaces, not {text!r}"
-        ) from None
+from skyclass.cli_params import OBJECT_IDS
 
 
 @click.command("explain")
 @click.argument("target")
 @click.option("--catalog", required=True, help="Registered catalog holding the objects.")
-@click.option("--ids", "ids_text", help="Object ids, separated by commas or spaces.")
+@click.option("--ids", type=OBJECT_IDS, help="Object ids, separated by commas or spaces.")
 @click.option(
     "--where",
     "where",
@@ -53,7 +44,7 @@ def _ids(text: str) -> list[int]:
 def explain(
     target: str,
     catalog: str,
-    ids_text: str | None,
+    ids: list[int] | None,
     where: str | None,
     limit: int,
     top: int,
@@ -71,7 +62,6 @@ def explain(
     from skyclass.db.connect import connect
     from skyclass.explain.run import as_records, explain_objects
 
-    ids = _ids(ids_text) if ids_text is not None else None
     with connect() as conn:
         result = explain_objects(conn, target, catalog, ids=ids, where=where, limit=limit)
     if fmt == "json":

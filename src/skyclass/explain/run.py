@@ -22,6 +22,7 @@ from psycopg import sql
 from skyclass.errors import SkyclassError
 from skyclass.explain.errors import ExplainError
 from skyclass.explain.treeshap import Explanation, ensemble_from_treelite, explain
+from skyclass.registry.models import resolve_target
 
 #: At most this many objects per call (TreeSHAP costs about a millisecond per object).
 MAX_OBJECTS = 100_000
@@ -48,23 +49,6 @@ class ExplainResult:
     features: npt.NDArray[np.float32] = field(repr=False)
     explanation: Explanation = field(repr=False)
     seconds: float
-
-
-def _target(conn: psycopg.Connection[Any], target: str) -> tuple[int, str]:
-    try:
-        row = conn.execute(
-            "SELECT t.model_version_id, m.name || ':' || v.version "
-            "FROM skyclass.resolve_scoring_target(%s) AS t "
-            "JOIN skyclass.model_version AS v USING (model_version_id) "
-            "JOIN skyclass.model AS m USING (model_id)",
-            (target,),
-        ).fetchone()
-    except psycopg.errors.UndefinedObject as exc:
-        conn.rollback()
-        hint = f"; {exc.diag.message_hint}" if exc.diag.message_hint else ""
-        raise ExplainError(f"{exc.diag.message_primary}{hint}") from None
-    assert row is not None
-    return int(row[0]), str(row[1])
 
 
 def _feature_build(
@@ -153,7 +137,8 @@ def explain_objects(
         raise ExplainError(f"give between 1 and {MAX_OBJECTS} object ids, not {len(ids)}")
     if not 0 < limit <= MAX_OBJECTS:
         raise ExplainError(f"--limit must be between 1 and {MAX_OBJECTS}, not {limit}")
-    version_id, label = _target(conn, target)
+    found = resolve_target(conn, target)
+    version_id, label = found.model_version_id, found.label
     catalog_id, feature_set_id, table, names = _feature_build(conn, version_id, catalog)
     row = conn.execute(
         "SELECT checkpoint, classes FROM skyclass.model_version WHERE model_version_id = %s",

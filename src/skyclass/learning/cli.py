@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from skyclass.cli_params import OBJECT_IDS
 from skyclass.learning.strategies import STRATEGIES
 
 
@@ -20,15 +21,6 @@ def queue() -> None:
       skyclass queue label sgq --catalog survey labels.csv
       skyclass train ... --label class --queue-labels   # the next version learns from them
     """
-
-
-def _ids(text: str) -> list[int]:
-    from skyclass.learning.errors import QueueError
-
-    try:
-        return [int(part) for part in text.replace(",", " ").split()]
-    except ValueError:
-        raise QueueError(f"ids are integers separated by commas or spaces, not {text!r}") from None
 
 
 @queue.command("create")
@@ -106,20 +98,20 @@ def label(target: str, labels: Path, catalog: str, source: str | None) -> None:
 @queue.command("mark")
 @click.argument("target")
 @click.option("--catalog", required=True, help="Registered catalog.")
-@click.option("--ids", "ids_text", required=True, help="Object ids (commas or spaces).")
+@click.option("--ids", type=OBJECT_IDS, required=True, help="Object ids (commas or spaces).")
 @click.option(
     "--state",
     type=click.Choice(["observed", "expired"]),
     required=True,
     help="observed: followed up, label pending; expired: dropped from the queue.",
 )
-def mark(target: str, catalog: str, ids_text: str, state: str) -> None:
+def mark(target: str, catalog: str, ids: list[int], state: str) -> None:
     """Mark queued objects observed (followed up, label pending) or expired (dropped)."""
     from skyclass.db.connect import connect
     from skyclass.learning.queue import set_state
 
     with connect() as conn:
-        n = set_state(conn, target, catalog, _ids(ids_text), state)
+        n = set_state(conn, target, catalog, ids, state)
     click.echo(f"{n} queue entr{'y' if n == 1 else 'ies'} of {catalog} now {state}")
 
 

@@ -18,6 +18,7 @@ import psycopg
 from skyclass.errors import SkyclassError
 from skyclass.learning.errors import QueueError
 from skyclass.learning.strategies import STRATEGIES
+from skyclass.registry.models import resolve_target
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,6 @@ class QueueIteration:
 def _sql_error(exc: psycopg.Error) -> QueueError:
     hint = f"; {exc.diag.message_hint}" if exc.diag.message_hint else ""
     return QueueError(f"{exc.diag.message_primary}{hint}")
-
-
-def _version_id(conn: psycopg.Connection[Any], target: str) -> int:
-    try:
-        row = conn.execute(
-            "SELECT model_version_id FROM skyclass.resolve_scoring_target(%s)", (target,)
-        ).fetchone()
-    except psycopg.Error as exc:
-        conn.rollback()
-        raise _sql_error(exc) from None
-    assert row is not None
-    return int(row[0])
 
 
 def _catalog_id(conn: psycopg.Connection[Any], catalog: str) -> int:
@@ -97,7 +86,7 @@ def show_queue(
     conn: psycopg.Connection[Any], target: str, catalog: str, *, iteration: int | None = None
 ) -> QueueIteration:
     """An iteration of the queue (default: the newest)."""
-    version = _version_id(conn, target)
+    version = resolve_target(conn, target).model_version_id
     catalog_id = _catalog_id(conn, catalog)
     rows = conn.execute(
         "SELECT q.iteration, q.strategy, q.rank, q.object_id, q.score, q.state, q.label "
@@ -122,7 +111,7 @@ def import_labels(
     conn: psycopg.Connection[Any], target: str, catalog: str, path: Path, *, source: str
 ) -> int:
     """Import the labels of ``path`` into the queue of (target, catalog); returns the count."""
-    version = _version_id(conn, target)
+    version = resolve_target(conn, target).model_version_id
     catalog_id = _catalog_id(conn, catalog)
     row = conn.execute(
         "SELECT classes FROM skyclass.model_version WHERE model_version_id = %s", (version,)
@@ -191,7 +180,7 @@ def set_state(
     """Mark open entries of these objects ``observed`` or ``expired``; returns the count."""
     if state not in ("observed", "expired"):
         raise QueueError(f"state must be observed or expired, not {state!r}")
-    version = _version_id(conn, target)
+    version = resolve_target(conn, target).model_version_id
     catalog_id = _catalog_id(conn, catalog)
     try:
         with conn.transaction():

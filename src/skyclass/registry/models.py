@@ -17,7 +17,13 @@ from typing import Any
 
 import psycopg
 
-from skyclass.errors import InvalidModelRef, RegistryAccessError, UnknownModel, UnknownVersion
+from skyclass.errors import (
+    InvalidModelRef,
+    RegistryAccessError,
+    UnknownModel,
+    UnknownTarget,
+    UnknownVersion,
+)
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,39 @@ def resolve_version(conn: psycopg.Connection[Any], ref: str | int) -> VersionRef
     if row is None:
         raise UnknownVersion(f"{found.label} was deleted while being read")
     return _ref(row)
+
+
+@dataclass(frozen=True)
+class ScoringTarget:
+    """The model version a scoring target names, its ``MODEL:VERSION`` and the deployment."""
+
+    model_version_id: int
+    label: str
+    deployment: str | None
+
+
+def resolve_target(conn: psycopg.Connection[Any], target: str) -> ScoringTarget:
+    """The model version ``target`` names: a deployment, ``MODEL:VERSION`` or a model_version_id.
+
+    The one Python entry to ``skyclass.resolve_scoring_target`` (the resolver
+    the SQL jobs use, so both read a target the same way). Runs in a
+    savepoint: a failure leaves the caller's transaction usable. Raises
+    :class:`UnknownTarget` with the database's message and hint.
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT t.model_version_id, m.name || ':' || v.version, t.deployment "
+                "FROM skyclass.resolve_scoring_target(%s) AS t "
+                "JOIN skyclass.model_version AS v USING (model_version_id) "
+                "JOIN skyclass.model AS m USING (model_id)",
+                (target,),
+            ).fetchone()
+    except psycopg.errors.UndefinedObject as exc:
+        hint = f"; {exc.diag.message_hint}" if exc.diag.message_hint else ""
+        raise UnknownTarget(f"{exc.diag.message_primary}{hint}") from None
+    assert row is not None
+    return ScoringTarget(int(row[0]), str(row[1]), None if row[2] is None else str(row[2]))
 
 
 def ensure_model(conn: psycopg.Connection[Any], name: str, task: str, description: str) -> int:

@@ -29,7 +29,7 @@ from psycopg import sql
 from skyclass.registry.catalogs import find_catalog
 from skyclass.report.data import ReportData, ReportError, read_report_data
 from skyclass.report.html import CSS, esc, figures, headline, metric_tables, provenance
-from skyclass.report.plots import PALETTE, Plot, _figure, _png, render_plots
+from skyclass.report.plots import PALETTE, Plot, figure_png, new_figure, render_plots
 
 # docs/benchmarks.md, shipped as package data (a link in the checkout, a copy in the wheel).
 BENCHMARKS_MD = Path(__file__).resolve().parent / "data" / "benchmarks.md"
@@ -154,7 +154,7 @@ def _sky_plot(summary: CatalogSummary) -> Plot | None:
     if "ra" not in summary.columns or "class" not in summary.columns:
         return None
     ra, dec, cls = summary.columns["ra"], summary.columns["dec"], summary.columns["class"]
-    with _figure(10.5, 5.4) as fig:
+    with new_figure(10.5, 5.4) as fig:
         ax = fig.add_subplot(projection="mollweide")
         # Mollweide wants longitude in [-pi, pi]: RA increases to the left on the sky.
         lon = -np.radians(np.where(ra > 180, ra - 360, ra))
@@ -178,7 +178,7 @@ def _sky_plot(summary: CatalogSummary) -> Plot | None:
         for handle in legend.legend_handles:
             if handle is not None:
                 handle.set_alpha(1)
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "sky_coverage",
         f"Sky coverage of {summary.name}",
@@ -192,7 +192,7 @@ def _magnitude_plot(summary: CatalogSummary) -> Plot | None:
     if "class" not in summary.columns or not all(b in summary.columns for b in BANDS):
         return None
     cls = summary.columns["class"]
-    with _figure(12.0, 3.4) as fig:
+    with new_figure(12.0, 3.4) as fig:
         axes = fig.subplots(1, len(BANDS), sharey=True)
         bins = np.linspace(13, 28, 61)
         for ax, band in zip(axes, BANDS, strict=True):
@@ -210,7 +210,7 @@ def _magnitude_plot(summary: CatalogSummary) -> Plot | None:
             ax.set_xlabel(f"{band} (mag)")
         axes[0].set_ylabel("objects per 0.25 mag")
         axes[-1].legend(loc="upper left")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "magnitudes",
         f"Magnitude distributions of {summary.name} by class",
@@ -225,7 +225,7 @@ def _redshift_plot(summary: CatalogSummary) -> Plot | None:
     if "z_spec" not in summary.columns:
         return None
     z = summary.columns["z_spec"]
-    with _figure(10.5, 3.4) as fig:
+    with new_figure(10.5, 3.4) as fig:
         left, right = fig.subplots(1, 2)
         left.hist(z[np.isfinite(z)], bins=50, color=PALETTE[0], alpha=0.85)
         left.set_xlabel("spectroscopic redshift z_spec")
@@ -237,7 +237,7 @@ def _redshift_plot(summary: CatalogSummary) -> Plot | None:
             right.set_xlabel("z_spec")
             right.set_ylabel("r (mag)")
             right.invert_yaxis()
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "photoz_sample",
         f"Redshifts of {summary.name}",

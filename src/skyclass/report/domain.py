@@ -242,7 +242,7 @@ def _sky(
 # -- plots ------------------------------------------------------------------------------------
 def domain_plots(views: Sequence[DomainView]) -> list[Any]:
     """Feature distributions, propensities and weights, and the sky map of each fit."""
-    from skyclass.report.plots import Plot, _figure, _png
+    from skyclass.report.plots import Plot, figure_png, new_figure
 
     plots: list[Plot] = []
     for k, view in enumerate(views):
@@ -251,7 +251,7 @@ def domain_plots(views: Sequence[DomainView]) -> list[Any]:
         if n and view.catalog_x.size and view.train_x.size:
             cols = min(3, n)
             rows = math.ceil(n / cols)
-            with _figure(3.0 * cols, 2.2 * rows) as fig:
+            with new_figure(3.0 * cols, 2.2 * rows) as fig:
                 axes = fig.subplots(rows, cols, squeeze=False)
                 for i, name in enumerate(view.feature_names):
                     ax = axes[i // cols][i % cols]
@@ -271,7 +271,7 @@ def domain_plots(views: Sequence[DomainView]) -> list[Any]:
                 for j in range(n, rows * cols):
                     axes[j // cols][j % cols].set_visible(False)
                 axes[0][0].legend(["training", view.catalog], fontsize=8)
-                png = _png(fig)
+                png = figure_png(fig)
             plots.append(
                 Plot(
                     f"domain-features{suffix}",
@@ -284,7 +284,7 @@ def domain_plots(views: Sequence[DomainView]) -> list[Any]:
                 )
             )
         if view.propensity_counts and view.weight_counts:
-            with _figure(9.0, 3.0) as fig:
+            with new_figure(9.0, 3.0) as fig:
                 left, right = fig.subplots(1, 2)
                 centres = (np.arange(PROPENSITY_BINS) + 0.5) / PROPENSITY_BINS
                 left.bar(
@@ -304,7 +304,7 @@ def domain_plots(views: Sequence[DomainView]) -> list[Any]:
                 )
                 right.set_xscale("log")
                 right.set_xlabel("importance weight (clipped)")
-                png = _png(fig)
+                png = figure_png(fig)
             plots.append(
                 Plot(
                     f"domain-weights{suffix}",
@@ -317,7 +317,7 @@ def domain_plots(views: Sequence[DomainView]) -> list[Any]:
             )
         if view.sky is not None and view.sky.shape[0]:
             panels = 2 if view.ood_column and view.sky.shape[1] > 3 else 1
-            with _figure(5.0 * panels + 1, 3.6) as fig:
+            with new_figure(5.0 * panels + 1, 3.6) as fig:
                 axes = fig.subplots(1, panels, squeeze=False)[0]
                 ra, dec, p = view.sky[:, 0], view.sky[:, 1], view.sky[:, 2]
                 sc = axes[0].scatter(ra, dec, c=p, s=3, cmap="viridis", vmin=0, vmax=1)
@@ -332,7 +332,7 @@ def domain_plots(views: Sequence[DomainView]) -> list[Any]:
                     fig.colorbar(sc2, ax=axes[1], label=str(view.ood_column))
                     axes[1].set_xlabel("RA (deg)")
                     axes[1].invert_xaxis()
-                png = _png(fig)
+                png = figure_png(fig)
             plots.append(
                 Plot(
                     f"domain-sky{suffix}",

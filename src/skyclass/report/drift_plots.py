@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 
 from skyclass.report.data import DriftBin, DriftData, ReportData
-from skyclass.report.plots import PALETTE, Plot, _figure, _png
+from skyclass.report.plots import PALETTE, Plot, figure_png, new_figure
 
 # PSI levels: below 0.1 no drift, 0.1-0.25 warn, 0.25 and above alert (docs/drift.md).
 _LEVELS = (0.0, 0.1, 0.25, 10.0)
@@ -75,7 +75,7 @@ def sky_drift_plot(data: ReportData) -> Plot | None:
     panels = [("against the training snapshot", [r.training for r in drift.regions])]
     if drift.previous_run_id is not None:
         panels.append((f"against run {drift.previous_run_id}", [r.previous for r in drift.regions]))
-    with _figure(6.4 * len(panels), 3.9) as fig:
+    with new_figure(6.4 * len(panels), 3.9) as fig:
         axes = [
             fig.add_subplot(1, len(panels), k + 1, projection="mollweide")
             for k in range(len(panels))
@@ -87,7 +87,7 @@ def sky_drift_plot(data: ReportData) -> Plot | None:
             bar = fig.colorbar(mappable, ax=axes, orientation="horizontal", shrink=0.5, pad=0.02)
             bar.set_ticks([0.05, 0.175, 0.3])
             bar.set_ticklabels(["PSI < 0.1", "0.1-0.25 warn", "≥ 0.25 alert"])
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "drift_sky",
         "Drift by sky region",
@@ -116,7 +116,7 @@ def magnitude_drift_plot(data: ReportData) -> Plot | None:
         else:
             centre.append((b.low or 0.0) + 0.25)
     x = np.asarray(centre)
-    with _figure(7.2, 3.6) as fig:
+    with new_figure(7.2, 3.6) as fig:
         ax = fig.add_subplot(1, 1, 1)
         counts = ax.twinx()
         counts.bar(x, [b.n_objects for b in bins], width=0.45, color="0.85", zorder=0)
@@ -143,7 +143,7 @@ def magnitude_drift_plot(data: ReportData) -> Plot | None:
         ax.set_ylabel("PSI")
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper left")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "drift_magnitude",
         "Drift by magnitude",

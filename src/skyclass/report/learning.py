@@ -1,9 +1,13 @@
-"""The report's "Why and what if" section: explanations, dependence curves, learning curves.
+"""The report's "Why and what if" section: explanations, dependence curves, learning curves,
+and the anomaly list.
 
 Read from the rows ``skyclass explain``, ``skyclass.partial_dependence`` and
 ``skyclass queue simulate`` store for the reported version (the simulation:
-the newest one on the version's feature definition). Each part is left out
-when its rows do not exist; the section says what to run to get them.
+the newest one on the version's feature definition), and from
+``skyclass.anomaly_rank``: the version's own OOD forest when it was scored,
+else the newest scored anomaly model (``skyclass anomaly``) of the same
+feature definition. Each part is left out when its rows do not exist; the
+section says what to run to get them.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
-from skyclass.report.plots import PALETTE, Plot, _figure, _png
+from skyclass.report.plots import PALETTE, Plot, figure_png, new_figure
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,21 @@ class ExplainedObject:
     margin: float
     base: float
     top: tuple[tuple[str, float], ...]  # feature, contribution
+
+
+@dataclass(frozen=True)
+class AnomalyList:
+    """The strangest objects of a scored catalog, and the class mix of the top 1%."""
+
+    model: str  # MODEL:VERSION of the forest's ranking (an anomaly model or a classifier)
+    own: bool  # the reported version's own OOD forest
+    catalog: str
+    n_objects: int
+    feature_names: tuple[str, ...]
+    label_column: str | None
+    rows: tuple[tuple[Any, ...], ...] = field(repr=False)  # rank, id, score, pct, label, x
+    mix: tuple[tuple[str, int, int], ...] = ()  # label, in the top 1%, in the catalog
+    n_top: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,7 @@ class LearningData:
     objects: tuple[ExplainedObject, ...] = ()
     curves: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     simulation: dict[str, Any] | None = field(default=None, repr=False)
+    anomalies: AnomalyList | None = None
 
 
 def _explanations(conn: psycopg.Connection[Any], version: int) -> dict[str, Any]:
@@ -144,13 +165,95 @@ def _simulation(conn: psycopg.Connection[Any], version: int) -> dict[str, Any] |
     }
 
 
+#: Objects in the report's anomaly table.
+ANOMALY_ROWS = 10
+
+_RANKED_SQL = """
+SELECT o.model_version_id, c.name, o.model_version_id = v.model_version_id AS own,
+       m.name || ':' || av.version
+  FROM skyclass.model_version AS v
+  JOIN skyclass.feature_set AS vf ON vf.feature_set_id = v.feature_set_id
+  JOIN skyclass.feature_set AS af ON af.definition_hash = vf.definition_hash
+  JOIN skyclass.model_version AS av ON av.feature_set_id = af.feature_set_id
+  JOIN skyclass.model AS m ON m.model_id = av.model_id
+  JOIN skyclass.ood_model AS o ON o.model_version_id = av.model_version_id
+  JOIN skyclass.ood_run AS r ON r.model_version_id = o.model_version_id AND r.status = 'done'
+  JOIN skyclass.catalog AS c ON c.catalog_id = r.catalog_id
+ WHERE v.model_version_id = %s
+   AND (o.model_version_id = v.model_version_id OR o.model_version_id = o.ood_version_id)
+ ORDER BY own DESC, r.ood_run_id DESC
+ LIMIT 1
+"""
+
+
+def _label_column(
+    conn: psycopg.Connection[Any], version: int, table: tuple[str, str]
+) -> str | None:
+    """The catalog column the version's labels came from, when the catalog table has it."""
+    row = conn.execute(
+        "SELECT s.label_source->>'column' FROM skyclass.model_version AS v "
+        "JOIN skyclass.training_snapshot AS s USING (snapshot_id) "
+        "WHERE v.model_version_id = %s AND s.label_source->>'kind' = 'column' "
+        "AND EXISTS (SELECT FROM information_schema.columns AS c WHERE c.table_schema = %s "
+        "AND c.table_name = %s AND c.column_name = s.label_source->>'column')",
+        (version, *table),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _anomalies(conn: psycopg.Connection[Any], version: int) -> AnomalyList | None:
+    from skyclass.domain.anomaly import anomaly_top
+    from skyclass.registry.catalogs import find_catalog
+
+    found = conn.execute(_RANKED_SQL, (version,)).fetchone()
+    if found is None:
+        return None
+    ranked, catalog, own, model = int(found[0]), str(found[1]), bool(found[2]), str(found[3])
+    top = anomaly_top(conn, str(ranked), catalog, ANOMALY_ROWS)
+    info = find_catalog(conn, catalog)
+    table = sql.Identifier(info.schema, info.table)
+    label = _label_column(conn, version, (info.schema, info.table))
+    total = conn.execute(
+        "SELECT count(*) FROM skyclass.ood_score WHERE model_version_id = %s AND catalog_id = %s",
+        (ranked, info.catalog_id),
+    ).fetchone()
+    n_objects = int(total[0]) if total is not None else 0
+    n_top = max(1, n_objects // 100)
+    labels: dict[int, Any] = {}
+    mix: tuple[tuple[str, int, int], ...] = ()
+    if label is not None:
+        ids = [int(r[1]) for r in top.rows]
+        labels = dict(
+            conn.execute(
+                sql.SQL("SELECT object_id, {}::text FROM {} WHERE object_id = ANY(%s)").format(
+                    sql.Identifier(label), table
+                ),
+                (ids,),
+            ).fetchall()
+        )
+        mix = tuple(
+            (str(r[0]), int(r[1]), int(r[2]))
+            for r in conn.execute(
+                sql.SQL(
+                    "SELECT coalesce(t.{}::text, '(none)'), count(*) FILTER (WHERE a.rank <= %s), "
+                    "count(*) FROM skyclass.anomaly_rank(%s, %s) AS a "
+                    "JOIN {} AS t USING (object_id) GROUP BY 1 ORDER BY 3 DESC"
+                ).format(sql.Identifier(label), table),
+                (n_top, str(ranked), catalog),
+            )
+        )
+    rows = tuple((*r[:4], labels.get(int(r[1])), r[5]) for r in top.rows)
+    return AnomalyList(model, own, catalog, n_objects, top.feature_names, label, rows, mix, n_top)
+
+
 def read_learning(conn: psycopg.Connection[Any], version: int, label: str) -> LearningData:
-    """The stored explanations, curves and simulation of a model version."""
+    """The stored explanations, curves, simulation and anomaly ranking of a model version."""
     return LearningData(
         model_version_id=version,
         label=label,
         curves=_curves(conn, version),
         simulation=_simulation(conn, version),
+        anomalies=_anomalies(conn, version),
         **_explanations(conn, version),
     )
 
@@ -163,7 +266,7 @@ def explanation_plot(data: LearningData) -> Plot | None:
     order = np.argsort(data.mean_abs.sum(axis=1))
     y = np.arange(len(features))
     height = 0.8 / max(len(outputs), 1)
-    with _figure(6.8, 0.36 * len(features) * max(1, len(outputs) / 2) + 1.6) as fig:
+    with new_figure(6.8, 0.36 * len(features) * max(1, len(outputs) / 2) + 1.6) as fig:
         ax = fig.subplots()
         for k, name in enumerate(outputs[:7]):
             ax.barh(
@@ -178,7 +281,7 @@ def explanation_plot(data: LearningData) -> Plot | None:
         ax.set_xlabel(f"mean |contribution| to the {data.model_output}")
         ax.set_title(f"TreeSHAP over {data.n_explained} objects of {data.explanation_catalog}")
         ax.legend(loc="lower right")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "explanations",
         "What the model leans on (TreeSHAP)",
@@ -197,7 +300,7 @@ def dependence_plot(data: LearningData) -> Plot | None:
     panels = single + ([paired] if paired else [])
     if not panels:
         return None
-    with _figure(4.2 * len(panels) + 0.4, 3.6) as fig:
+    with new_figure(4.2 * len(panels) + 0.4, 3.6) as fig:
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, panel in zip(axes, panels, strict=True):
             if isinstance(panel, list):
@@ -231,7 +334,7 @@ def dependence_plot(data: LearningData) -> Plot | None:
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"varying {panel['feature']}")
             ax.legend(loc="best")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "dependence",
         "What if one input changed (partial dependence and ICE)",
@@ -274,7 +377,7 @@ def learning_curve_plot(data: LearningData) -> Plot | None:
     if sim is None or not sim["rows"]:
         return None
     strategies = sorted({r[0] for r in sim["rows"]}, key=lambda s: (s == "random", s))
-    with _figure(10.4, 3.8) as fig:
+    with new_figure(10.4, 3.8) as fig:
         axes = fig.subplots(1, 2)
         for ax, column, title in (
             (axes[0], 4, "accuracy"),
@@ -299,7 +402,7 @@ def learning_curve_plot(data: LearningData) -> Plot | None:
             ax.set_xlabel("labelled objects")
             ax.set_title(title)
             ax.legend(loc="lower right")
-        png = _png(fig)
+        png = figure_png(fig)
     seeds = sim["params"].get("seeds")
     return Plot(
         "learning_curves",
@@ -338,6 +441,8 @@ def learning_html(data: LearningData) -> str:
             "<table><thead><tr><th>object</th><th>class</th><th>base</th><th>largest "
             "contributions</th><th>output</th></tr></thead><tbody>" + rows + "</tbody></table>"
         )
+    if data.anomalies is not None:
+        parts.append(anomaly_html(data.anomalies))
     missing = []
     if data.mean_abs is None:
         missing.append(
@@ -353,6 +458,57 @@ def learning_html(data: LearningData) -> str:
         missing.append(
             "learning curves: <code>skyclass queue simulate FEATURE_SET --label COLUMN</code>"
         )
+    if data.anomalies is None:
+        missing.append(
+            "the anomaly list: <code>skyclass anomaly fit NAME --feature-set FEATURE_SET "
+            "--catalog CATALOG</code>, then <code>skyclass anomaly score NAME --catalog "
+            "CATALOG</code>"
+        )
     if missing:
         parts.append('<p class="note missing">Not shown yet: ' + "; ".join(missing) + ".</p>")
     return "".join(parts)
+
+
+def anomaly_html(a: AnomalyList) -> str:
+    """The strangest objects (rank, score, percentile, class, features) and the top 1% mix."""
+    esc = html.escape
+    whose = (
+        f"this version's OOD forest ({esc(a.model)})"
+        if a.own
+        else f"the anomaly model {esc(a.model)} (an IsolationForest on the same features)"
+    )
+    head = "".join(f"<th>{esc(f)}</th>" for f in a.feature_names)
+    label_head = f"<th>{esc(a.label_column)}</th>" if a.label_column else ""
+    body = ""
+    for rank, oid, score, pct, label, x in a.rows:
+        cells = "".join(
+            "<td>-</td>" if v is None else f"<td>{float(v):.2f}</td>" for v in (x or ())
+        )
+        label_cell = f"<td>{esc(str(label)) if label is not None else '-'}</td>"
+        body += (
+            f"<tr><td>{rank}</td><td>{oid}</td><td>{score:.3f}</td><td>{pct:.2f}</td>"
+            + (label_cell if a.label_column else "")
+            + cells
+            + "</tr>"
+        )
+    mix = ""
+    if a.mix:
+        n_all = sum(m[2] for m in a.mix)
+        share = ", ".join(
+            f"{esc(name)} {100 * top / a.n_top:.0f}% (catalog {100 * every / n_all:.0f}%)"
+            for name, top, every in a.mix
+        )
+        mix = (
+            f'<p class="note">Top 1% ({a.n_top:,} objects) by {esc(a.label_column or "")}: '
+            f"{share}.</p>"
+        )
+    return (
+        f'<h3 id="anomalies">The oddest objects of {esc(a.catalog)}</h3>'
+        f'<p class="note">Ranked by {whose}, scored in the database over {a.n_objects:,} '
+        "objects: score (higher = stranger), percentile among held-out rows, "
+        f"{'spectroscopic class, ' if a.label_column else ''}features. All of them: "
+        f"<code>SELECT * FROM skyclass.anomaly_rank('{esc(a.model)}', '{esc(a.catalog)}')"
+        "</code>.</p>"
+        f"<table><thead><tr><th>rank</th><th>object</th><th>score</th><th>percentile</th>"
+        f"{label_head}{head}</tr></thead><tbody>{body}</tbody></table>{mix}"
+    )

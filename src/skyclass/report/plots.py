@@ -80,14 +80,16 @@ class Plot:
 
 
 @contextmanager
-def _figure(width: float, height: float) -> Iterator[Figure]:
+def new_figure(width: float, height: float) -> Iterator[Figure]:
+    """A figure in the report's style (constrained layout, white), drawn off screen."""
     with rc_context(_STYLE):
         fig = Figure(figsize=(width, height), layout="constrained", facecolor="white")
         FigureCanvasAgg(fig)
         yield fig
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes at the report's resolution, without a Software tag."""
     buffer = io.BytesIO()
     with rc_context(_STYLE):
         fig.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
@@ -149,7 +151,7 @@ def confusion_plot(data: ReportData) -> Plot | None:
     norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     side = min(3.6 + 0.28 * k, 9.0)
     unit = "redshift bin" if data.task == "photoz" else "class"
-    with _figure(2 * side + 1.6, side + 0.4) as fig:
+    with new_figure(2 * side + 1.6, side + 0.4) as fig:
         axes = fig.subplots(1, 2)
         panels = (
             (axes[0], counts, "Counts", "{:,.0f}", float(counts.max()) or 1.0),
@@ -180,7 +182,7 @@ def confusion_plot(data: ReportData) -> Plot | None:
                             fontweight="bold" if i == j else "normal",
                         )
             fig.colorbar(image, ax=ax, shrink=0.8)
-        png = _png(fig)
+        png = figure_png(fig)
     total = int(counts.sum())
     return Plot(
         "confusion",
@@ -219,7 +221,7 @@ def roc_plot(data: ReportData) -> Plot | None:
     ncols = min(len(shown), 3)
     nrows = math.ceil(len(shown) / ncols)
     lowest = 1.0
-    with _figure(4.6 * ncols, 4.1 * nrows + 0.6) as fig:
+    with new_figure(4.6 * ncols, 4.1 * nrows + 0.6) as fig:
         axes = fig.subplots(nrows, ncols, squeeze=False)
         for ax, cls in zip(axes.flat, shown, strict=False):
             st = stage if candidate.curve("roc", cls, stage) else "raw"
@@ -281,7 +283,7 @@ def roc_plot(data: ReportData) -> Plot | None:
             _line("0.3", ":", 1.2, f"FPR {target:.0%}"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5))
-        png = _png(fig)
+        png = figure_png(fig)
     stage_text = "calibrated" if stage == "calibrated" else "uncalibrated"
     return Plot(
         "roc",
@@ -313,7 +315,7 @@ def reliability_plot(data: ReportData) -> Plot | None:
     kind = data.calibration_kind if data.calibration_kind != "none" else "calibrated"
     styles["calibrated"] = (PALETTE[0], "s", f"after calibration ({kind})")
     lowest = floor = 1.0
-    with _figure(7.4, 6.4) as fig:
+    with new_figure(7.4, 6.4) as fig:
         grid = fig.add_gridspec(2, 1, height_ratios=(3, 1.1))
         ax = fig.add_subplot(grid[0])
         hist = fig.add_subplot(grid[1], sharex=ax)
@@ -363,7 +365,7 @@ def reliability_plot(data: ReportData) -> Plot | None:
             hist.set_yscale("log")
         hist.set_xlabel("predicted probability of the top class (confidence)")
         hist.set_ylabel("objects")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "reliability",
         "Reliability (calibration) diagram",
@@ -397,7 +399,7 @@ def importance_plot(data: ReportData) -> Plot | None:
     else:
         what = "degradation of the score"
     n_features = max(sum(1 for r in rows if r.method == m) for m in methods)
-    with _figure(6.2 * len(methods) + 0.6, 0.34 * n_features + 1.6) as fig:
+    with new_figure(6.2 * len(methods) + 0.6, 0.34 * n_features + 1.6) as fig:
         axes = fig.subplots(1, len(methods), squeeze=False)[0]
         for ax, method in zip(axes, methods, strict=True):
             part = sorted((r for r in rows if r.method == method), key=lambda r: r.mean)
@@ -421,7 +423,7 @@ def importance_plot(data: ReportData) -> Plot | None:
             ax.grid(axis="y", visible=False)
             ax.set_title(f"{method} importance")
             ax.set_xlabel(f"{what} when the feature is shuffled")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "importance",
         "Feature importance",
@@ -454,7 +456,7 @@ def ablation_plot(data: ReportData) -> Plot | None:
     groups = list(dict.fromkeys(a.group for a in rows))
     ncols = min(len(metrics), 3)
     nrows = math.ceil(len(metrics) / ncols)
-    with _figure(4.8 * ncols + 1.4, max(0.55 * len(groups) + 1.6, 3.0) * nrows) as fig:
+    with new_figure(4.8 * ncols + 1.4, max(0.55 * len(groups) + 1.6, 3.0) * nrows) as fig:
         axes = fig.subplots(nrows, ncols, squeeze=False)
         for ax, metric in zip(axes.flat, metrics, strict=False):
             part = {a.group: a for a in rows if a.metric == metric}
@@ -479,7 +481,7 @@ def ablation_plot(data: ReportData) -> Plot | None:
             ax.set_xlabel("without the group - full model")
         for ax in axes.flat[len(metrics) :]:
             ax.set_visible(False)
-        png = _png(fig)
+        png = figure_png(fig)
     estimator = rows[0].estimator
     return Plot(
         "ablation",
@@ -527,7 +529,7 @@ def pit_plot(data: ReportData) -> Plot | None:
     density = counts / (n * width)
     p = width / (edges[-1] - edges[0])
     sigma = np.sqrt(n * p * (1 - p)) / (n * width)
-    with _figure(7.0, 4.8) as fig:
+    with new_figure(7.0, 4.8) as fig:
         ax = fig.subplots()
         ax.bar(
             edges[:-1],
@@ -559,7 +561,7 @@ def pit_plot(data: ReportData) -> Plot | None:
         ax.set_xlabel("PIT = CDF of the predicted PDF at the spectroscopic redshift")
         ax.set_ylabel("density")
         fig.legend(loc="outside lower center", ncol=3, fontsize=8.5)
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "pit",
         "PIT histogram",
@@ -586,7 +588,7 @@ def zphot_zspec_plot(data: ReportData) -> Plot | None:
     lo = min(0.0, float(min(zs.min(), zp.min())))
     z = np.linspace(lo, hi, 200)
     point = str(curve.get("point", "median"))
-    with _figure(7.0, 7.6) as fig:
+    with new_figure(7.0, 7.6) as fig:
         grid = fig.add_gridspec(2, 1, height_ratios=(3, 1.2))
         ax = fig.add_subplot(grid[0])
         res = fig.add_subplot(grid[1], sharex=ax)
@@ -644,7 +646,7 @@ def zphot_zspec_plot(data: ReportData) -> Plot | None:
         res.set_ylim(-0.5, 0.5)
         res.set_xlabel("z_spec")
         res.set_ylabel("Δz / (1 + z_spec)")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "zphot_zspec",
         "Photometric against spectroscopic redshift",
@@ -681,7 +683,7 @@ def coverage_plot(data: ReportData) -> Plot | None:
         empirical = [float(measured[c].mean or 0.0) for c in nominal]
     if not nominal or len(nominal) != len(empirical):
         return None
-    with _figure(5.8, 5.2) as fig:
+    with new_figure(5.8, 5.2) as fig:
         ax = fig.subplots()
         ax.plot([0, 1], [0, 1], color="0.55", ls="--", lw=1, label="nominal = empirical")
         ax.plot(
@@ -722,7 +724,7 @@ def coverage_plot(data: ReportData) -> Plot | None:
         ax.set_xlabel("nominal coverage")
         ax.set_ylabel("fraction of z_spec inside the interval")
         ax.legend(loc="lower right")
-        png = _png(fig)
+        png = figure_png(fig)
     return Plot(
         "coverage",
         "Interval coverage",

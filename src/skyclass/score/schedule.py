@@ -29,7 +29,9 @@ import psycopg
 from psycopg import sql
 
 from skyclass.db.connect import connect, database_url
+from skyclass.errors import UnknownTarget
 from skyclass.registry.catalogs import find_catalog
+from skyclass.registry.models import resolve_target
 from skyclass.score.deploy import check_name
 from skyclass.score.errors import ScoringError
 from skyclass.score.runs import RunInfo, list_runs
@@ -163,11 +165,10 @@ def add_schedule(
     with connect(target_url) as conn:
         catalog_id = find_catalog(conn, catalog).catalog_id
         try:
-            conn.execute(
-                "SELECT skyclass.scoring_feature_set(t.model_version_id, %s) "
-                "FROM skyclass.resolve_scoring_target(%s) AS t",
-                (catalog_id, target),
-            )
+            version = resolve_target(conn, target).model_version_id
+            conn.execute("SELECT skyclass.scoring_feature_set(%s, %s)", (version, catalog_id))
+        except UnknownTarget as exc:
+            raise ScoringError(f"cannot schedule {target!r} on {catalog!r}: {exc}") from None
         except psycopg.Error as exc:
             raise ScoringError(
                 f"cannot schedule {target!r} on {catalog!r}: {exc.diag.message_primary}"

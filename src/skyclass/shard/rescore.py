@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import psycopg
 
 from skyclass.db.connect import database_url
-from skyclass.errors import ShardError, SkyclassError
+from skyclass.errors import ShardError, SkyclassError, UnknownTarget
+from skyclass.registry.models import resolve_target
 from skyclass.registry.runs import RunInfo
 from skyclass.shard.servers import ShardInfo, list_shards, shard_url
 
@@ -70,11 +71,13 @@ def model_identity(target: str, shards: list[ShardInfo]) -> dict[str, str]:
     for s in shards:
         try:
             with psycopg.connect(shard_url(s.conninfo), connect_timeout=10) as conn:
+                version = resolve_target(conn, target).model_version_id
                 row = conn.execute(
-                    "SELECT a.sha256 FROM skyclass.resolve_scoring_target(%s) AS t "
-                    "LEFT JOIN skyclass.model_artifact AS a USING (model_version_id)",
-                    (target,),
+                    "SELECT sha256 FROM skyclass.model_artifact WHERE model_version_id = %s",
+                    (version,),
                 ).fetchone()
+        except UnknownTarget as exc:
+            raise ShardError(f"shard {s.name}: {exc}") from None
         except psycopg.Error as exc:
             message = exc.diag.message_primary if isinstance(exc, psycopg.DatabaseError) else None
             raise ShardError(f"shard {s.name}: {message or str(exc).strip()}") from None

@@ -876,7 +876,7 @@ def train_model(
     try:
         with connect(url) as conn, conn.transaction():
             model_id = _model_row(conn, model_name, snap.task, description)
-            run_id = _insert_run(conn, model_id, snap.snapshot_id, settings, started_at)
+            run_id = insert_training_run(conn, model_id, snap.snapshot_id, settings, started_at)
             eval_ids = {ev.name: _insert_evaluation(conn, run_id, ev) for ev in evaluations}
             version, version_id = _insert_version(
                 conn,
@@ -1170,13 +1170,14 @@ def _model_row(conn: psycopg.Connection[Any], name: str, task: str, description:
     return int(row[0])
 
 
-def _insert_run(
+def insert_training_run(
     conn: psycopg.Connection[Any],
     model_id: int,
     snapshot_id: int,
     settings: Mapping[str, Any],
     started_at: datetime,
 ) -> int:
+    """Insert a ``skyclass.training_run`` row (library versions, git commit, OS user); its id."""
     row = conn.execute(
         "INSERT INTO skyclass.training_run (model_id, snapshot_id, settings, library_versions, "
         "git_commit, os_user, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "

@@ -421,7 +421,10 @@ def snapshot_data(conn: psycopg.Connection[Any], snapshot: Snapshot) -> Snapshot
     n_features = len(rows[0][4])
     return SnapshotData(
         object_id=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-        label_index=np.fromiter((r[1] for r in rows), dtype=np.intp, count=len(rows)),
+        # An anomaly snapshot has no labels: label_index -1.
+        label_index=np.fromiter(
+            (-1 if r[1] is None else r[1] for r in rows), dtype=np.intp, count=len(rows)
+        ),
         fold=np.fromiter((r[2] for r in rows), dtype=np.int16, count=len(rows)),
         z_true=np.fromiter(
             (math.nan if r[3] is None else r[3] for r in rows), dtype=np.float64, count=len(rows)
@@ -657,7 +660,9 @@ def create_snapshot(
                 psycopg.types.json.Jsonb([{"name": f.name, "reason": f.reason} for f in forced]),
             ),
         )
-        _write_table(conn, info, table_name, selected, labels, label_index, z_true, splits.fold)
+        _write_table(
+            conn, info, table_name, selected, labels, label_index.tolist(), z_true, splits.fold
+        )
         comment = (
             f"Training snapshot {snapshot_id}: feature set {info.label}, task {task}, "
             f"labels {json.dumps(label_source.to_dict())}"
@@ -668,6 +673,89 @@ def create_snapshot(
             )
         )
         return load_snapshot(conn, snapshot_id)
+
+
+def create_sample_snapshot(
+    conn: psycopg.Connection[Any],
+    info: FeatureSetInfo,
+    *,
+    sample: int | None = None,
+    reference_fraction: float = 0.2,
+    seed: int = 0,
+) -> Snapshot:
+    """Freeze an unlabelled sample of a feature build as a snapshot of task ``anomaly``.
+
+    ``sample`` objects (all when None or larger than the build) are drawn
+    without replacement with ``seed``; a ``reference_fraction`` of them get
+    fold -1 (held out: the reference a score is read against), the others
+    fold 0. No labels, no classes. Runs in the caller's transaction.
+    """
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)):
+        raise TrainError(f"the sample size must be an integer, not {sample!r}")
+    if sample is not None and sample < 3:
+        raise TrainError(f"the sample must hold at least 3 objects, not {sample}")
+    if not 0 < reference_fraction < 1:
+        raise TrainError(f"the reference fraction must be in (0, 1), not {reference_fraction!r}")
+    all_ids = np.asarray(
+        [r[0] for r in conn.execute(sql.SQL("SELECT object_id FROM {}").format(info.table))],
+        dtype=np.int64,
+    )
+    all_ids.sort()
+    if all_ids.size < 3:
+        raise TrainError(
+            f"feature table {info.table_name} of catalog {info.catalog.name!r} has "
+            f"{all_ids.size} rows: an anomaly forest needs at least 3"
+        )
+    rng = np.random.default_rng(seed)
+    if sample is not None and sample < all_ids.size:
+        ids = np.sort(rng.choice(all_ids, size=sample, replace=False))
+    else:
+        ids = all_ids
+    n_reference = min(max(1, round(reference_fraction * ids.size)), ids.size - 2)
+    fold = np.zeros(ids.size, dtype=np.int16)
+    fold[rng.permutation(ids.size)[:n_reference]] = -1
+    snapshot_id = int(
+        conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('skyclass.training_snapshot', 'snapshot_id'))"
+        ).fetchone()[0]  # type: ignore[index]
+    )
+    table_name = f"snapshot_{snapshot_id}"
+    source = {
+        "kind": "none",
+        "feature_set": info.label,
+        "catalog": info.catalog.name,
+        "n_objects_in_catalog": int(all_ids.size),
+        "sample": int(ids.size),
+        "n_reference": n_reference,
+    }
+    conn.execute(
+        "INSERT INTO skyclass.training_snapshot (snapshot_id, feature_set_id, table_name, "
+        "task, label_source, classes, n_rows, n_folds, calibration_fraction, seed, "
+        "class_counts) OVERRIDING SYSTEM VALUE "
+        "VALUES (%s, %s, %s, 'anomaly', %s, '{}', %s, 1, %s, %s, '{}')",
+        (
+            snapshot_id,
+            info.feature_set_id,
+            table_name,
+            psycopg.types.json.Jsonb(source),
+            int(ids.size),
+            n_reference / ids.size,
+            int(seed),
+        ),
+    )
+    nothing: list[None] = [None] * int(ids.size)
+    z_none = np.full(ids.size, np.nan)
+    _write_table(conn, info, table_name, ids, nothing, nothing, z_none, fold, labelled=False)
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            sql.Identifier(SNAPSHOT_SCHEMA, table_name),
+            sql.Literal(
+                f"Anomaly snapshot {snapshot_id}: {ids.size} unlabelled objects of feature set "
+                f"{info.label} (fold -1: held-out reference)"
+            ),
+        )
+    )
+    return load_snapshot(conn, snapshot_id)
 
 
 def _select(
@@ -750,19 +838,25 @@ def _write_table(
     info: FeatureSetInfo,
     table_name: str,
     ids: npt.NDArray[np.int64],
-    labels: Sequence[str],
-    label_index: npt.NDArray[np.int16],
+    labels: Sequence[str | None],
+    label_index: Sequence[int | None],
     z_true: npt.NDArray[np.float64],
     fold: npt.NDArray[np.int16],
+    *,
+    labelled: bool = True,
 ) -> None:
-    """Create the snapshot table and fill it: labels via COPY, features copied in SQL."""
+    """Create the snapshot table and fill it: labels via COPY, features copied in SQL.
+
+    ``labelled=False`` (task ``anomaly``) leaves ``label`` and ``label_index`` NULL.
+    """
     target = sql.Identifier(SNAPSHOT_SCHEMA, table_name)
+    required = sql.SQL(" NOT NULL" if labelled else "")
     conn.execute(
         sql.SQL(
-            "CREATE TABLE {} (object_id bigint PRIMARY KEY, label text NOT NULL, "
-            "label_index smallint NOT NULL CHECK (label_index >= 0), z_true double precision, "
+            "CREATE TABLE {} (object_id bigint PRIMARY KEY, label text{}, "
+            "label_index smallint{} CHECK (label_index >= 0), z_true double precision, "
             "fold smallint NOT NULL CHECK (fold >= -1), x real[] NOT NULL)"
-        ).format(target)
+        ).format(target, required, required)
     )
     conn.execute(
         "CREATE TEMPORARY TABLE _skyclass_labels (object_id bigint, label text, "
@@ -773,7 +867,7 @@ def _write_table(
         for row in zip(
             ids.tolist(),
             labels,
-            label_index.tolist(),
+            label_index,
             [None if math.isnan(v) else v for v in z_true.tolist()],
             fold.tolist(),
             strict=True,
