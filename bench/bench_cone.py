@@ -172,7 +172,7 @@ def run(
                 f"  loaded {names[rows]} ({patches[rows].area_deg2:.1f} deg2) in "
                 f"{load_seconds[names[rows]]:.1f} s"
             )
-        latency, mismatches = _measure(url, names, patches, radii_arcsec, queries, warmup)
+        latency, mismatches = measure(url, names, patches, radii_arcsec, queries, warmup)
         planning = _planning_split(url, names, patches, radii_arcsec[0], PLAN_SAMPLES)
     finally:
         for name in names.values():
@@ -199,7 +199,7 @@ def run(
     return result
 
 
-def _measure(
+def measure(
     url: str,
     names: dict[int, str],
     patches: dict[int, Patch],
@@ -207,6 +207,13 @@ def _measure(
     queries: int,
     warmup: int,
 ) -> tuple[dict[str, dict[str, float]], int]:
+    """Latency of every variant on catalogs ``names`` (size -> name) over ``patches``.
+
+    For each radius, ``warmup`` unrecorded then ``queries`` recorded cones per
+    catalog and variant, interleaved; returns the percentiles by
+    ``"<rows>/<radius>/<variant>"`` and the number of cones whose variants
+    returned different objects (should be 0).
+    """
     rng = np.random.default_rng(SEED)
     latency: dict[str, dict[str, float]] = {}
     mismatches = 0
