@@ -65,6 +65,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,6 +124,7 @@ BYTES_PER_ROW = {"ingest": 44 + 2 * 125, "features": 170, "score": 160, "cone": 
 TRANSIENT = {"ingest": 2.5, "features": 1.0, "score": 1.0, "cone": 0.0, "xmatch": 0.0}
 FIXED_BYTES = 4 * 2**30  # WAL (max_wal_size 2GB plus what a checkpoint keeps), temp files
 MARGIN = 1.25
+STATS_DELAY = 1.2
 DEFAULT_PORT = 58431
 
 
@@ -154,6 +156,8 @@ class StepResult:
     load_before: list[float]
     load_after: list[float]
     details: dict[str, Any] = field(default_factory=dict)
+    # Differences of pg_stat_database / pg_stat_bgwriter counters over the step.
+    server_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def cpu(self) -> float:
@@ -198,6 +202,7 @@ class Meter:
         """Yield a :class:`StepResult` whose times and WAL are filled in when the block ends."""
         result = StepResult(step, rows, 0.0, 0.0, None, 0, 0, load_average(), [])
         lsn = self._scalar("SELECT pg_current_wal_lsn()::text")
+        stats = self.stats()
         server, client = self.cpu.server(), self.cpu.client()
         clock = wall()
         yield result
@@ -209,6 +214,30 @@ class Meter:
             self._scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", lsn)
         )
         result.load_after = load_average()
+        time.sleep(STATS_DELAY)  # backends report their statistics within a second of idling
+        after_stats = self.stats()
+        result.server_stats = {k: after_stats[k] - stats[k] for k in stats}
+
+    def stats(self) -> dict[str, int]:
+        """Counters that explain a cost: temp files, blocks read and hit, checkpoints."""
+        with psycopg.connect(self.url) as conn:
+            row = conn.execute(
+                "SELECT d.temp_files, d.temp_bytes, d.blks_read, d.blks_hit, "
+                "b.checkpoints_timed + b.checkpoints_req, b.buffers_checkpoint, "
+                "b.buffers_backend FROM pg_stat_database AS d, pg_stat_bgwriter AS b "
+                "WHERE d.datname = current_database()"
+            ).fetchone()
+        assert row is not None
+        names = (
+            "temp_files",
+            "temp_bytes",
+            "blocks_read",
+            "blocks_hit",
+            "checkpoints",
+            "buffers_checkpoint",
+            "buffers_backend",
+        )
+        return dict(zip(names, (int(v) for v in row), strict=True))
 
     def _scalar(self, query: str, *params: Any) -> Any:
         with psycopg.connect(self.url) as conn:
@@ -225,6 +254,20 @@ def relation_bytes(url: str, table: str) -> tuple[int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def index_levels(url: str, name: str) -> dict[str, int]:
+    """B-tree levels below the root of the catalog's primary key and Q3C index (pgstattuple)."""
+    levels: dict[str, int] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        for kind, index in (("primary_key", f"_{name}_pkey"), ("q3c", f"_{name}_q3c")):
+            row = conn.execute(
+                "SELECT tree_level FROM pgstatindex(%s::regclass)", (f"catalogs.{index}",)
+            ).fetchone()
+            if row is not None:
+                levels[kind] = int(row[0])
+    return levels
 
 
 def data_directory(url: str) -> Path | None:
@@ -451,6 +494,7 @@ class GrowthBench:
             "fits_bytes": fits_bytes,
             "fits_write_seconds": fits_seconds,
             "rows_per_second": self.rows / result.seconds,
+            "btree_levels": index_levels(self.url, self.name),
         }
         return result
 
@@ -796,6 +840,40 @@ def print_table(state: GrowthState) -> None:
                     f"{d['related_rows']:,}",
                 )
             )
+    counters = []
+    for step in STEPS:
+        for n in sizes:
+            r = state.get(n, step)
+            if r is None or not r.server_stats:
+                continue
+            c = r.server_stats
+            counters.append(
+                (
+                    step,
+                    _size_label(n),
+                    f"{c['temp_bytes'] / 1e6:,.0f}",
+                    f"{c['blocks_read'] / n:.3f}",
+                    f"{c['blocks_hit'] / n:.2f}",
+                    str(c["checkpoints"]),
+                    f"{c['buffers_checkpoint'] / n:.4f}",
+                )
+            )
+    if counters:
+        say("\nserver counters over each step (pg_stat_database, pg_stat_bgwriter), per row")
+        say(
+            format_table(
+                ("step", "rows", "temp MB", "blks read", "blks hit", "checkpoints", "ckpt bufs"),
+                counters,
+            )
+        )
+    levels = [
+        (_size_label(n), str(r.details["btree_levels"]))
+        for n in sizes
+        if (r := state.get(n, "ingest")) is not None and "btree_levels" in r.details
+    ]
+    if levels:
+        say("\nB-tree levels below the root (pgstatindex)")
+        say(format_table(("rows", "levels"), levels))
     if details:
         say("\ncross-match (sweep, 1 arcsec, best only): pairs against the moved objects")
         say(format_table(("rows", "partner rows", "pairs", "moved objects"), details))

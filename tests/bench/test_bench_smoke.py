@@ -184,6 +184,8 @@ def test_growth_bench(db_url: str, tmp_path: Path) -> None:
         assert result is not None and result.rows == rows
         assert result.seconds > 0 and math.isfinite(result.cpu) and result.cpu >= 0
         assert result.load_before and result.load_after
+        assert set(result.server_stats) >= {"temp_bytes", "blocks_read", "checkpoints"}
+        assert all(value >= 0 for value in result.server_stats.values())
     for step in ("ingest", "features", "score"):
         result = state.get(rows, step)
         assert result is not None
@@ -191,6 +193,8 @@ def test_growth_bench(db_url: str, tmp_path: Path) -> None:
         assert result.details["rows_counted"] == rows
         assert result.bytes > 0 and result.wal_bytes > 0
         assert result.details["heap_bytes"] + result.details["index_bytes"] == result.bytes
+    ingest = state.get(rows, "ingest")
+    assert ingest is not None and set(ingest.details["btree_levels"]) == {"primary_key", "q3c"}
     score = state.get(rows, "score")
     assert score is not None and score.details["rows_scored"] == rows
     cone = state.get(rows, "cone")
