@@ -256,6 +256,36 @@ def relation_bytes(url: str, table: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def run_phases(url: str, run_id: int) -> dict[str, float]:
+    """Where a scoring run's time went, from its own timestamps.
+
+    ``head_seconds``: start to the first chunk done (planning the chunks, the
+    first chunk); ``chunk_seconds``: first to last chunk done (the steady
+    state, ``steady_us_per_row`` over the rows of those chunks); ``tail_seconds``:
+    last chunk done to the run's end (the swap into the published table).
+    """
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM min(c.done_at) - r.started_at), "
+            "extract(epoch FROM max(c.done_at) - min(c.done_at)), "
+            "extract(epoch FROM r.finished_at - max(c.done_at)), "
+            "sum(c.rows) - (array_agg(c.rows ORDER BY c.done_at))[1], count(*) "
+            "FROM skyclass.scoring_run AS r JOIN skyclass.scoring_chunk AS c USING (run_id) "
+            "WHERE r.run_id = %s GROUP BY r.run_id",
+            (run_id,),
+        ).fetchone()
+    if row is None:
+        return {}
+    head, chunks, tail, steady_rows, count = (float(v or 0) for v in row)
+    return {
+        "head_seconds": head,
+        "chunk_seconds": chunks,
+        "tail_seconds": tail,
+        "chunks": count,
+        "steady_us_per_row": chunks / steady_rows * 1e6 if steady_rows else 0.0,
+    }
+
+
 def index_levels(url: str, name: str) -> dict[str, int]:
     """B-tree levels below the root of the catalog's primary key and Q3C index (pgstattuple)."""
     levels: dict[str, int] = {}
@@ -534,15 +564,19 @@ class GrowthBench:
             raise RuntimeError(f"scoring run {run.run_id}: {run.status}, {run.rows_scored} rows")
         heap, index, count = self._prediction_bytes(version)
         result.bytes = heap + index
-        result.details = model | {
-            "model_version_id": version,
-            "workers": workers,
-            "chunk_size": CHUNK_SIZE,
-            "rows_counted": count,
-            "rows_scored": run.rows_scored,
-            "heap_bytes": heap,
-            "index_bytes": index,
-        }
+        result.details = (
+            model
+            | run_phases(self.url, run.run_id)
+            | {
+                "model_version_id": version,
+                "workers": workers,
+                "chunk_size": CHUNK_SIZE,
+                "rows_counted": count,
+                "rows_scored": run.rows_scored,
+                "heap_bytes": heap,
+                "index_bytes": index,
+            }
+        )
         return result
 
     def _prediction_bytes(self, version: int) -> tuple[int, int, int]:
@@ -866,6 +900,20 @@ def print_table(state: GrowthState) -> None:
                 counters,
             )
         )
+    phases = [
+        (
+            _size_label(n),
+            f"{d['head_seconds']:.1f}",
+            f"{d['chunk_seconds']:.1f}",
+            f"{d['tail_seconds']:.1f}",
+            f"{d['steady_us_per_row']:.2f}",
+        )
+        for n in sizes
+        if (r := state.get(n, "score")) is not None and "head_seconds" in (d := r.details)
+    ]
+    if phases:
+        say("\nscoring run by its own timestamps: start, chunks, swap (seconds)")
+        say(format_table(("rows", "head s", "chunks s", "tail s", "steady us/row"), phases))
     levels = [
         (_size_label(n), str(r.details["btree_levels"]))
         for n in sizes
