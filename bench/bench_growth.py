@@ -62,6 +62,7 @@ import contextlib
 import itertools
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -158,6 +159,8 @@ class StepResult:
     details: dict[str, Any] = field(default_factory=dict)
     # Differences of pg_stat_database / pg_stat_bgwriter counters over the step.
     server_stats: dict[str, int] = field(default_factory=dict)
+    # Peak resident memory of this process so far (its own phase when run with --phase).
+    client_peak_rss: int = 0
 
     @property
     def cpu(self) -> float:
@@ -214,6 +217,7 @@ class Meter:
             self._scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", lsn)
         )
         result.load_after = load_average()
+        result.client_peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         time.sleep(STATS_DELAY)  # backends report their statistics within a second of idling
         after_stats = self.stats()
         result.server_stats = {k: after_stats[k] - stats[k] for k in stats}
