@@ -61,6 +61,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import resource
 import shutil
@@ -783,7 +784,7 @@ def summary(state: GrowthState) -> dict[str, Any]:
                 ratios[key] = {"p50": pb / pa}
             else:
                 ratios[key] = {
-                    name: (b[name] / a[name] if a[name] else float("nan"))
+                    name: (b[name] / a[name] if a[name] else math.nan)
                     for name in ("us_per_row", "cpu_us_per_row", "bytes_per_row")
                 }
         out[step] = {"sizes": ordered, "ratios": ratios}
@@ -894,13 +895,23 @@ def print_table(state: GrowthState) -> None:
                     f"{c['blocks_hit'] / n:.2f}",
                     str(c["checkpoints"]),
                     f"{c['buffers_checkpoint'] / n:.4f}",
+                    f"{r.client_peak_rss / 1e6:,.0f}",
                 )
             )
     if counters:
         say("\nserver counters over each step (pg_stat_database, pg_stat_bgwriter), per row")
         say(
             format_table(
-                ("step", "rows", "temp MB", "blks read", "blks hit", "checkpoints", "ckpt bufs"),
+                (
+                    "step",
+                    "rows",
+                    "temp MB",
+                    "blks read",
+                    "blks hit",
+                    "checkpoints",
+                    "ckpt bufs",
+                    "client peak MB",
+                ),
                 counters,
             )
         )
@@ -939,7 +950,7 @@ def print_table(state: GrowthState) -> None:
                     step,
                     key,
                     *(
-                        f"{ratio.get(m, float('nan')):.2f}"
+                        f"{ratio[m]:.2f}" if math.isfinite(ratio.get(m, math.nan)) else "-"
                         for m in ("us_per_row", "cpu_us_per_row", "bytes_per_row", "p50")
                     ),
                 )
