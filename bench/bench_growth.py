@@ -1028,7 +1028,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--queries", type=int, default=1000, help="cones per variant (1000)")
     parser.add_argument("--warmup", type=int, default=200, help="unrecorded cones first (200)")
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_ROWS:,} rows, 100 cones")
+    parser.add_argument(
+        "--smoke", "--quick", action="store_true", help=f"{SMOKE_ROWS:,} rows, 100 cones"
+    )
     parser.add_argument(
         "--results",
         type=Path,
@@ -1048,7 +1050,14 @@ def main(argv: list[str] | None = None) -> None:
         queries, warmup = args.queries, args.warmup
     results = args.results or (args.home / "growth.json" if args.home and args.keep else None)
     state = GrowthState.load(results)
-    steps = STEPS if args.phase == "all" else () if args.phase == "report" else (args.phase,)
+    if args.phase == "report":
+        if results is None:
+            parser.error("--phase report needs --results FILE (or --home DIR --keep)")
+        print_table(state)
+        if args.json:
+            args.json.write_text(json.dumps(state.as_dict(), indent=2))
+        return
+    steps = STEPS if args.phase == "all" else (args.phase,)
     with database(args.home, args.port, args.keep) as url:
         info = machine_info(url)
         info["free_disk_bytes"] = free_disk(args.home or data_directory(url) or Path("."))
