@@ -56,6 +56,7 @@ from bench.common import (
     q3c_schema,
     require_absent,
     say,
+    size_suffix,
     synthetic_chunks,
     wall,
 )
@@ -92,11 +93,7 @@ class ConeResult:
 
 def catalog_name(rows: int) -> str:
     """The benchmark catalog name for a size (bench_cone_1m, bench_cone_10m, bench_cone_20k)."""
-    if rows % 1_000_000 == 0:
-        return f"bench_cone_{rows // 1_000_000}m"
-    if rows % 1_000 == 0:
-        return f"bench_cone_{rows // 1_000}k"
-    return f"bench_cone_{rows}"
+    return f"bench_cone_{size_suffix(rows)}"
 
 
 def _statements(conn: psycopg.Connection[Any], table: str) -> dict[str, sql.Composed | sql.SQL]:

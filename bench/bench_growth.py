@@ -92,6 +92,7 @@ from bench.common import (
     load_catalog,
     patch_for,
     say,
+    size_suffix,
     synthetic_chunks,
     synthetic_mags,
     wall,
@@ -132,11 +133,7 @@ DEFAULT_PORT = 58431
 
 def catalog_name(rows: int) -> str:
     """The benchmark catalog for a size (bench_growth_1m, bench_growth_10k)."""
-    if rows % 1_000_000 == 0:
-        return f"bench_growth_{rows // 1_000_000}m"
-    if rows % 1_000 == 0:
-        return f"bench_growth_{rows // 1_000}k"
-    return f"bench_growth_{rows}"
+    return f"bench_growth_{size_suffix(rows)}"
 
 
 def partner_name(rows: int) -> str:
@@ -796,11 +793,7 @@ def summary(state: GrowthState) -> dict[str, Any]:
 
 
 def _size_label(rows: int) -> str:
-    if rows % 1_000_000 == 0:
-        return f"{rows // 1_000_000}M"
-    if rows % 1_000 == 0:
-        return f"{rows // 1_000}k"
-    return str(rows)
+    return size_suffix(rows).replace("m", "M")
 
 
 def print_table(state: GrowthState) -> None:

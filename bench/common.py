@@ -102,6 +102,15 @@ class Patch:
         return ra, np.clip(dec, self.dec_min, self.dec_max)
 
 
+def size_suffix(rows: int) -> str:
+    """A short name for a row count: 1m, 10m, 20k, or the number (benchmark catalog names)."""
+    if rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}m"
+    if rows % 1_000 == 0:
+        return f"{rows // 1_000}k"
+    return str(rows)
+
+
 def patch_for(n_objects: int, density: float = DENSITY_PER_DEG2) -> Patch:
     """The square-ish patch around :data:`PATCH_CENTER` holding ``n_objects`` at ``density``."""
     area = n_objects / density
