@@ -1046,6 +1046,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase == "report":
         if results is None:
             parser.error("--phase report needs --results FILE (or --home DIR --keep)")
+        if state.machine.get("settings"):
+            print_machine(state.machine)  # of the last run recorded
+            say(f"free disk then: {state.machine.get('free_disk_bytes', 0) / 1e9:.1f} GB")
         print_table(state)
         if args.json:
             args.json.write_text(json.dumps(state.as_dict(), indent=2))
