@@ -13,7 +13,7 @@ PIP    := set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-ve
 # pip warns about every configured local index directory that does not exist; drop those lines
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: setup system browser vo python demo test lint pytest reliability bench docs clean
+.PHONY: setup system browser vo python demo test lint pytest reliability bench bench-growth docs clean
 
 setup: system python extension
 
@@ -74,6 +74,12 @@ vo:
 
 bench: setup
 	@$(BIN)/python bench/run_all.py
+
+# Cost growth at 1M, 10M and 100M rows (about 1.5 h on 2 cores and up to 60 GB of free
+# disk, checked before each step; docs/benchmarks.md). Not part of `make bench`.
+# GROWTH_ARGS="--sizes 1000000,10000000" for a shorter run.
+bench-growth: setup
+	@$(BIN)/python bench/bench_growth.py $(GROWTH_ARGS)
 
 # docs/cli.md is generated from the click commands; tests/docs fails when it is stale.
 docs: python

@@ -56,6 +56,7 @@ from bench.common import (
     q3c_schema,
     require_absent,
     say,
+    size_suffix,
     synthetic_chunks,
     wall,
 )
@@ -92,11 +93,7 @@ class ConeResult:
 
 def catalog_name(rows: int) -> str:
     """The benchmark catalog name for a size (bench_cone_1m, bench_cone_10m, bench_cone_20k)."""
-    if rows % 1_000_000 == 0:
-        return f"bench_cone_{rows // 1_000_000}m"
-    if rows % 1_000 == 0:
-        return f"bench_cone_{rows // 1_000}k"
-    return f"bench_cone_{rows}"
+    return f"bench_cone_{size_suffix(rows)}"
 
 
 def _statements(conn: psycopg.Connection[Any], table: str) -> dict[str, sql.Composed | sql.SQL]:
@@ -172,7 +169,7 @@ def run(
                 f"  loaded {names[rows]} ({patches[rows].area_deg2:.1f} deg2) in "
                 f"{load_seconds[names[rows]]:.1f} s"
             )
-        latency, mismatches = _measure(url, names, patches, radii_arcsec, queries, warmup)
+        latency, mismatches = measure(url, names, patches, radii_arcsec, queries, warmup)
         planning = _planning_split(url, names, patches, radii_arcsec[0], PLAN_SAMPLES)
     finally:
         for name in names.values():
@@ -199,7 +196,7 @@ def run(
     return result
 
 
-def _measure(
+def measure(
     url: str,
     names: dict[int, str],
     patches: dict[int, Patch],
@@ -207,6 +204,13 @@ def _measure(
     queries: int,
     warmup: int,
 ) -> tuple[dict[str, dict[str, float]], int]:
+    """Latency of every variant on catalogs ``names`` (size -> name) over ``patches``.
+
+    For each radius, ``warmup`` unrecorded then ``queries`` recorded cones per
+    catalog and variant, interleaved; returns the percentiles by
+    ``"<rows>/<radius>/<variant>"`` and the number of cones whose variants
+    returned different objects (should be 0).
+    """
     rng = np.random.default_rng(SEED)
     latency: dict[str, dict[str, float]] = {}
     mismatches = 0

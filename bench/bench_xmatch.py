@@ -215,12 +215,14 @@ def fetch_crossmatch(url: str, radius_arcsec: float, method: str) -> Matches:
     )
 
 
-def count_crossmatch(url: str, radius_arcsec: float, method: str) -> int:
-    """Number of best-only matches, computed and counted in the database."""
+def count_crossmatch(
+    url: str, radius_arcsec: float, method: str, *, a: str = NAME_A, b: str = NAME_B
+) -> int:
+    """Number of best-only matches of catalog ``a`` in ``b``, counted in the database."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM skyclass.crossmatch(%s, %s, %s, true, %s)",
-            (NAME_A, NAME_B, radius_arcsec, method),
+            (a, b, radius_arcsec, method),
         ).fetchone()
     assert row is not None
     return int(row[0])

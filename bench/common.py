@@ -102,6 +102,15 @@ class Patch:
         return ra, np.clip(dec, self.dec_min, self.dec_max)
 
 
+def size_suffix(rows: int) -> str:
+    """A short name for a row count: 1m, 10m, 20k, or the number (benchmark catalog names)."""
+    if rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}m"
+    if rows % 1_000 == 0:
+        return f"{rows // 1_000}k"
+    return str(rows)
+
+
 def patch_for(n_objects: int, density: float = DENSITY_PER_DEG2) -> Patch:
     """The square-ish patch around :data:`PATCH_CENTER` holding ``n_objects`` at ``density``."""
     area = n_objects / density
@@ -189,6 +198,49 @@ def write_fits(catalog: SyntheticCatalog, path: Path) -> Path:
         for j, band in enumerate(BANDS)
     ]
     fits.BinTableHDU.from_columns(columns).writeto(path, overwrite=True)
+    return path
+
+
+def write_fits_chunks(chunks: Iterable[SyntheticCatalog], rows: int, path: Path) -> Path:
+    """Write ``rows`` objects arriving as ``chunks`` as the FITS table of :func:`write_fits`.
+
+    The header (from astropy, with NAXIS2 = ``rows``) is written first, then
+    each chunk's rows as big-endian records, then the padding to a 2880-byte
+    block: a 100M-row file never has its rows in memory at once. Raises
+    ``ValueError`` when the chunks do not add up to ``rows``.
+    """
+    from astropy.io import fits
+
+    empty = SyntheticCatalog(
+        np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, len(BANDS)), np.float32)
+    )
+    template = path.with_suffix(".header.fits")
+    write_fits(empty, template)
+    with fits.open(template) as hdus:
+        primary = hdus[0].header.tostring().encode("ascii")
+        header = hdus[1].header.copy()
+    template.unlink()
+    header["NAXIS2"] = rows
+    record = np.dtype(
+        [("objid", ">i8"), ("ra", ">f8"), ("dec", ">f8")] + [(b, ">f4") for b in BANDS]
+    )
+    if header["NAXIS1"] != record.itemsize:
+        raise RuntimeError(f"FITS row is {header['NAXIS1']} bytes, expected {record.itemsize}")
+    written = 0
+    with path.open("wb") as out:
+        out.write(primary)
+        out.write(header.tostring().encode("ascii"))
+        for chunk in chunks:
+            data = np.empty(len(chunk), dtype=record)
+            data["objid"], data["ra"], data["dec"] = chunk.object_id, chunk.ra, chunk.dec
+            for j, band in enumerate(BANDS):
+                data[band] = chunk.mags[:, j]
+            out.write(data.tobytes())
+            written += len(chunk)
+        out.write(b"\0" * (-(written * record.itemsize) % 2880))
+    if written != rows:
+        path.unlink()
+        raise ValueError(f"{path}: the chunks held {written} rows, not {rows}")
     return path
 
 

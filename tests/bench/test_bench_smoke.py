@@ -9,15 +9,24 @@ never asserted: these sizes say nothing about it.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
-from bench.common import DENSITY_PER_DEG2, patch_for, synthetic_catalog
+from bench.common import (
+    DENSITY_PER_DEG2,
+    SyntheticCatalog,
+    patch_for,
+    synthetic_catalog,
+    synthetic_chunks,
+    write_fits,
+    write_fits_chunks,
+)
 
-from bench import bench_cone, bench_ingest, bench_serve, bench_tap, bench_xmatch
+from bench import bench_cone, bench_growth, bench_ingest, bench_serve, bench_tap, bench_xmatch
 
 ROWS = 20_000
 
@@ -121,3 +130,84 @@ def test_serve_bench(db_url: str) -> None:
         assert set(phase["per_kind"]) == {"cone", "object", "candidates"}
         _positive({k: phase[k] for k in ("throughput", "p50_ms", "p99_ms")})
     assert busy["rescoring_runs"] >= 1
+
+
+def test_chunked_fits_is_the_whole_file(tmp_path: Path) -> None:
+    from astropy.table import Table
+
+    patch = patch_for(5_000)
+    parts = list(synthetic_chunks(5_000, patch, seed=3, chunk_rows=1_500))
+    catalog = SyntheticCatalog(
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("object_id", "ra", "dec", "mags")
+        )
+    )
+    whole = write_fits(catalog, tmp_path / "whole.fits")
+    chunked = write_fits_chunks(
+        synthetic_chunks(5_000, patch, seed=3, chunk_rows=1_500), 5_000, tmp_path / "chunks.fits"
+    )
+    a, b = Table.read(whole), Table.read(chunked)
+    assert len(b) == 5_000 and a.colnames == b.colnames
+    for name in a.colnames:
+        assert np.array_equal(a[name], b[name]) and a[name].unit == b[name].unit
+    assert chunked.stat().st_size % 2880 == 0
+    with pytest.raises(ValueError, match="4999"):
+        write_fits_chunks(synthetic_chunks(4_999, patch, seed=3), 5_000, tmp_path / "short.fits")
+    assert not (tmp_path / "short.fits").exists()
+
+
+def test_growth_bench_refuses_a_size_the_disk_cannot_hold(tmp_path: Path) -> None:
+    with pytest.raises(bench_growth.DiskShortError, match="not enough free disk for ingest"):
+        bench_growth.check_disk("ingest", 10**15, tmp_path, {})
+    # A measured size scales the estimate: 200 B/row kept, plus the transient copies.
+    measured = bench_growth.StepResult("features", 1000, 1.0, 1.0, 0.0, 0, 200_000, [], [])
+    assert (
+        bench_growth.bytes_needed("features", 10**6, {"features": measured})
+        == int(10**6 * 200 * 2 * bench_growth.MARGIN) + bench_growth.FIXED_BYTES
+    )
+
+
+def test_growth_bench(db_url: str, tmp_path: Path) -> None:
+    rows = bench_growth.SMOKE_ROWS
+    state = bench_growth.run(
+        db_url,
+        (rows,),
+        state=bench_growth.GrowthState(path=tmp_path / "g.json"),
+        workdir=tmp_path,
+        queries=30,
+        warmup=5,
+        iterations=5,
+    )
+    for step in bench_growth.STEPS:
+        result = state.get(rows, step)
+        assert result is not None and result.rows == rows
+        assert result.seconds > 0 and math.isfinite(result.cpu) and result.cpu >= 0
+        assert result.load_before and result.load_after
+        assert set(result.server_stats) >= {"temp_bytes", "blocks_read", "checkpoints"}
+        assert all(value >= 0 for value in result.server_stats.values())
+    for step in ("ingest", "features", "score"):
+        result = state.get(rows, step)
+        assert result is not None
+        # Every object went through the step, and it left bytes and WAL behind.
+        assert result.details["rows_counted"] == rows
+        assert result.bytes > 0 and result.wal_bytes > 0
+        assert result.details["heap_bytes"] + result.details["index_bytes"] == result.bytes
+    ingest = state.get(rows, "ingest")
+    assert ingest is not None and set(ingest.details["btree_levels"]) == {"primary_key", "q3c"}
+    score = state.get(rows, "score")
+    assert score is not None and score.details["rows_scored"] == rows
+    cone = state.get(rows, "cone")
+    assert cone is not None and cone.details["mismatched_cones"] == 0
+    assert set(cone.details["latency"]) == set(bench_cone.VARIANTS)
+    for figures in cone.details["latency"].values():
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    xmatch = state.get(rows, "xmatch")
+    assert xmatch is not None and xmatch.details["partner_rows"] == rows
+    # 86% of the moved objects lie within 1" at 0.5" per axis; chance pairs are rare.
+    assert 0.8 < xmatch.details["pairs"] / xmatch.details["related_rows"] < 0.95
+    # The results were saved as they came, and the table prints from them.
+    saved = json.loads((tmp_path / "g.json").read_text())
+    assert set(saved["results"][str(rows)]) == set(bench_growth.STEPS)
+    bench_growth.print_table(state)
+    _no_bench_tables(db_url)
