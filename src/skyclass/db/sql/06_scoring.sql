@@ -724,12 +724,20 @@ BEGIN
     END;
     -- Objects of the catalog that the feature table lacks are not scored: count them, range by
     -- range (the chunks cover every object id), so the count costs no serial pass.
-    -- (The range on both sides lets the planner merge two index-only scans: 3x faster than
-    -- probing the feature table once per catalog object.)
+    -- (The range on both sides lets the planner merge two index scans: 3x faster than
+    -- probing the feature table once per catalog object.) A partition run's chunk table holds
+    -- a row for every feature row of the range, so it stands for the feature table: its pages
+    -- are few, in object_id order and (written by score_chunk_into) all-visible, where an
+    -- index-only scan of the feature table visits the heap of every row (its visibility map is
+    -- not set) in sky order. Feature rows whose objects left the catalog have rows in both and
+    -- are not counted either way. An insert run writes only the objects without a published
+    -- prediction: it counts against the feature table.
     EXECUTE format('SELECT count(*) FROM %1$s AS c WHERE c.object_id BETWEEN %3$L::bigint AND %4$L::bigint '
                    'AND NOT EXISTS (SELECT 1 FROM %2$s AS f WHERE f.object_id = c.object_id '
                    'AND f.object_id BETWEEN %3$L::bigint AND %4$L::bigint)',
-                   r.catalog_table, r.feature_table, c.first_object_id, c.last_object_id)
+                   r.catalog_table,
+                   CASE WHEN r.write_kind = 'partition' THEN tbl ELSE r.feature_table END,
+                   c.first_object_id, c.last_object_id)
        INTO missing;
     UPDATE skyclass.scoring_chunk AS k
        SET rows = n_rows, objects_without_features = missing, done_at = clock_timestamp()
