@@ -77,7 +77,9 @@ def object_features(n: int, seed: int = 0) -> npt.NDArray[np.float32]:
     return x
 
 
-def version_tables(conn: psycopg.Connection[Any], version: int) -> tuple[sql.Identifier, sql.Identifier]:
+def version_tables(
+    conn: psycopg.Connection[Any], version: int
+) -> tuple[sql.Identifier, sql.Identifier]:
     row = conn.execute(
         "SELECT c.table_name, f.table_name FROM skyclass.model_version AS v "
         "JOIN skyclass.feature_set AS f USING (feature_set_id) "
