@@ -33,6 +33,7 @@ DECLARE
     c       skyclass.scoring_chunk;
     tbl     text;
     missing bigint;
+    bitmap  text;
 BEGIN
     IF n_rows IS NULL OR n_rows < 0 THEN
         RAISE EXCEPTION 'n_rows must be a count of rows (0 or more), not %', coalesce(n_rows::text, 'NULL')
@@ -85,7 +86,11 @@ BEGIN
     -- index-only scan of the feature table visits the heap of every row (its visibility map is
     -- not set) in sky order. Feature rows whose objects left the catalog have rows in both and
     -- are not counted either way. An insert run writes only the objects without a published
-    -- prediction: it counts against the feature table.
+    -- prediction: it counts against the feature table. The chunk table has no statistics yet,
+    -- so the planner would read it with a bitmap scan and sort it: the index-only scan is
+    -- cheaper (and has nothing to fetch from an all-visible heap).
+    bitmap := current_setting('enable_bitmapscan');
+    PERFORM set_config('enable_bitmapscan', 'off', true);
     EXECUTE format('SELECT count(*) FROM %1$s AS c WHERE c.object_id BETWEEN %3$L::bigint AND %4$L::bigint '
                    'AND NOT EXISTS (SELECT 1 FROM %2$s AS f WHERE f.object_id = c.object_id '
                    'AND f.object_id BETWEEN %3$L::bigint AND %4$L::bigint)',
@@ -93,6 +98,7 @@ BEGIN
                    CASE WHEN r.write_kind = 'partition' THEN tbl ELSE r.feature_table END,
                    c.first_object_id, c.last_object_id)
        INTO missing;
+    PERFORM set_config('enable_bitmapscan', bitmap, true);
     UPDATE skyclass.scoring_chunk AS k
        SET rows = n_rows, objects_without_features = missing, done_at = clock_timestamp()
      WHERE k.run_id = run AND k.chunk_no = chunk;
