@@ -34,6 +34,7 @@ DECLARE
     tbl     text;
     missing bigint;
     bitmap  text;
+    idx     text;
 BEGIN
     IF n_rows IS NULL OR n_rows < 0 THEN
         RAISE EXCEPTION 'n_rows must be a count of rows (0 or more), not %', coalesce(n_rows::text, 'NULL')
@@ -88,9 +89,15 @@ BEGIN
     -- are not counted either way. An insert run writes only the objects without a published
     -- prediction: it counts against the feature table. The chunk table has no statistics yet,
     -- so the planner would read it with a bitmap scan and sort it: the index-only scan is
-    -- cheaper (and has nothing to fetch from an all-visible heap).
+    -- cheaper (and has nothing to fetch from an all-visible heap). Index scans are allowed for
+    -- this statement (score_chunk's SQL path turns them off for its own query; with both off
+    -- the planner would read the whole catalog for every chunk).
     bitmap := current_setting('enable_bitmapscan');
-    PERFORM set_config('enable_bitmapscan', 'off', true);
+    idx := current_setting('enable_indexscan');
+    IF r.write_kind = 'partition' THEN
+        PERFORM set_config('enable_bitmapscan', 'off', true);
+        PERFORM set_config('enable_indexscan', 'on', true);
+    END IF;
     EXECUTE format('SELECT count(*) FROM %1$s AS c WHERE c.object_id BETWEEN %3$L::bigint AND %4$L::bigint '
                    'AND NOT EXISTS (SELECT 1 FROM %2$s AS f WHERE f.object_id = c.object_id '
                    'AND f.object_id BETWEEN %3$L::bigint AND %4$L::bigint)',
@@ -99,6 +106,7 @@ BEGIN
                    c.first_object_id, c.last_object_id)
        INTO missing;
     PERFORM set_config('enable_bitmapscan', bitmap, true);
+    PERFORM set_config('enable_indexscan', idx, true);
     UPDATE skyclass.scoring_chunk AS k
        SET rows = n_rows, objects_without_features = missing, done_at = clock_timestamp()
      WHERE k.run_id = run AND k.chunk_no = chunk;
