@@ -508,7 +508,19 @@ class ScoringBench:
                 url=self.url,
             )
         assert run.status == "succeeded" and run.rows_scored == self.rows, run
+        if scorer == "database":
+            self._drift(run.run_id)
         return m.wall
+
+    def _drift(self, run_id: int) -> None:
+        """The drift summaries that finishing c_job's run computed, once more on their own
+        (``skyclass.record_run_drift`` replaces the run's rows): their share of the job."""
+        self._checkpoint()
+        with (
+            psycopg.connect(self.url, autocommit=True) as conn,
+            self.measure("c_job_drift"),
+        ):
+            conn.execute("SELECT skyclass.record_run_drift(%s)", (run_id,))
 
     def _job_sql(self) -> float:
         """c_job with the chunks written by SQL (``skyclass.chunk_writer = sql``), not 0.4.0's
@@ -907,6 +919,13 @@ def print_result(result: ScoringResult) -> None:
             f"\nOOD score per object: {1e6 * ood / result.rows:.2f} µs on the read path "
             f"(model {1e6 * model / result.rows:.2f} µs, ratio {ood / model:.2f}), "
             f"{1e6 * job / result.rows:.2f} µs in the durable OOD job (one session)"
+        )
+    drift, whole = result.cpu.get("c_job_drift"), result.cpu.get("c_job")
+    if drift is not None and whole is not None and drift["total"] and whole["total"]:
+        say(
+            f"\nc_job's drift summaries (skyclass.record_run_drift at finish, run again on "
+            f"their own): {1e6 * drift['total'] / result.rows:.2f} CPU µs per row, "
+            f"{drift['total'] / whole['total']:.0%} of c_job's CPU"
         )
     if result.client_predictors:
         rates = result.client_predictors

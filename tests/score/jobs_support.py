@@ -77,7 +77,9 @@ def object_features(n: int, seed: int = 0) -> npt.NDArray[np.float32]:
     return x
 
 
-def _tables(conn: psycopg.Connection[Any], version: int) -> tuple[sql.Identifier, sql.Identifier]:
+def version_tables(
+    conn: psycopg.Connection[Any], version: int
+) -> tuple[sql.Identifier, sql.Identifier]:
     row = conn.execute(
         "SELECT c.table_name, f.table_name FROM skyclass.model_version AS v "
         "JOIN skyclass.feature_set AS f USING (feature_set_id) "
@@ -106,7 +108,7 @@ def add_objects(
     ``v`` is the pgvector copy of ``x`` (NULL when a feature is missing), as
     the feature-table contract says. Returns the new object ids.
     """
-    catalog, features = _tables(conn, version)
+    catalog, features = version_tables(conn, version)
     if first_id is None:
         row = conn.execute(
             sql.SQL("SELECT coalesce(max(object_id), 0) + 1 FROM {}").format(catalog)

@@ -679,6 +679,8 @@ DECLARE
     c       skyclass.scoring_chunk;
     tbl     text;
     missing bigint;
+    bitmap  text;
+    idx     text;
 BEGIN
     IF n_rows IS NULL OR n_rows < 0 THEN
         RAISE EXCEPTION 'n_rows must be a count of rows (0 or more), not %', coalesce(n_rows::text, 'NULL')
@@ -724,13 +726,33 @@ BEGIN
     END;
     -- Objects of the catalog that the feature table lacks are not scored: count them, range by
     -- range (the chunks cover every object id), so the count costs no serial pass.
-    -- (The range on both sides lets the planner merge two index-only scans: 3x faster than
-    -- probing the feature table once per catalog object.)
+    -- (The range on both sides lets the planner merge two index scans: 3x faster than
+    -- probing the feature table once per catalog object.) A partition run's chunk table holds
+    -- a row for every feature row of the range, so it stands for the feature table: its pages
+    -- are few, in object_id order and (written by score_chunk_into) all-visible, where an
+    -- index-only scan of the feature table visits the heap of every row (its visibility map is
+    -- not set) in sky order. Feature rows whose objects left the catalog have rows in both and
+    -- are not counted either way. An insert run writes only the objects without a published
+    -- prediction: it counts against the feature table. The chunk table has no statistics yet,
+    -- so the planner would read it with a bitmap scan and sort it: the index-only scan is
+    -- cheaper (and has nothing to fetch from an all-visible heap). Index scans are allowed for
+    -- this statement (score_chunk's SQL path turns them off for its own query; with both off
+    -- the planner would read the whole catalog for every chunk).
+    bitmap := current_setting('enable_bitmapscan');
+    idx := current_setting('enable_indexscan');
+    IF r.write_kind = 'partition' THEN
+        PERFORM set_config('enable_bitmapscan', 'off', true);
+        PERFORM set_config('enable_indexscan', 'on', true);
+    END IF;
     EXECUTE format('SELECT count(*) FROM %1$s AS c WHERE c.object_id BETWEEN %3$L::bigint AND %4$L::bigint '
                    'AND NOT EXISTS (SELECT 1 FROM %2$s AS f WHERE f.object_id = c.object_id '
                    'AND f.object_id BETWEEN %3$L::bigint AND %4$L::bigint)',
-                   r.catalog_table, r.feature_table, c.first_object_id, c.last_object_id)
+                   r.catalog_table,
+                   CASE WHEN r.write_kind = 'partition' THEN tbl ELSE r.feature_table END,
+                   c.first_object_id, c.last_object_id)
        INTO missing;
+    PERFORM set_config('enable_bitmapscan', bitmap, true);
+    PERFORM set_config('enable_indexscan', idx, true);
     UPDATE skyclass.scoring_chunk AS k
        SET rows = n_rows, objects_without_features = missing, done_at = clock_timestamp()
      WHERE k.run_id = run AND k.chunk_no = chunk;
